@@ -1,0 +1,56 @@
+"""Org administration: members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mfa_core import http, members, sessions, tokens
+from mfa_core.runtime import services
+from pydantic import Field
+
+logger = Logger()
+app = APIGatewayHttpResolver()
+http.install(app)
+
+
+class CreateMemberRequest(http.RequestBody):
+    email: str = Field(min_length=3, max_length=254)
+    role: str = Field(min_length=1, max_length=32)
+    password: str | None = Field(default=None, max_length=1024)
+
+
+@app.post("/v1/orgs/<org_id>/users")
+def create_member(org_id: str) -> Response[str]:
+    body = http.parse_body(app, CreateMemberRequest)
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    admin = members.require_admin(svc, principal, org_id)
+    member = members.create_member(
+        svc,
+        org_id=org_id,
+        email=body.email,
+        role=body.role,
+        password=body.password,
+        actor_org_id=admin.org_id,
+        actor_user_id=admin.user_id,
+        context=http.request_context(app),
+    )
+    result: dict[str, Any] = {
+        "user_id": member.user.user_id,
+        "org_id": member.user.org_id,
+        "email": member.user.email,
+        "role": member.user.role,
+    }
+    if member.generated_password is not None:
+        result["initial_password"] = member.generated_password
+    return http.json_response(result, status=201)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,61 @@
+"""A user's own factors: TOTP enrollment and confirmation, and the factor list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mfa_core import enrollment, http, sessions, tokens
+from mfa_core.runtime import services
+
+logger = Logger()
+app = APIGatewayHttpResolver()
+http.install(app)
+
+# Enrollment works with a full session or with the enrollment_token of a user who must enroll.
+ACCEPTED = frozenset({tokens.ACCESS, tokens.ENROLLMENT})
+
+
+class EnrollTotpRequest(http.RequestBody):
+    label: str | None = None
+
+
+class ConfirmRequest(http.RequestBody):
+    code: str
+
+
+@app.get("/v1/me/factors")
+def list_factors() -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    return http.json_response({"factors": enrollment.list_factors(svc, principal)})
+
+
+@app.post("/v1/me/factors/totp")
+def enroll_totp() -> Response[str]:
+    body = http.parse_body(app, EnrollTotpRequest)
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    result = enrollment.enroll_totp(
+        svc, principal, label=body.label, context=http.request_context(app)
+    )
+    return http.json_response(result.as_json(), status=201)
+
+
+@app.post("/v1/me/factors/totp/<factor_id>/confirm")
+def confirm_totp(factor_id: str) -> Response[str]:
+    body = http.parse_body(app, ConfirmRequest)
+    code = http.totp_code(body.code)
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    result = enrollment.confirm_totp(
+        svc, principal, factor_id=factor_id, code=code, context=http.request_context(app)
+    )
+    return http.json_response(result)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,94 @@
+"""Password login, token refresh, logout, the caller's sessions, and the public JWKS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mfa_core import auth, http, sessions, tokens
+from mfa_core.runtime import services
+from pydantic import Field
+
+logger = Logger()
+app = APIGatewayHttpResolver()
+http.install(app)
+
+
+class LoginRequest(http.RequestBody):
+    org_id: str = Field(min_length=1, max_length=63)
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(http.RequestBody):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+@app.post("/v1/auth/login")
+def login() -> Response[str]:
+    body = http.parse_body(app, LoginRequest)
+    result = auth.login(
+        services(),
+        org_id=body.org_id,
+        email=body.email,
+        password=body.password,
+        context=http.request_context(app),
+    )
+    return http.json_response(result.as_json())
+
+
+@app.post("/v1/auth/refresh")
+def refresh() -> Response[str]:
+    body = http.parse_body(app, RefreshRequest)
+    pair = sessions.refresh(
+        services(), refresh_token=body.refresh_token, context=http.request_context(app)
+    )
+    return http.json_response(pair.as_json())
+
+
+@app.post("/v1/auth/logout")
+def logout() -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    sessions.logout(svc, principal, context=http.request_context(app))
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@app.get("/v1/me/sessions")
+def list_sessions() -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    return http.json_response({"sessions": sessions.list_sessions(svc, principal)})
+
+
+@app.delete("/v1/me/sessions/<sid>")
+def revoke_session(sid: str) -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    sessions.revoke_own_session(svc, principal, sid, context=http.request_context(app))
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@app.get("/.well-known/jwks.json")
+def jwks() -> Response[str]:
+    document = services().signing_keys.jwks_document()
+    return Response(
+        status_code=200,
+        content_type="application/json",
+        body=json.dumps(document),
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""Domain logic of the MFA service: the Lambda handlers stay thin and call into this package."""

@@ -1,0 +1,154 @@
+"""ES256 signing keys: private keys in Secrets Manager, public keys (the JWKS) in SSM.
+
+Functions that only verify tokens read the public set; only the functions that issue tokens
+may read the secret. `rotate` is run by the operator CLI: it adds a key, makes it the active
+signer and keeps the previous ones for verification until tokens signed with them expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mfa_core.errors import ConfigurationError, DependencyFailed
+
+ALGORITHM = "ES256"
+KEYS_KEPT = 3
+
+
+@dataclass(frozen=True)
+class PrivateKeySet:
+    active_kid: str
+    keys: dict[str, dict[str, str]]  # kid -> private JWK
+
+    @property
+    def active_jwk(self) -> dict[str, str]:
+        return self.keys[self.active_kid]
+
+
+def _b64url_int(value: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode("ascii")
+
+
+def new_private_jwk(created_at: float) -> dict[str, str]:
+    """Generate a P-256 key pair as a private JWK (RFC 7518 §6.2) with a random kid."""
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    numbers = private_key.private_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "alg": ALGORITHM,
+        "use": "sig",
+        "kid": secrets.token_urlsafe(12),
+        "x": _b64url_int(numbers.public_numbers.x),
+        "y": _b64url_int(numbers.public_numbers.y),
+        "d": _b64url_int(numbers.private_value),
+        "created_at": str(int(created_at)),
+    }
+
+
+def public_jwk(private_jwk: dict[str, str]) -> dict[str, str]:
+    return {name: private_jwk[name] for name in ("kty", "crv", "alg", "use", "kid", "x", "y")}
+
+
+class SigningKeys:
+    """Reads and caches the key sets; re-reads them after `cache_seconds` to follow rotation."""
+
+    def __init__(
+        self,
+        *,
+        secrets_client: Callable[[], Any],
+        ssm_client: Callable[[], Any],
+        secret_id: str,
+        parameter_name: str,
+        cache_seconds: int,
+        now: Callable[[], float],
+    ) -> None:
+        self._secrets_client = secrets_client
+        self._ssm_client = ssm_client
+        self._secret_id = secret_id
+        self._parameter_name = parameter_name
+        self._cache_seconds = cache_seconds
+        self._now = now
+        self._lock = threading.Lock()
+        self._private: tuple[float, PrivateKeySet] | None = None
+        self._public: tuple[float, dict[str, dict[str, str]]] | None = None
+
+    def private_keys(self) -> PrivateKeySet:
+        with self._lock:
+            if self._private is None or self._now() - self._private[0] > self._cache_seconds:
+                self._private = (self._now(), self._load_private())
+            return self._private[1]
+
+    def public_keys(self, *, refresh: bool = False) -> dict[str, dict[str, str]]:
+        """Return the published public keys by kid."""
+        with self._lock:
+            stale = self._public is None or self._now() - self._public[0] > self._cache_seconds
+            if refresh or stale:
+                self._public = (self._now(), self._load_public())
+            assert self._public is not None
+            return self._public[1]
+
+    def jwks_document(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": list(self.public_keys().values())}
+
+    def rotate(self) -> str:
+        """Add a new active key, keep the newest KEYS_KEPT keys, and return the new kid."""
+        try:
+            current = self._load_private()
+            keys = dict(current.keys)
+        except ConfigurationError:
+            keys = {}
+        new_key = new_private_jwk(self._now())
+        keys[new_key["kid"]] = new_key
+        newest = sorted(keys.values(), key=lambda jwk: int(jwk["created_at"]))[-KEYS_KEPT:]
+        document = {"active_kid": new_key["kid"], "keys": newest}
+        public = {"keys": [public_jwk(jwk) for jwk in newest]}
+        try:
+            self._secrets_client().put_secret_value(
+                SecretId=self._secret_id, SecretString=json.dumps(document)
+            )
+            self._ssm_client().put_parameter(
+                Name=self._parameter_name, Value=json.dumps(public), Type="String", Overwrite=True
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyFailed("Storing the new signing key failed.") from exc
+        with self._lock:
+            self._private = None
+            self._public = None
+        return new_key["kid"]
+
+    def _load_private(self) -> PrivateKeySet:
+        try:
+            response = self._secrets_client().get_secret_value(SecretId=self._secret_id)
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyFailed("Reading the signing keys failed.") from exc
+        try:
+            document = json.loads(response.get("SecretString") or "{}")
+            keys = {jwk["kid"]: jwk for jwk in document["keys"]}
+            key_set = PrivateKeySet(active_kid=document["active_kid"], keys=keys)
+            key_set.active_jwk  # noqa: B018 - fails early when the active kid is missing
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                "The signing key secret holds no usable key; run `mfa-admin signing-key rotate`."
+            ) from exc
+        return key_set
+
+    def _load_public(self) -> dict[str, dict[str, str]]:
+        try:
+            response = self._ssm_client().get_parameter(Name=self._parameter_name)
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyFailed("Reading the public signing keys failed.") from exc
+        try:
+            document = json.loads(response["Parameter"]["Value"])
+            return {jwk["kid"]: jwk for jwk in document["keys"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError("The public key parameter is not a JWK set.") from exc

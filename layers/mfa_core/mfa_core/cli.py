@@ -1,0 +1,125 @@
+"""mfa-admin: the operator's command line, against whichever AWS endpoint is configured.
+
+It reads the same MFA_* environment variables as the functions; set AWS_ENDPOINT_URL to point
+it at a local moto server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+
+from mfa_core import audit, members
+from mfa_core.errors import MfaError
+from mfa_core.identity import ROLES
+from mfa_core.runtime import services
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mfa-admin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    signing_key = commands.add_parser("signing-key", help="manage the token signing keys")
+    signing_key_commands = signing_key.add_subparsers(dest="action", required=True)
+    signing_key_commands.add_parser(
+        "rotate", help="create a new ES256 signing key and make it the active one"
+    )
+
+    org = commands.add_parser("org", help="manage orgs")
+    org_commands = org.add_subparsers(dest="action", required=True)
+    bootstrap = org_commands.add_parser("bootstrap", help="create an org and its first admin")
+    bootstrap.add_argument(
+        "--org-id", required=True, help="2-63 lower-case letters, digits, hyphens"
+    )
+    bootstrap.add_argument("--name", required=True, help="display name of the org")
+    bootstrap.add_argument("--admin-email", required=True)
+    bootstrap.add_argument(
+        "--enforcement",
+        choices=members.ENFORCEMENT_LEVELS,
+        default="required",
+        help="MFA enforcement for the org (default: required)",
+    )
+    bootstrap.add_argument(
+        "--prompt-password",
+        action="store_true",
+        help="read the admin password from the terminal instead of generating one",
+    )
+
+    user = commands.add_parser("user", help="manage members")
+    user_commands = user.add_subparsers(dest="action", required=True)
+    create = user_commands.add_parser("create", help="create a member of an org")
+    create.add_argument("--org-id", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--role", choices=ROLES, default="operator")
+    create.add_argument(
+        "--prompt-password",
+        action="store_true",
+        help="read the password from the terminal instead of generating one",
+    )
+    return parser
+
+
+def _password(prompt: bool) -> str | None:
+    if not prompt:
+        return None
+    password = getpass.getpass("Password: ")
+    if password != getpass.getpass("Repeat password: "):
+        raise MfaError("The two passwords differ.")
+    return password
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    svc = services()
+    try:
+        if args.command == "signing-key":
+            kid = svc.signing_keys.rotate()
+            print(json.dumps({"active_kid": kid}))
+        elif args.command == "org":
+            member = members.bootstrap_org(
+                svc,
+                org_id=args.org_id,
+                name=args.name,
+                admin_email=args.admin_email,
+                admin_password=_password(args.prompt_password),
+                enforcement=args.enforcement,
+            )
+            _print_member(member)
+        else:
+            member = members.create_member(
+                svc,
+                org_id=args.org_id,
+                email=args.email,
+                role=args.role,
+                password=_password(args.prompt_password),
+                actor_org_id=args.org_id,
+                actor_user_id="operator",
+                context=audit.SYSTEM,
+            )
+            _print_member(member)
+    except MfaError as exc:
+        field = getattr(exc, "field", None)
+        where = f" ({field})" if field else ""
+        print(f"mfa-admin: {exc.code}{where}: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_member(member: members.NewMember) -> None:
+    output = {
+        "org_id": member.user.org_id,
+        "user_id": member.user.user_id,
+        "email": member.user.email,
+        "role": member.user.role,
+    }
+    if member.generated_password is not None:
+        # Printed once, to the operator's terminal; it is stored only as an argon2id hash.
+        output["password"] = member.generated_password
+    print(json.dumps(output))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""A user's own factors: TOTP enrollment, its confirmation, and the factor list."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mfa_core import audit, lockout, totp
+from mfa_core.adapters.kms import SealedValueError
+from mfa_core.audit import RequestContext
+from mfa_core.errors import Conflict, InvalidCode, InvalidInput, InvalidToken, NotFound
+from mfa_core.runtime import Services
+from mfa_core.store.models import FactorModel, UserModel, user_key
+from mfa_core.store.repository import ConditionFailed
+from mfa_core.tokens import Principal
+
+logger = Logger(child=True)
+
+PENDING_SECONDS = 15 * 60
+MAX_FACTORS = 20
+MAX_LABEL = 64
+DEFAULT_LABEL = "Authenticator app"
+
+
+@dataclass(frozen=True)
+class TotpEnrollment:
+    factor_id: str
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+    expires_at: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "factor_id": self.factor_id,
+            "type": "totp",
+            "status": "pending",
+            "secret": self.secret,
+            "otpauth_uri": self.otpauth_uri,
+            "qr_svg": self.qr_svg,
+            "expires_at": self.expires_at,
+        }
+
+
+def validate_label(label: str | None) -> str:
+    if label is None:
+        return DEFAULT_LABEL
+    label = label.strip()
+    if not 1 <= len(label) <= MAX_LABEL or not label.isprintable():
+        raise InvalidInput(f"Use a label of 1 to {MAX_LABEL} printable characters.", field="label")
+    return label
+
+
+def _current_user(svc: Services, principal: Principal) -> UserModel:
+    user = svc.store.get_user(principal.org_id, principal.user_id)
+    if user is None or user.status != "active":
+        raise InvalidToken()
+    return user
+
+
+def enroll_totp(
+    svc: Services, principal: Principal, *, label: str | None, context: RequestContext
+) -> TotpEnrollment:
+    """Create a pending TOTP factor; the secret is returned here once and stored sealed."""
+    label = validate_label(label)
+    user = _current_user(svc, principal)
+    now = svc.clock.now()
+    live = [f for f in svc.store.list_factors(user.org_id, user.user_id) if _is_usable(f, now)]
+    if len(live) >= MAX_FACTORS:
+        raise Conflict(f"A user can have at most {MAX_FACTORS} factors; remove one first.")
+
+    secret = totp.new_secret()
+    factor_id = f"f_{secrets.token_hex(12)}"
+    expires_at = int(now) + PENDING_SECONDS
+    factor = FactorModel(
+        user_key(user.org_id, user.user_id),
+        factor_id,
+        org_id=user.org_id,
+        user_id=user.user_id,
+        type="totp",
+        status="pending",
+        label=label,
+        created_at=now,
+        sealed_secret=svc.cipher.seal(
+            secret.encode("ascii"), org_id=user.org_id, user_id=user.user_id
+        ),
+        expires_at=expires_at,
+    )
+    event = audit.event(
+        now=now,
+        event_type="factor.enroll",
+        outcome="success",
+        org_id=user.org_id,
+        user_id=user.user_id,
+        factor_id=factor_id,
+        context=context,
+        details={"type": "totp", "status": "pending"},
+    )
+    svc.store.add_pending_factor(factor, [event])
+    logger.info(
+        "TOTP factor pending",
+        extra={"org_id": user.org_id, "user_id": user.user_id, "factor_id": factor_id},
+    )
+    uri = totp.provisioning_uri(secret, account=user.email, issuer=svc.settings.totp_issuer)
+    return TotpEnrollment(
+        factor_id=factor_id,
+        secret=secret,
+        otpauth_uri=uri,
+        qr_svg=totp.qr_svg(uri),
+        expires_at=expires_at,
+    )
+
+
+def confirm_totp(
+    svc: Services, principal: Principal, *, factor_id: str, code: str, context: RequestContext
+) -> dict[str, Any]:
+    """Activate a pending TOTP factor with a valid code; wrong codes count towards lockout."""
+    now = svc.clock.now()
+    user = _current_user(svc, principal)
+    lockout.check_not_locked(user, now)
+    factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
+    if factor is None or factor.type != "totp" or not _is_usable(factor, now):
+        raise NotFound("No TOTP factor with this id.")
+    if factor.status != "pending":
+        raise Conflict("This factor is already active.")
+
+    secret = open_totp_secret(svc, factor)
+    step = totp.matching_step(secret, code, now=now)
+    if step is None:
+        failure = _event(now, factor, "factor.confirm", "failure", context, reason="invalid_code")
+        locked = lockout.record_failure(svc, user, failure=failure, context=context)
+        logger.info("TOTP confirmation failed", extra=_ids(factor))
+        if locked is not None:
+            raise locked
+        raise InvalidCode()
+
+    success = _event(now, factor, "factor.activate", "success", context)
+    try:
+        svc.store.activate_factor(factor, step=step, now=now, events=[success])
+    except ConditionFailed as exc:
+        if 1 in exc.failed_items:
+            fresh = svc.store.get_user(user.org_id, user.user_id)
+            if fresh is not None:
+                lockout.check_not_locked(fresh, now)
+        raise Conflict("This factor is no longer pending; list your factors.") from exc
+    logger.info("TOTP factor activated", extra=_ids(factor))
+    return {
+        "factor_id": factor.factor_id,
+        "type": factor.type,
+        "status": "active",
+        "label": factor.label,
+    }
+
+
+def list_factors(svc: Services, principal: Principal) -> list[dict[str, Any]]:
+    now = svc.clock.now()
+    return [
+        {
+            "factor_id": f.factor_id,
+            "type": f.type,
+            "status": f.status,
+            "label": f.label,
+            "created_at": int(f.created_at),
+            "confirmed_at": int(f.confirmed_at) if f.confirmed_at else None,
+            "last_used_at": int(f.last_used_at) if f.last_used_at else None,
+        }
+        for f in svc.store.list_factors(principal.org_id, principal.user_id)
+        if _is_usable(f, now)
+    ]
+
+
+def open_totp_secret(svc: Services, factor: FactorModel) -> str:
+    if factor.sealed_secret is None:
+        raise NotFound("No TOTP factor with this id.")
+    try:
+        return svc.cipher.open(
+            factor.sealed_secret, org_id=factor.org_id, user_id=factor.user_id
+        ).decode("ascii")
+    except SealedValueError:
+        logger.error("TOTP seed failed to open", extra=_ids(factor))
+        raise
+
+
+def _is_usable(factor: FactorModel, now: float) -> bool:
+    """Tell whether a factor counts: active, or pending and not yet expired."""
+    if factor.status == "active":
+        return True
+    return factor.expires_at is not None and factor.expires_at > now
+
+
+def _ids(factor: FactorModel) -> dict[str, str]:
+    return {"org_id": factor.org_id, "user_id": factor.user_id, "factor_id": factor.factor_id}
+
+
+def _event(
+    now: float,
+    factor: FactorModel,
+    event_type: str,
+    outcome: str,
+    context: RequestContext,
+    *,
+    reason: str | None = None,
+) -> audit.AuditEvent:
+    return audit.event(
+        now=now,
+        event_type=event_type,
+        outcome=outcome,
+        org_id=factor.org_id,
+        user_id=factor.user_id,
+        factor_id=factor.factor_id,
+        context=context,
+        reason=reason,
+        details={"type": factor.type},
+    )

@@ -1,0 +1,93 @@
+"""The service's error hierarchy.
+
+Each class carries a stable machine-readable `code`; mfa_core.http maps the classes to HTTP
+status codes and RFC 9457 problem responses in one table. A `detail` is shown to the caller,
+so it never contains a submitted value, a secret or whether an account exists.
+"""
+
+from __future__ import annotations
+
+
+class MfaError(Exception):
+    code = "error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(MfaError):
+    """A request field is missing, malformed or out of range."""
+
+    code = "invalid_input"
+
+    def __init__(self, detail: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class AuthenticationFailed(MfaError):
+    """Wrong credentials, or an account that does not exist: the two look the same."""
+
+    code = "authentication_failed"
+
+    def __init__(self, detail: str = "The email or password is incorrect.") -> None:
+        super().__init__(detail)
+
+
+class InvalidToken(MfaError):
+    code = "invalid_token"
+
+    def __init__(self, detail: str = "The bearer token is missing, invalid or expired.") -> None:
+        super().__init__(detail)
+
+
+class InvalidCode(MfaError):
+    code = "invalid_code"
+
+    def __init__(
+        self, detail: str = "The verification code is incorrect or was already used."
+    ) -> None:
+        super().__init__(detail)
+
+
+class Forbidden(MfaError):
+    code = "forbidden"
+
+
+class NotFound(MfaError):
+    code = "not_found"
+
+
+class Conflict(MfaError):
+    code = "conflict"
+
+
+class LockedOut(MfaError):
+    """Too many consecutive failed verifications; retry after `retry_after` seconds."""
+
+    code = "locked_out"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Too many failed verification attempts. The account is locked; "
+            f"try again in {retry_after} seconds."
+        )
+        self.retry_after = max(1, retry_after)
+
+
+class DependencyFailed(MfaError):
+    """An AWS dependency failed; nothing was half-written, and the request can be retried."""
+
+    code = "dependency_failed"
+
+    def __init__(self, detail: str = "A backing service failed. Retry the request.") -> None:
+        super().__init__(detail)
+
+
+class ConfigurationError(MfaError):
+    """The deployment is misconfigured: our fault, not the caller's."""
+
+    code = "configuration_error"

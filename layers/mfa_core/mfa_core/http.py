@@ -1,0 +1,227 @@
+"""The HTTP edge shared by every function: request parsing and RFC 9457 problem responses.
+
+`install` registers the one mapping from the error hierarchy to HTTP status codes. Validation
+errors name the field and the fix but never echo the submitted value, which may be a code or
+a password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, TypeVar
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pynamodb.exceptions import PynamoDBException
+
+from mfa_core.audit import RequestContext
+from mfa_core.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    Conflict,
+    DependencyFailed,
+    Forbidden,
+    InvalidCode,
+    InvalidInput,
+    InvalidToken,
+    LockedOut,
+    MfaError,
+    NotFound,
+)
+from mfa_core.settings import settings
+
+logger = Logger(child=True)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://docs.agent-console.dev/mfa/problems/"
+
+# Error class -> (HTTP status, title). Subclasses not listed here take their base's entry.
+STATUS: dict[type[MfaError], tuple[int, str]] = {
+    InvalidInput: (400, "Invalid request"),
+    AuthenticationFailed: (401, "Authentication failed"),
+    InvalidToken: (401, "Invalid token"),
+    InvalidCode: (401, "Invalid code"),
+    Forbidden: (403, "Forbidden"),
+    NotFound: (404, "Not found"),
+    Conflict: (409, "Conflict"),
+    LockedOut: (429, "Too many attempts"),
+    DependencyFailed: (503, "Service unavailable"),
+    ConfigurationError: (500, "Internal error"),
+    MfaError: (500, "Internal error"),
+}
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class RequestBody(BaseModel):
+    """Base of request models: strict JSON types, unknown fields rejected."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def status_of(error: MfaError) -> tuple[int, str]:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return STATUS[MfaError]
+
+
+def problem(error: MfaError) -> Response[str]:
+    status, title = status_of(error)
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + error.code,
+        "title": title,
+        "status": status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if isinstance(error, InvalidInput) and error.field is not None:
+        body["field"] = error.field
+    if isinstance(error, LockedOut):
+        body["retry_after"] = error.retry_after
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, InvalidToken | AuthenticationFailed):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return Response(
+        status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers
+    )
+
+
+def json_response(body: Any, *, status: int = 200) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps(body),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def install(app: APIGatewayHttpResolver) -> None:
+    """Register the error mapping on a resolver."""
+
+    @app.exception_handler(MfaError)
+    def _mfa_error(error: MfaError) -> Response[str]:
+        status, _ = status_of(error)
+        if status >= 500:
+            logger.exception("Request failed", extra={"code": error.code})
+        return problem(error)
+
+    @app.exception_handler(PynamoDBException)
+    def _dynamodb_error(error: PynamoDBException) -> Response[str]:
+        logger.exception("DynamoDB request failed")
+        return problem(DependencyFailed())
+
+    @app.exception_handler(BotoCoreError)
+    def _aws_error(error: BotoCoreError) -> Response[str]:
+        logger.exception("AWS request failed")
+        return problem(DependencyFailed())
+
+    @app.exception_handler(ClientError)
+    def _aws_client_error(error: ClientError) -> Response[str]:
+        logger.exception("AWS request failed")
+        return problem(DependencyFailed())
+
+    @app.not_found
+    def _route_not_found(_: Exception) -> Response[str]:
+        return problem(NotFound("No such route."))
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response[str]:
+        logger.exception("Unhandled error")
+        return problem(MfaError("The request failed unexpectedly."))
+
+
+def parse_body(app: APIGatewayHttpResolver, model: type[Model]) -> Model:
+    """Parse the JSON body into `model`, or raise InvalidInput naming the offending field."""
+    event = app.current_event
+    raw = event.body or ""
+    limit = settings().max_body_bytes
+    if event.is_base64_encoded:
+        # Base64 inflates by 4/3; checking the encoded size first avoids decoding a huge body.
+        if len(raw) > limit * 4 // 3 + 4:
+            raise _too_large(limit)
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(
+                "The request body is not valid base64.", code="invalid_body"
+            ) from exc
+    else:
+        data = raw.encode("utf-8", errors="surrogatepass")
+    if len(data) > limit:
+        raise _too_large(limit)
+    if not data.strip():
+        raise InvalidInput("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise _first_problem(exc) from None
+
+
+def _too_large(limit: int) -> InvalidInput:
+    return InvalidInput(f"The request body is larger than {limit} bytes.", code="body_too_large")
+
+
+_TYPE_HINTS = {
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be a boolean",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field; remove it",
+    "string_too_short": "is too short",
+    "string_too_long": "is too long",
+    "string_pattern_mismatch": "has the wrong format",
+    "literal_error": "has a value that is not allowed",
+}
+
+
+def _first_problem(exc: ValidationError) -> InvalidInput:
+    # Built from the error's location and type only: pydantic's own messages and `input`
+    # may contain the submitted value.
+    error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    hint = _TYPE_HINTS.get(error["type"], "is invalid")
+    return InvalidInput(f"Field '{field}' {hint}.", field=field)
+
+
+def bearer_token(app: APIGatewayHttpResolver) -> str | None:
+    header = app.current_event.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def request_context(app: APIGatewayHttpResolver) -> RequestContext:
+    http = app.current_event.request_context.http
+    return RequestContext(
+        source_ip=http.source_ip,
+        user_agent=http.user_agent,
+        request_id=app.current_event.request_context.request_id,
+    )
+
+
+def totp_code(value: str) -> str:
+    """Return `value` if it is six ASCII digits; otherwise raise InvalidInput on "code"."""
+    from mfa_core.totp import is_well_formed  # noqa: PLC0415 - keeps pyotp out of other routes
+
+    if not is_well_formed(value):
+        raise InvalidInput(
+            "Field 'code' must be exactly 6 ASCII digits (0-9).",
+            field="code",
+            code="invalid_code_format",
+        )
+    return value

@@ -1,0 +1,159 @@
+"""Orgs and their members: bootstrapping an org with its first admin, and adding members."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from mfa_core import audit, passwords
+from mfa_core.audit import RequestContext
+from mfa_core.errors import Forbidden, InvalidInput, NotFound
+from mfa_core.identity import new_user_id, normalize_email, normalize_org_id, validate_role
+from mfa_core.runtime import Services
+from mfa_core.store.models import OrgModel, UserModel
+from mfa_core.tokens import Principal
+
+logger = Logger(child=True)
+
+ENFORCEMENT_LEVELS = ("off", "optional", "required")
+
+
+@dataclass(frozen=True)
+class NewMember:
+    user: UserModel
+    # Set only when the service generated the password; shown once to whoever created the member.
+    generated_password: str | None
+
+
+def validate_password(password: str, *, field: str = "password") -> str:
+    """Apply NIST 800-63B length rules: at least 12 characters, at most 256, nothing else."""
+    if len(password) < passwords.MIN_LENGTH:
+        raise InvalidInput(
+            f"Use a password of at least {passwords.MIN_LENGTH} characters.", field=field
+        )
+    if len(password) > passwords.MAX_LENGTH:
+        raise InvalidInput(
+            f"Use a password of at most {passwords.MAX_LENGTH} characters.", field=field
+        )
+    return password
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def _new_user(*, org_id: str, email: str, role: str, password: str | None, now: float) -> NewMember:
+    generated = None
+    if password is None:
+        generated = generate_password()
+        password = generated
+    validate_password(password)
+    email = normalize_email(email)
+    user = UserModel(
+        org_id,
+        new_user_id(),
+        email=email,
+        email_key=f"{org_id}#{email}",
+        role=validate_role(role),
+        status="active",
+        password_hash=passwords.hash_password(password),
+        created_at=now,
+        failed_count=0,
+        active_factors={},
+    )
+    return NewMember(user=user, generated_password=generated)
+
+
+def bootstrap_org(
+    svc: Services,
+    *,
+    org_id: str,
+    name: str,
+    admin_email: str,
+    admin_password: str | None,
+    enforcement: str,
+) -> NewMember:
+    """Create an org with its first admin; an operator action, audited with actor "operator"."""
+    org_id = normalize_org_id(org_id)
+    if enforcement not in ENFORCEMENT_LEVELS:
+        raise InvalidInput(f"Use one of: {', '.join(ENFORCEMENT_LEVELS)}.", field="enforcement")
+    name = name.strip()
+    if not 1 <= len(name) <= 128:
+        raise InvalidInput("Use an org name of 1 to 128 characters.", field="name")
+    now = svc.clock.now()
+    member = _new_user(
+        org_id=org_id, email=admin_email, role="admin", password=admin_password, now=now
+    )
+    org = OrgModel(org_id, name=name, enforcement=enforcement, created_at=now)
+    events = [
+        audit.event(
+            now=now,
+            event_type="org.create",
+            outcome="success",
+            org_id=org_id,
+            actor="operator",
+            context=audit.SYSTEM,
+            details={"enforcement": enforcement},
+        ),
+        audit.event(
+            now=now,
+            event_type="member.create",
+            outcome="success",
+            org_id=org_id,
+            user_id=member.user.user_id,
+            actor="operator",
+            context=audit.SYSTEM,
+            details={"role": "admin"},
+        ),
+    ]
+    svc.store.create_org(org, member.user, events)
+    logger.info("Org created", extra={"org_id": org_id, "user_id": member.user.user_id})
+    return member
+
+
+def create_member(
+    svc: Services,
+    *,
+    org_id: str,
+    email: str,
+    role: str,
+    password: str | None,
+    actor_org_id: str,
+    actor_user_id: str,
+    context: RequestContext,
+) -> NewMember:
+    """Add a member to an org; `actor_*` identify who asked (an admin, or the operator CLI)."""
+    org_id = normalize_org_id(org_id, field="org")
+    now = svc.clock.now()
+    member = _new_user(org_id=org_id, email=email, role=role, password=password, now=now)
+    actor = "operator" if actor_user_id == "operator" else f"user:{actor_user_id}"
+    event = audit.event(
+        now=now,
+        event_type="member.create",
+        outcome="success",
+        org_id=org_id,
+        user_id=member.user.user_id,
+        actor=actor,
+        context=context,
+        details={"role": member.user.role},
+    )
+    svc.store.create_user(member.user, [event])
+    logger.info(
+        "Member created",
+        extra={"org_id": org_id, "user_id": member.user.user_id, "actor_org_id": actor_org_id},
+    )
+    return member
+
+
+def require_admin(svc: Services, principal: Principal, org_id: str) -> UserModel:
+    """Return the calling admin; another org is not found, a non-admin is forbidden."""
+    if principal.org_id != org_id:
+        raise NotFound("No org with this id.")
+    user = svc.store.get_user(principal.org_id, principal.user_id)
+    if user is None or user.status != "active":
+        raise NotFound("No org with this id.")
+    if user.role != "admin":
+        raise Forbidden("Only org admins may do this.")
+    return user

@@ -1,0 +1,89 @@
+"""The services of one process, built once per cold start and shared by every request.
+
+AWS clients are created on first use, so a function builds only the clients its routes need.
+Tests and the local stack call `reset` to start over with another clock or configuration.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from mfa_core.adapters import aws
+from mfa_core.adapters.keys import SigningKeys
+from mfa_core.adapters.kms import EnvelopeCipher
+from mfa_core.clock import Clock, SystemClock
+from mfa_core.settings import Settings
+from mfa_core.store import bind
+from mfa_core.store.repository import Store
+from mfa_core.tokens import TokenService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+
+    @cached_property
+    def store(self) -> Store:
+        connection = bind(self.settings)
+        return Store(connection, audit_retention_days=self.settings.audit_retention_days)
+
+    @cached_property
+    def kms(self) -> Any:
+        return aws.client("kms", self.settings)
+
+    @cached_property
+    def secrets_manager(self) -> Any:
+        return aws.client("secretsmanager", self.settings)
+
+    @cached_property
+    def ssm(self) -> Any:
+        return aws.client("ssm", self.settings)
+
+    @cached_property
+    def cipher(self) -> EnvelopeCipher:
+        return EnvelopeCipher(self.kms, self.settings.kms_key_id)
+
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        return SigningKeys(
+            secrets_client=lambda: self.secrets_manager,
+            ssm_client=lambda: self.ssm,
+            secret_id=self.settings.signing_key_secret,
+            parameter_name=self.settings.jwks_parameter,
+            cache_seconds=self.settings.key_cache_seconds,
+            now=self.clock.now,
+        )
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(
+            keys=self.signing_keys,
+            clock=self.clock,
+            issuer=self.settings.token_issuer,
+            audience=self.settings.token_audience,
+        )
+
+
+_services: Services | None = None
+_services_lock = threading.Lock()
+
+
+def services() -> Services:
+    """Return this process's services, building them from the environment on first use."""
+    global _services  # noqa: PLW0603 - one container per process, by design
+    with _services_lock:
+        if _services is None:
+            _services = Services(settings=Settings.from_env(), clock=SystemClock())
+        return _services
+
+
+def reset(*, clock: Clock | None = None, settings: Settings | None = None) -> Services:
+    """Replace this process's services, for tests and the local stack."""
+    global _services  # noqa: PLW0603 - one container per process, by design
+    with _services_lock:
+        _services = Services(settings=settings or Settings.from_env(), clock=clock or SystemClock())
+        return _services

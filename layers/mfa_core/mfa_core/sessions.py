@@ -1,0 +1,293 @@
+"""Sessions: access tokens, rotating refresh tokens, logout and session listing.
+
+A refresh token is "<session id>.<256 random bits>", opaque to clients. Only its SHA-256 is
+stored. Every refresh replaces it; presenting a replaced one is a reuse, which revokes the whole
+session (the token family), because only a stolen copy would still be in circulation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mfa_core import audit, tokens
+from mfa_core.audit import RequestContext
+from mfa_core.errors import InvalidToken, NotFound
+from mfa_core.runtime import Services
+from mfa_core.store.models import SessionModel, UserModel, user_key
+from mfa_core.store.repository import ConditionFailed
+from mfa_core.tokens import Principal
+
+logger = Logger(child=True)
+
+# How many replaced refresh-token hashes a session keeps for reuse detection.
+ROTATED_HASHES_KEPT = 100
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "session_id": self.session_id,
+        }
+
+
+def _hash(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode("utf-8")).hexdigest()
+
+
+def new_refresh_token(session_id: str) -> str:
+    return f"{session_id}.{secrets.token_urlsafe(32)}"
+
+
+def new_session(
+    svc: Services,
+    *,
+    user: UserModel,
+    amr: list[str],
+    acr: str,
+    auth_time: float,
+    mfa_time: float | None,
+    context: RequestContext,
+) -> tuple[SessionModel, TokenPair]:
+    """Build a session and its first token pair; the caller stores the session."""
+    now = svc.clock.now()
+    session_id = secrets.token_urlsafe(16)
+    refresh_token = new_refresh_token(session_id)
+    session = SessionModel(
+        session_id,
+        user_key=user_key(user.org_id, user.user_id),
+        org_id=user.org_id,
+        user_id=user.user_id,
+        status="active",
+        created_at=now,
+        expires_at=int(now) + svc.settings.session_seconds,
+        refresh_hash=_hash(refresh_token),
+        rotated_hashes=[],
+        amr=amr,
+        acr=acr,
+        auth_time=auth_time,
+        mfa_time=mfa_time,
+        source_ip=context.source_ip,
+        user_agent=context.short_user_agent,
+    )
+    return session, TokenPair(
+        access_token=access_token(svc, session=session, role=user.role),
+        refresh_token=refresh_token,
+        expires_in=svc.settings.access_token_seconds,
+        session_id=session_id,
+    )
+
+
+def access_token(svc: Services, *, session: SessionModel, role: str) -> str:
+    claims: dict[str, Any] = {
+        "sid": session.session_id,
+        "roles": [role],
+        "amr": list(session.amr),
+        "acr": session.acr,
+        "auth_time": int(session.auth_time),
+    }
+    if session.mfa_time is not None:
+        claims["mfa_time"] = int(session.mfa_time)
+    return svc.tokens.issue(
+        token_type=tokens.ACCESS,
+        org_id=session.org_id,
+        user_id=session.user_id,
+        lifetime=svc.settings.access_token_seconds,
+        **claims,
+    )
+
+
+def authenticate(svc: Services, bearer_token: str | None, *, accept: frozenset[str]) -> Principal:
+    """Verify a bearer token of an accepted type; an access token's session must be active."""
+    if not bearer_token:
+        raise InvalidToken()
+    principal = svc.tokens.verify(bearer_token, accept=accept)
+    if principal.token_type == tokens.ACCESS:
+        session_id = principal.session_id
+        if session_id is None:
+            raise InvalidToken()
+        session = svc.store.get_session(session_id)
+        if session is None or not _is_live(session, svc.clock.now()):
+            raise InvalidToken()
+        if session.org_id != principal.org_id or session.user_id != principal.user_id:
+            raise InvalidToken()
+    return principal
+
+
+def refresh(svc: Services, *, refresh_token: str, context: RequestContext) -> TokenPair:
+    """Rotate a refresh token and return a new pair; a reused token revokes its session."""
+    now = svc.clock.now()
+    session_id, _, secret_part = refresh_token.partition(".")
+    if not session_id or not secret_part:
+        raise InvalidToken("The refresh token is invalid or expired.")
+    session = svc.store.get_session(session_id)
+    if session is None:
+        raise InvalidToken("The refresh token is invalid or expired.")
+
+    presented = _hash(refresh_token)
+    if session.status == "active" and hmac.compare_digest(presented, session.refresh_hash):
+        if session.expires_at <= now:
+            raise InvalidToken("The refresh token is invalid or expired.")
+        return _rotate(svc, session=session, presented=presented, now=now, context=context)
+    if any(hmac.compare_digest(presented, old) for old in session.rotated_hashes):
+        _revoke_family(svc, session=session, now=now, context=context)
+    else:
+        svc.store.record(
+            _event(svc, session, "session.refresh", "failure", context, reason="unknown_token")
+        )
+    raise InvalidToken("The refresh token is invalid or expired.")
+
+
+def _rotate(
+    svc: Services, *, session: SessionModel, presented: str, now: float, context: RequestContext
+) -> TokenPair:
+    replacement = new_refresh_token(session.session_id)
+    rotated = [*session.rotated_hashes, presented][-ROTATED_HASHES_KEPT:]
+    try:
+        svc.store.rotate_refresh_token(
+            session,
+            presented_hash=presented,
+            new_hash=_hash(replacement),
+            rotated_hashes=rotated,
+            now=now,
+            events=[_event(svc, session, "session.refresh", "success", context)],
+        )
+    except ConditionFailed as exc:
+        # A concurrent refresh with the same token won: this one is a reuse.
+        current = svc.store.get_session(session.session_id)
+        if current is not None:
+            _revoke_family(svc, session=current, now=now, context=context)
+        raise InvalidToken("The refresh token is invalid or expired.") from exc
+
+    user_role = _role_from_session(svc, session)
+    return TokenPair(
+        access_token=access_token(svc, session=session, role=user_role),
+        refresh_token=replacement,
+        expires_in=svc.settings.access_token_seconds,
+        session_id=session.session_id,
+    )
+
+
+def _role_from_session(svc: Services, session: SessionModel) -> str:
+    user = svc.store.get_user(session.org_id, session.user_id)
+    if user is None or user.status != "active":
+        raise InvalidToken("The refresh token is invalid or expired.")
+    return user.role
+
+
+def _revoke_family(
+    svc: Services, *, session: SessionModel, now: float, context: RequestContext
+) -> None:
+    logger.warning(
+        "Refresh token reuse; session revoked",
+        extra={
+            "org_id": session.org_id,
+            "user_id": session.user_id,
+            "session_id": session.session_id,
+        },
+    )
+    reuse = _event(svc, session, "session.refresh_reuse", "denied", context, reason="token_reuse")
+    if session.status != "active":
+        svc.store.record(reuse)
+        return
+    revoked = _event(svc, session, "session.revoke", "success", context, reason="token_reuse")
+    try:
+        svc.store.revoke_session(session, reason="token_reuse", now=now, events=[reuse, revoked])
+    except ConditionFailed:
+        svc.store.record(reuse)
+
+
+def logout(svc: Services, principal: Principal, *, context: RequestContext) -> None:
+    session_id = principal.session_id
+    session = svc.store.get_session(session_id) if session_id else None
+    if session is None:
+        raise InvalidToken()
+    _revoke(svc, session, reason="logout", context=context)
+
+
+def list_sessions(svc: Services, principal: Principal) -> list[dict[str, Any]]:
+    now = svc.clock.now()
+    sessions = svc.store.list_sessions(principal.org_id, principal.user_id)
+    live = [s for s in sessions if _is_live(s, now)]
+    live.sort(key=lambda s: s.created_at, reverse=True)
+    return [
+        {
+            "session_id": s.session_id,
+            "current": s.session_id == principal.session_id,
+            "created_at": int(s.created_at),
+            "last_refreshed_at": int(s.refreshed_at) if s.refreshed_at else None,
+            "expires_at": int(s.expires_at),
+            "acr": s.acr,
+            "amr": list(s.amr),
+            "source_ip": s.source_ip,
+            "user_agent": s.user_agent,
+        }
+        for s in live
+    ]
+
+
+def revoke_own_session(
+    svc: Services, principal: Principal, session_id: str, *, context: RequestContext
+) -> None:
+    """Revoke one of the caller's sessions; another user's or an unknown session is not found."""
+    session = svc.store.get_session(session_id)
+    if (
+        session is None
+        or session.org_id != principal.org_id
+        or session.user_id != principal.user_id
+        or not _is_live(session, svc.clock.now())
+    ):
+        raise NotFound("No active session with this id.")
+    _revoke(svc, session, reason="user_revoked", context=context)
+
+
+def _revoke(svc: Services, session: SessionModel, *, reason: str, context: RequestContext) -> None:
+    event = _event(svc, session, "session.revoke", "success", context, reason=reason)
+    try:
+        svc.store.revoke_session(session, reason=reason, now=svc.clock.now(), events=[event])
+    except ConditionFailed as exc:
+        raise NotFound("No active session with this id.") from exc
+    logger.info(
+        "Session revoked",
+        extra={"org_id": session.org_id, "user_id": session.user_id, "reason": reason},
+    )
+
+
+def _is_live(session: SessionModel, now: float) -> bool:
+    return session.status == "active" and session.expires_at > now
+
+
+def _event(
+    svc: Services,
+    session: SessionModel,
+    event_type: str,
+    outcome: str,
+    context: RequestContext,
+    *,
+    reason: str | None = None,
+) -> audit.AuditEvent:
+    return audit.event(
+        now=svc.clock.now(),
+        event_type=event_type,
+        outcome=outcome,
+        org_id=session.org_id,
+        user_id=session.user_id,
+        session_id=session.session_id,
+        context=context,
+        reason=reason,
+    )

@@ -1,0 +1,87 @@
+"""Typed configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from mfa_core.errors import ConfigurationError
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is missing or empty")
+    return value
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be an integer") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    region: str
+    # None means the AWS default endpoints; locally this is the moto server.
+    aws_endpoint_url: str | None
+    orgs_table: str
+    users_table: str
+    factors_table: str
+    challenges_table: str
+    sessions_table: str
+    audit_table: str
+    kms_key_id: str
+    signing_key_secret: str
+    jwks_parameter: str
+    token_issuer: str
+    token_audience: str
+    totp_issuer: str
+    access_token_seconds: int = 15 * 60
+    mfa_token_seconds: int = 5 * 60
+    enrollment_token_seconds: int = 15 * 60
+    session_seconds: int = 12 * 60 * 60
+    lockout_threshold: int = 10
+    lockout_seconds: int = 30 * 60
+    audit_retention_days: int = 400
+    max_body_bytes: int = 16 * 1024
+    # Seconds the signing keys are cached before Secrets Manager and SSM are read again.
+    key_cache_seconds: int = 300
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            region=os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
+            aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            orgs_table=_required("MFA_ORGS_TABLE"),
+            users_table=_required("MFA_USERS_TABLE"),
+            factors_table=_required("MFA_FACTORS_TABLE"),
+            challenges_table=_required("MFA_CHALLENGES_TABLE"),
+            sessions_table=_required("MFA_SESSIONS_TABLE"),
+            audit_table=_required("MFA_AUDIT_TABLE"),
+            kms_key_id=_required("MFA_KMS_KEY_ID"),
+            signing_key_secret=_required("MFA_SIGNING_KEY_SECRET"),
+            jwks_parameter=_required("MFA_JWKS_PARAMETER"),
+            token_issuer=_required("MFA_TOKEN_ISSUER"),
+            token_audience=_required("MFA_TOKEN_AUDIENCE"),
+            totp_issuer=os.environ.get("MFA_TOTP_ISSUER", "").strip() or "Agent Console",
+            access_token_seconds=_int("MFA_ACCESS_TOKEN_SECONDS", 15 * 60),
+            session_seconds=_int("MFA_SESSION_SECONDS", 12 * 60 * 60),
+            lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),
+            lockout_seconds=_int("MFA_LOCKOUT_SECONDS", 30 * 60),
+            audit_retention_days=_int("MFA_AUDIT_RETENTION_DAYS", 400),
+        )
+
+
+@cache
+def settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings.from_env()

@@ -1,0 +1,212 @@
+"""PynamoDB models, one per DynamoDB table in template.yaml.
+
+Table names, region and endpoint are set at run time by `mfa_core.store.bind`, because they
+come from configuration rather than from code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+
+class _Unbound:
+    table_name = "unbound"
+    region = "us-east-1"
+    host: str | None = None
+    max_retry_attempts = 2
+
+
+def user_key(org_id: str, user_id: str) -> str:
+    """Return the partition key that groups one user's items in other tables."""
+    return f"{org_id}#{user_id}"
+
+
+class OrgModel(Model):
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    enforcement = UnicodeAttribute()  # off | optional | required
+    created_at = NumberAttribute()
+
+
+class UserEmailIndex(GlobalSecondaryIndex["UserModel"]):
+    class Meta:
+        index_name = "email-index"
+        projection = AllProjection()
+
+    email_key = UnicodeAttribute(hash_key=True)
+
+
+class UserModel(Model):
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+    email = UnicodeAttribute()
+    email_key = UnicodeAttribute()  # "<org_id>#<lower-cased email>", for the email index
+    email_index = UserEmailIndex()
+    role = UnicodeAttribute()
+    status = UnicodeAttribute(default="active")  # active | disabled
+    password_hash = UnicodeAttribute()
+    created_at = NumberAttribute()
+    failed_count = NumberAttribute(default=0)
+    last_failed_at = NumberAttribute(null=True)
+    locked_until = NumberAttribute(null=True)
+    # factor_id -> {"type": ..., "label": ...}; kept in step with the Factors table in the same
+    # transaction, so that login learns a user's factors without another read.
+    active_factors: MapAttribute[str, Any] = MapAttribute(default=dict)
+    last_mfa_at = NumberAttribute(null=True)
+
+    def factor_summaries(self) -> dict[str, dict[str, Any]]:
+        """Return the active factors as plain dicts: factor_id -> {"type", "label"}."""
+        value: Any = self.active_factors
+        if value is None:
+            return {}
+        if isinstance(value, MapAttribute):
+            value = value.as_dict()
+        return {str(k): dict(v) for k, v in value.items()}
+
+
+class EmailClaimModel(Model):
+    """Uniqueness guard: one item per email address in an org, in the Users table.
+
+    Its range key starts with "email#", which no user id does, and it carries no email_key,
+    so it never appears in the email index.
+    """
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+    owner_user_id = UnicodeAttribute()
+
+
+class FactorModel(Model):
+    class Meta(_Unbound):
+        pass
+
+    user_key = UnicodeAttribute(hash_key=True)
+    factor_id = UnicodeAttribute(range_key=True)
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    type = UnicodeAttribute()  # totp
+    status = UnicodeAttribute()  # pending | active
+    label = UnicodeAttribute()
+    created_at = NumberAttribute()
+    confirmed_at = NumberAttribute(null=True)
+    last_used_at = NumberAttribute(null=True)
+    # The TOTP seed, sealed by mfa_core.adapters.kms.EnvelopeCipher; never stored in clear.
+    sealed_secret = UnicodeAttribute(null=True)
+    # Highest RFC 6238 time step accepted so far. A code for it or an earlier step is a replay.
+    last_step = NumberAttribute(null=True)
+    # Pending factors expire through TTL; confirmation removes the attribute.
+    expires_at = NumberAttribute(null=True)
+
+
+class ChallengeModel(Model):
+    """A short-lived, single-use server-side record, such as a login transaction."""
+
+    class Meta(_Unbound):
+        pass
+
+    challenge_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()  # login
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    created_at = NumberAttribute()
+    expires_at = NumberAttribute()
+    consumed_at = NumberAttribute(null=True)
+    auth_time = NumberAttribute()
+    amr: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+
+
+class SessionUserIndex(GlobalSecondaryIndex["SessionModel"]):
+    class Meta:
+        index_name = "user-index"
+        projection = AllProjection()
+
+    user_key = UnicodeAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True)
+
+
+class SessionModel(Model):
+    class Meta(_Unbound):
+        pass
+
+    session_id = UnicodeAttribute(hash_key=True)
+    user_key = UnicodeAttribute()
+    user_index = SessionUserIndex()
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    status = UnicodeAttribute()  # active | revoked
+    created_at = NumberAttribute()
+    expires_at = NumberAttribute()
+    refreshed_at = NumberAttribute(null=True)
+    revoked_at = NumberAttribute(null=True)
+    revoke_reason = UnicodeAttribute(null=True)
+    # SHA-256 of the current refresh token, and of the rotated ones (newest last), which
+    # identify a reuse.
+    refresh_hash = UnicodeAttribute()
+    rotated_hashes: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    amr: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    acr = UnicodeAttribute()
+    auth_time = NumberAttribute()
+    mfa_time = NumberAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+
+
+class AuditUserIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "user-index"
+        projection = AllProjection()
+
+    user_key = UnicodeAttribute(hash_key=True)
+    event_id = UnicodeAttribute(range_key=True)
+
+
+class AuditModel(Model):
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # Time-ordered: zero-padded milliseconds since the epoch, then random hex.
+    event_id = UnicodeAttribute(range_key=True)
+    user_key = UnicodeAttribute(null=True)
+    user_index = AuditUserIndex()
+    event_type = UnicodeAttribute()
+    outcome = UnicodeAttribute()  # success | failure | denied
+    user_id = UnicodeAttribute(null=True)
+    actor = UnicodeAttribute()
+    factor_id = UnicodeAttribute(null=True)
+    session_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+    request_id = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    details: MapAttribute[str, Any] = MapAttribute(default=dict)
+    created_at = NumberAttribute()
+    expires_at = NumberAttribute()
+
+
+ALL_MODELS: dict[str, type[Model]] = {
+    "orgs_table": OrgModel,
+    "users_table": UserModel,
+    "factors_table": FactorModel,
+    "challenges_table": ChallengeModel,
+    "sessions_table": SessionModel,
+    "audit_table": AuditModel,
+}

@@ -1,0 +1,372 @@
+"""DynamoDB access for the services: reads, and the transactions that pair each state change
+with its audit event.
+
+Single-use things are consumed with conditional writes, so concurrent requests cannot both
+win. Failed conditions surface as the exceptions below; any other DynamoDB failure surfaces as
+DependencyFailed, with nothing half-written because every change is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
+from pynamodb.transactions import TransactGet, TransactWrite
+
+from mfa_core.audit import AuditEvent
+from mfa_core.errors import Conflict, DependencyFailed
+from mfa_core.store.models import (
+    AuditModel,
+    ChallengeModel,
+    EmailClaimModel,
+    FactorModel,
+    OrgModel,
+    SessionModel,
+    UserModel,
+    user_key,
+)
+
+DAY = 24 * 60 * 60
+
+
+class ConditionFailed(Exception):
+    """A conditional write lost; `failed_items` holds the indexes of the failed conditions."""
+
+    def __init__(self, failed_items: frozenset[int]) -> None:
+        super().__init__(f"condition failed for transaction items {sorted(failed_items)}")
+        self.failed_items = failed_items
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """What an MFA verification at login needs, read in one round trip."""
+
+    challenge: ChallengeModel | None
+    user: UserModel | None
+    factor: FactorModel | None
+
+
+class Store:
+    def __init__(self, connection: Connection, *, audit_retention_days: int) -> None:
+        self._connection = connection
+        self._audit_retention = audit_retention_days * DAY
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_org(self, org_id: str) -> OrgModel | None:
+        with _dynamodb_errors():
+            try:
+                return OrgModel.get(org_id, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+    def get_user(self, org_id: str, user_id: str) -> UserModel | None:
+        if user_id.startswith("email#"):
+            return None
+        with _dynamodb_errors():
+            try:
+                return UserModel.get(org_id, user_id, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+    def find_user_by_email(self, org_id: str, email: str) -> UserModel | None:
+        """Look a user up by normalized email through the email index (eventually consistent)."""
+        with _dynamodb_errors():
+            for user in UserModel.email_index.query(f"{org_id}#{email}", limit=1):
+                return user
+        return None
+
+    def get_factor(self, org_id: str, user_id: str, factor_id: str) -> FactorModel | None:
+        with _dynamodb_errors():
+            try:
+                return FactorModel.get(user_key(org_id, user_id), factor_id, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+    def list_factors(self, org_id: str, user_id: str) -> list[FactorModel]:
+        with _dynamodb_errors():
+            return list(FactorModel.query(user_key(org_id, user_id), consistent_read=True))
+
+    def get_session(self, session_id: str) -> SessionModel | None:
+        with _dynamodb_errors():
+            try:
+                return SessionModel.get(session_id, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+    def list_sessions(self, org_id: str, user_id: str) -> list[SessionModel]:
+        with _dynamodb_errors():
+            return list(SessionModel.user_index.query(user_key(org_id, user_id)))
+
+    def load_login_attempt(
+        self, *, challenge_id: str, org_id: str, user_id: str, factor_id: str
+    ) -> LoginAttempt:
+        """Read the login transaction, the user and the factor in a single TransactGetItems."""
+        with _dynamodb_errors(), TransactGet(connection=self._connection) as read:
+            challenge = read.get(ChallengeModel, challenge_id)
+            user = read.get(UserModel, org_id, user_id)
+            factor = read.get(FactorModel, user_key(org_id, user_id), factor_id)
+        return LoginAttempt(
+            challenge=_resolved(challenge), user=_resolved(user), factor=_resolved(factor)
+        )
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def record(self, *events: AuditEvent) -> None:
+        """Write audit events that accompany no other change, such as a failed attempt."""
+        with self._transaction() as tx:
+            self._audit(tx, events)
+
+    def create_org(self, org: OrgModel, admin: UserModel, events: list[AuditEvent]) -> None:
+        with self._transaction({0: "org_exists", 2: "email_taken"}) as tx:
+            tx.save(org, condition=OrgModel.org_id.does_not_exist())
+            tx.save(admin, condition=UserModel.user_id.does_not_exist())
+            tx.save(_email_claim(admin), condition=EmailClaimModel.user_id.does_not_exist())
+            self._audit(tx, events)
+
+    def create_user(self, user: UserModel, events: list[AuditEvent]) -> None:
+        with self._transaction({1: "email_taken"}) as tx:
+            tx.condition_check(OrgModel, user.org_id, condition=OrgModel.org_id.exists())
+            tx.save(_email_claim(user), condition=EmailClaimModel.user_id.does_not_exist())
+            tx.save(user, condition=UserModel.user_id.does_not_exist())
+            self._audit(tx, events)
+
+    def start_login(self, challenge: ChallengeModel, events: list[AuditEvent]) -> None:
+        with self._transaction() as tx:
+            tx.save(challenge, condition=ChallengeModel.challenge_id.does_not_exist())
+            self._audit(tx, events)
+
+    def open_session(self, session: SessionModel, events: list[AuditEvent]) -> None:
+        with self._transaction() as tx:
+            tx.save(session, condition=SessionModel.session_id.does_not_exist())
+            self._audit(tx, events)
+
+    def add_pending_factor(self, factor: FactorModel, events: list[AuditEvent]) -> None:
+        with self._transaction() as tx:
+            tx.save(factor, condition=FactorModel.factor_id.does_not_exist())
+            self._audit(tx, events)
+
+    def activate_factor(
+        self, factor: FactorModel, *, step: int, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Activate a pending TOTP factor with the time step its confirmation code used.
+
+        Raises ConditionFailed with item 0 when the factor is no longer pending (confirmed
+        concurrently or expired), and item 1 when the user is locked out.
+        """
+        with self._transaction() as tx:
+            tx.update(
+                factor,
+                actions=[
+                    FactorModel.status.set("active"),
+                    FactorModel.last_step.set(step),
+                    FactorModel.confirmed_at.set(now),
+                    FactorModel.expires_at.remove(),
+                ],
+                condition=(FactorModel.status == "pending") & (FactorModel.expires_at > now),
+            )
+            tx.update(
+                UserModel(factor.org_id, factor.user_id),
+                actions=[
+                    UserModel.active_factors[factor.factor_id].set(
+                        {"type": factor.type, "label": factor.label}
+                    ),
+                    UserModel.failed_count.set(0),
+                    UserModel.locked_until.remove(),
+                    UserModel.last_mfa_at.set(now),
+                ],
+                condition=_not_locked(now),
+            )
+            self._audit(tx, events)
+
+    def complete_login(
+        self,
+        *,
+        challenge_id: str,
+        factor: FactorModel,
+        step: int,
+        session: SessionModel,
+        now: float,
+        events: list[AuditEvent],
+    ) -> None:
+        """Consume the login transaction and the TOTP time step, reset failures, open a session.
+
+        Raises ConditionFailed naming the losing items: 0 the login transaction was already
+        consumed or expired, 1 the time step was already used (a replay), 2 the user is locked.
+        """
+        with self._transaction() as tx:
+            tx.update(
+                ChallengeModel(challenge_id),
+                actions=[ChallengeModel.consumed_at.set(now)],
+                condition=ChallengeModel.challenge_id.exists()
+                & ChallengeModel.consumed_at.does_not_exist()
+                & (ChallengeModel.expires_at > now),
+            )
+            tx.update(
+                factor,
+                actions=[FactorModel.last_step.set(step), FactorModel.last_used_at.set(now)],
+                condition=(FactorModel.status == "active")
+                & (FactorModel.last_step.does_not_exist() | (FactorModel.last_step < step)),
+            )
+            tx.update(
+                UserModel(session.org_id, session.user_id),
+                actions=[
+                    UserModel.failed_count.set(0),
+                    UserModel.locked_until.remove(),
+                    UserModel.last_mfa_at.set(now),
+                ],
+                condition=(UserModel.status == "active") & _not_locked(now),
+            )
+            tx.save(session, condition=SessionModel.session_id.does_not_exist())
+            self._audit(tx, events)
+
+    def record_failure(
+        self,
+        user: UserModel,
+        *,
+        failed_count: int,
+        locked_until: float | None,
+        now: float,
+        events: list[AuditEvent],
+    ) -> None:
+        """Store a new consecutive-failure count, if nobody changed it since `user` was read.
+
+        Raises ConditionFailed with item 0 when a concurrent request changed the count first:
+        the caller re-reads the user and tries again, so no failure goes uncounted.
+        """
+        actions: list[Any] = [
+            UserModel.failed_count.set(failed_count),
+            UserModel.last_failed_at.set(now),
+        ]
+        if locked_until is not None:
+            actions.append(UserModel.locked_until.set(locked_until))
+        else:
+            actions.append(UserModel.locked_until.remove())
+        with self._transaction() as tx:
+            tx.update(user, actions=actions, condition=UserModel.failed_count == user.failed_count)
+            self._audit(tx, events)
+
+    def rotate_refresh_token(
+        self,
+        session: SessionModel,
+        *,
+        presented_hash: str,
+        new_hash: str,
+        rotated_hashes: list[str],
+        now: float,
+        events: list[AuditEvent],
+    ) -> None:
+        """Replace the refresh token if `presented_hash` is still the current one."""
+        with self._transaction() as tx:
+            tx.update(
+                session,
+                actions=[
+                    SessionModel.refresh_hash.set(new_hash),
+                    SessionModel.rotated_hashes.set(rotated_hashes),
+                    SessionModel.refreshed_at.set(now),
+                ],
+                condition=(SessionModel.refresh_hash == presented_hash)
+                & (SessionModel.status == "active")
+                & (SessionModel.expires_at > now),
+            )
+            self._audit(tx, events)
+
+    def revoke_session(
+        self, session: SessionModel, *, reason: str, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Revoke an active session; raises ConditionFailed when it was already revoked."""
+        with self._transaction() as tx:
+            tx.update(
+                session,
+                actions=[
+                    SessionModel.status.set("revoked"),
+                    SessionModel.revoked_at.set(now),
+                    SessionModel.revoke_reason.set(reason),
+                ],
+                condition=SessionModel.status == "active",
+            )
+            self._audit(tx, events)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _audit(self, tx: TransactWrite, events: Any) -> None:
+        for item in events:
+            tx.save(self._audit_item(item), condition=AuditModel.event_id.does_not_exist())
+
+    def _audit_item(self, item: AuditEvent) -> AuditModel:
+        ctx = item.context
+        return AuditModel(
+            item.org_id,
+            item.event_id,
+            user_key=user_key(item.org_id, item.user_id) if item.user_id else None,
+            event_type=item.event_type,
+            outcome=item.outcome,
+            user_id=item.user_id,
+            actor=item.actor,
+            factor_id=item.factor_id,
+            session_id=item.session_id,
+            source_ip=ctx.source_ip,
+            user_agent=ctx.short_user_agent,
+            request_id=ctx.request_id,
+            reason=item.reason,
+            details=item.details,
+            created_at=item.created_at,
+            expires_at=int(item.created_at) + self._audit_retention,
+        )
+
+    @contextmanager
+    def _transaction(self, conflicts: dict[int, str] | None = None) -> Iterator[TransactWrite]:
+        """Run one TransactWriteItems; map lost conditions to Conflict or ConditionFailed."""
+        try:
+            with TransactWrite(connection=self._connection) as tx:
+                yield tx
+        except TransactWriteError as exc:
+            if exc.cause_response_code != "TransactionCanceledException":
+                raise DependencyFailed() from exc
+            failed = frozenset(
+                index
+                for index, reason in enumerate(exc.cancellation_reasons)
+                if reason is not None and reason.code == "ConditionalCheckFailed"
+            )
+            if not failed:
+                # Cancelled for another reason, such as a conflicting concurrent transaction.
+                raise DependencyFailed() from exc
+            for index, code in (conflicts or {}).items():
+                if index in failed:
+                    raise Conflict(_CONFLICT_DETAILS[code]) from exc
+            raise ConditionFailed(failed) from exc
+        except PynamoDBException as exc:
+            raise DependencyFailed() from exc
+
+
+_CONFLICT_DETAILS = {
+    "org_exists": "An org with this id already exists.",
+    "email_taken": "A member with this email already exists in the org.",
+}
+
+
+def _not_locked(now: float) -> Any:
+    return UserModel.locked_until.does_not_exist() | (UserModel.locked_until <= now)
+
+
+def _email_claim(user: UserModel) -> EmailClaimModel:
+    return EmailClaimModel(user.org_id, f"email#{user.email_key}", owner_user_id=user.user_id)
+
+
+def _resolved(future: Any) -> Any:
+    try:
+        return future.get()
+    except DoesNotExist:
+        return None
+
+
+@contextmanager
+def _dynamodb_errors() -> Iterator[None]:
+    try:
+        yield
+    except PynamoDBException as exc:
+        raise DependencyFailed() from exc

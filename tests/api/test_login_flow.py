@@ -166,7 +166,7 @@ def test_login_failures_look_the_same(client: Client, acme: Member, email: str) 
     )
     assert reply.status == 401
     assert reply.body == {
-        "type": "https://docs.agent-console.dev/mfa/problems/authentication_failed",
+        "type": "urn:agent-console:mfa:problem:authentication_failed",
         "title": "Authentication failed",
         "status": 401,
         "detail": "The email or password is incorrect.",

@@ -43,6 +43,8 @@ def login(
     email = normalize_email(email)
     now = svc.clock.now()
 
+    # NOTE: wrong passwords are not counted per account (that would let anyone lock an account
+    # whose email they know); API Gateway's route throttling and argon2's cost slow guessing.
     user = svc.store.find_user_by_email(org_id, email)
     known = user is not None and user.status == "active"
     password_ok = passwords.verify_password(

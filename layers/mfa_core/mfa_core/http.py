@@ -37,7 +37,8 @@ from mfa_core.settings import settings
 logger = Logger(child=True)
 
 PROBLEM_JSON = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://docs.agent-console.dev/mfa/problems/"
+# Problem types are URNs, one per error code; docs/api.md lists them.
+PROBLEM_TYPE_BASE = "urn:agent-console:mfa:problem:"
 
 # Error class -> (HTTP status, title). Subclasses not listed here take their base's entry.
 STATUS: dict[type[MfaError], tuple[int, str]] = {

@@ -36,8 +36,7 @@ def create_member(org_id: str) -> Response[str]:
         email=body.email,
         role=body.role,
         password=body.password,
-        actor_org_id=admin.org_id,
-        actor_user_id=admin.user_id,
+        actor=f"user:{admin.user_id}",
         context=http.request_context(app),
     )
     result: dict[str, Any] = {

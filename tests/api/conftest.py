@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from local.stack import LocalStack
 from mfa_core import members, runtime
 from mfa_core.adapters.keys import SigningKeys
+from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
+
+from local.stack import LocalStack
 from tests.api.harness import Client, Flow, Member
 
 # 2027-01-15T08:00:00Z, the first second of a TOTP time step.
@@ -74,15 +75,10 @@ def add_member(org_id: str, email: str, *, role: str = "operator") -> Member:
         email=email,
         role=role,
         password=ADMIN_PASSWORD,
-        actor_org_id=org_id,
-        actor_user_id="operator",
-        context=runtime_context(),
+        actor="operator",
+        context=RequestContext(source_ip="127.0.0.1", user_agent="tests", request_id="test"),
     )
     return Member(org_id, email, ADMIN_PASSWORD, created.user.user_id)
-
-
-def runtime_context() -> members.RequestContext:
-    return members.RequestContext(source_ip="127.0.0.1", user_agent="tests", request_id="test")
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
-import pytest
 from botocore.client import BaseClient
+from mfa_core import runtime
 
 from local.stack import LocalStack
-from mfa_core import runtime
 from tests.api.harness import Client, Flow, Member, wrong_code
 
 WRITE_OPERATIONS = {
@@ -108,9 +107,7 @@ def test_every_write_is_a_transaction_with_its_audit_event(
     assert len(writes) >= 12
     for name, params in writes:
         assert name == "TransactWriteItems", f"{name} outside a transaction"
-        tables = [
-            next(iter(item.values()))["TableName"] for item in params["TransactItems"]
-        ]
+        tables = [next(iter(item.values()))["TableName"] for item in params["TransactItems"]]
         assert audit_table in tables, f"transaction without an audit event: {tables}"
 
 
@@ -121,9 +118,9 @@ def test_flow_leaves_the_expected_audit_trail(
     table = boto3.resource("dynamodb", endpoint_url=stack.aws_endpoint_url).Table(
         runtime.services().settings.audit_table
     )
-    items = table.query(KeyConditionExpression="org_id = :o", ExpressionAttributeValues={":o": "acme"})[
-        "Items"
-    ]
+    items = table.query(
+        KeyConditionExpression="org_id = :o", ExpressionAttributeValues={":o": "acme"}
+    )["Items"]
     seen = {(item["event_type"], item["outcome"], item.get("reason")) for item in items}
     expected = {
         ("org.create", "success", None),

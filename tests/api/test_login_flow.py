@@ -8,8 +8,8 @@ from contextlib import redirect_stdout
 
 import pyotp
 import pytest
-
 from mfa_core import cli
+
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member
 
@@ -58,7 +58,9 @@ def test_whole_flow_from_bootstrap_to_logout(client: Client, flow: Flow) -> None
     logout = client.post("/v1/auth/logout", token=access)
     assert logout.status == 204
     assert client.get("/v1/me/sessions", token=access).status == 401
-    refresh_after_logout = client.post("/v1/auth/refresh", {"refresh_token": first["refresh_token"]})
+    refresh_after_logout = client.post(
+        "/v1/auth/refresh", {"refresh_token": first["refresh_token"]}
+    )
     assert refresh_after_logout.status == 401
 
     # Second login: the factor is active, so MFA is required.
@@ -183,7 +185,7 @@ def test_unknown_email_costs_one_argon2_verification(
     calls: list[str] = []
     original = type(hasher).verify
 
-    def counting_verify(self: object, hash: str, password: str) -> bool:  # noqa: A002
+    def counting_verify(self: object, hash: str, password: str) -> bool:
         calls.append(hash[:9])
         return original(self, hash, password)  # type: ignore[arg-type]
 
@@ -196,7 +198,9 @@ def test_unknown_email_costs_one_argon2_verification(
     assert calls == ["$argon2id", "$argon2id"]
 
 
-def test_totp_uri_parses_as_authenticator_apps_read_it(client: Client, flow: Flow, acme: Member) -> None:
+def test_totp_uri_parses_as_authenticator_apps_read_it(
+    client: Client, flow: Flow, acme: Member
+) -> None:
     access = flow.login_ok(acme, "authenticated")["access_token"]
     enroll = client.post("/v1/me/factors/totp", {}, token=access)
     parsed = pyotp.parse_uri(enroll.body["otpauth_uri"])

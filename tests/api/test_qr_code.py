@@ -46,7 +46,7 @@ def test_scanned_qr_code_enrolls_a_factor(client: Client, flow: Flow, acme: Memb
 
 
 def test_decoder_rejects_a_damaged_qr_code() -> None:
-    """The decoding step can fail: a QR code with its finder patterns painted over yields nothing."""
+    """A QR code with its finder patterns painted over decodes to nothing."""
     import segno  # noqa: PLC0415
 
     buffer = io.BytesIO()
@@ -54,6 +54,8 @@ def test_decoder_rejects_a_damaged_qr_code() -> None:
         buffer, kind="svg", scale=4, border=4, light="#fff"
     )
     svg = buffer.getvalue().decode()
-    damaged = svg.replace("</svg>", '<rect x="0" y="0" width="2000" height="60" fill="#000"/></svg>')
+    damaged = svg.replace(
+        "</svg>", '<rect x="0" y="0" width="2000" height="60" fill="#000"/></svg>'
+    )
     assert _decode_svg(svg) == ["otpauth://totp/x?secret=AAAA"]
     assert _decode_svg(damaged) == []

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from jose import jwk, jwt
+from mfa_core.adapters.keys import SigningKeys, new_private_jwk, public_jwk
 
 from local.template import load_template
-from mfa_core.adapters.keys import SigningKeys, new_private_jwk, public_jwk
 from tests.api.conftest import START, add_member, add_org
 from tests.api.harness import Client, Flow, Member
 
@@ -169,7 +169,10 @@ def test_unknown_kid_rejected(client: Client, access_claims: dict[str, Any]) -> 
     stranger = new_private_jwk(START)
     claims = _valid_claims(access_claims, _token=None)
     forged = jwt.encode(
-        claims, jwk.construct(stranger, "ES256"), algorithm="ES256", headers={"kid": stranger["kid"]}
+        claims,
+        jwk.construct(stranger, "ES256"),
+        algorithm="ES256",
+        headers={"kid": stranger["kid"]},
     )
     assert client.get("/v1/me/sessions", token=forged).status == 401
 
@@ -202,7 +205,9 @@ def test_refresh_reuse_revokes_the_family(client: Client, flow: Flow, acme: Memb
     assert client.get("/v1/me/sessions", token=third.body["access_token"]).status == 401
 
 
-def test_refresh_token_of_another_session_rejected(client: Client, flow: Flow, acme: Member) -> None:
+def test_refresh_token_of_another_session_rejected(
+    client: Client, flow: Flow, acme: Member
+) -> None:
     one = flow.login_ok(acme, "authenticated")
     two = flow.login_ok(acme, "authenticated")
     session_id = two["session_id"]
@@ -243,7 +248,10 @@ def test_user_revokes_own_other_session(client: Client, flow: Flow, acme: Member
     listed = client.get("/v1/me/sessions", token=one["access_token"]).body["sessions"]
     assert {s["session_id"] for s in listed} == {one["session_id"], two["session_id"]}
 
-    assert client.delete(f"/v1/me/sessions/{two['session_id']}", token=one["access_token"]).status == 204
+    assert (
+        client.delete(f"/v1/me/sessions/{two['session_id']}", token=one["access_token"]).status
+        == 204
+    )
     assert client.get("/v1/me/sessions", token=two["access_token"]).status == 401
     assert client.post("/v1/auth/refresh", {"refresh_token": two["refresh_token"]}).status == 401
 

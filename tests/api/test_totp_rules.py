@@ -22,7 +22,9 @@ def test_code_rejected_on_second_use(flow: Flow, enrolled: Member) -> None:
 
 def test_earlier_step_rejected_after_later_one(flow: Flow, enrolled: Member) -> None:
     assert enrolled.totp_secret is not None
-    later = flow.verify(enrolled, flow.mfa_token(enrolled), flow.code(enrolled.totp_secret, steps_ahead=1))
+    later = flow.verify(
+        enrolled, flow.mfa_token(enrolled), flow.code(enrolled.totp_secret, steps_ahead=1)
+    )
     assert later.status == 200
 
     current = flow.verify(enrolled, flow.mfa_token(enrolled), flow.code(enrolled.totp_secret))
@@ -122,8 +124,8 @@ def test_concurrent_wrong_codes_are_all_counted(flow: Flow, enrolled: Member) ->
 @pytest.mark.parametrize(
     ("code", "field"),
     [
-        ("１２３４５６", "code"),  # full-width digits
-        ("١٢٣٤٥٦", "code"),  # Arabic-Indic digits
+        ("\uff11\uff12\uff13\uff14\uff15\uff16", "code"),  # full-width digits
+        ("\u0661\u0662\u0663\u0664\u0665\u0666", "code"),  # Arabic-Indic digits
         ("1234567", "code"),
         ("12345", "code"),
         ("", "code"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from mfa_core import totp
 
 # RFC 4226 Appendix D and RFC 6238 Appendix B both use this ASCII secret for HMAC-SHA1.
@@ -77,8 +76,8 @@ def test_code_format_accepts_six_ascii_digits(code: str) -> None:
         "12345\n",
         " 123456",
         "12 456",
-        "１２３４５６",  # full-width digits, which pyotp and int() accept
-        "١٢٣٤٥٦",  # Arabic-Indic digits
+        "\uff11\uff12\uff13\uff14\uff15\uff16",  # full-width digits, which pyotp and int() accept
+        "\u0661\u0662\u0663\u0664\u0665\u0666",  # Arabic-Indic digits
         "12345a",
     ],
 )

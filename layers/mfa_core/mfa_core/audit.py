@@ -10,8 +10,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from mfa_core.errors import InvalidInput
-
 MAX_USER_AGENT = 256
 
 
@@ -73,7 +71,7 @@ def event(
 ) -> AuditEvent:
     """Build an audit event; the actor defaults to the user the event is about."""
     if outcome not in OUTCOMES:
-        raise InvalidInput(f"unknown audit outcome {outcome!r}")
+        raise ValueError(f"unknown audit outcome {outcome!r}")
     if actor is None:
         actor = f"user:{user_id}" if user_id else "anonymous"
     return AuditEvent(

@@ -95,8 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 email=args.email,
                 role=args.role,
                 password=_password(args.prompt_password),
-                actor_org_id=args.org_id,
-                actor_user_id="operator",
+                actor="operator",
                 context=audit.SYSTEM,
             )
             _print_member(member)

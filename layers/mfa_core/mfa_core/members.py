@@ -120,15 +120,13 @@ def create_member(
     email: str,
     role: str,
     password: str | None,
-    actor_org_id: str,
-    actor_user_id: str,
+    actor: str,
     context: RequestContext,
 ) -> NewMember:
-    """Add a member to an org; `actor_*` identify who asked (an admin, or the operator CLI)."""
+    """Add a member to an org; `actor` is "user:<id>" for an admin, or "operator" for the CLI."""
     org_id = normalize_org_id(org_id, field="org")
     now = svc.clock.now()
     member = _new_user(org_id=org_id, email=email, role=role, password=password, now=now)
-    actor = "operator" if actor_user_id == "operator" else f"user:{actor_user_id}"
     event = audit.event(
         now=now,
         event_type="member.create",
@@ -141,8 +139,7 @@ def create_member(
     )
     svc.store.create_user(member.user, [event])
     logger.info(
-        "Member created",
-        extra={"org_id": org_id, "user_id": member.user.user_id, "actor_org_id": actor_org_id},
+        "Member created", extra={"org_id": org_id, "user_id": member.user.user_id, "actor": actor}
     )
     return member
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -9,17 +10,17 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mfa_core import http, members, sessions, tokens
 from mfa_core.runtime import services
-from pydantic import Field
 
 logger = Logger()
 app = APIGatewayHttpResolver()
 http.install(app)
 
 
-class CreateMemberRequest(http.RequestBody):
-    email: str = Field(min_length=3, max_length=254)
-    role: str = Field(min_length=1, max_length=32)
-    password: str | None = Field(default=None, max_length=1024)
+@dataclass(frozen=True)
+class CreateMemberRequest:
+    email: str = field(metadata=http.limits(min_length=3, max_length=254))
+    role: str = field(metadata=http.limits(min_length=1, max_length=32))
+    password: str | None = field(default=None, metadata=http.limits(max_length=1024))
 
 
 @app.post("/v1/orgs/<org_id>/users")

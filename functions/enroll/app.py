@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -18,12 +19,14 @@ http.install(app)
 ACCEPTED = frozenset({tokens.ACCESS, tokens.ENROLLMENT})
 
 
-class EnrollTotpRequest(http.RequestBody):
-    label: str | None = None
+@dataclass(frozen=True)
+class EnrollTotpRequest:
+    label: str | None = field(default=None, metadata=http.limits(max_length=256))
 
 
-class ConfirmRequest(http.RequestBody):
-    code: str
+@dataclass(frozen=True)
+class ConfirmRequest:
+    code: str = field(metadata=http.limits(max_length=64))
 
 
 @app.get("/v1/me/factors")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -10,21 +11,22 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mfa_core import auth, http, sessions, tokens
 from mfa_core.runtime import services
-from pydantic import Field
 
 logger = Logger()
 app = APIGatewayHttpResolver()
 http.install(app)
 
 
-class LoginRequest(http.RequestBody):
-    org_id: str = Field(min_length=1, max_length=63)
-    email: str = Field(min_length=3, max_length=254)
-    password: str = Field(min_length=1, max_length=1024)
+@dataclass(frozen=True)
+class LoginRequest:
+    org_id: str = field(metadata=http.limits(min_length=1, max_length=63))
+    email: str = field(metadata=http.limits(min_length=3, max_length=254))
+    password: str = field(metadata=http.limits(min_length=1, max_length=1024))
 
 
-class RefreshRequest(http.RequestBody):
-    refresh_token: str = Field(min_length=1, max_length=512)
+@dataclass(frozen=True)
+class RefreshRequest:
+    refresh_token: str = field(metadata=http.limits(min_length=1, max_length=512))
 
 
 @app.post("/v1/auth/login")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -9,16 +10,16 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mfa_core import http, sessions, tokens, verification
 from mfa_core.runtime import services
-from pydantic import Field
 
 logger = Logger()
 app = APIGatewayHttpResolver()
 http.install(app)
 
 
-class VerifyRequest(http.RequestBody):
-    factor_id: str = Field(min_length=1, max_length=64)
-    code: str
+@dataclass(frozen=True)
+class VerifyRequest:
+    factor_id: str = field(metadata=http.limits(min_length=1, max_length=64))
+    code: str = field(metadata=http.limits(max_length=64))
 
 
 @app.post("/v1/auth/mfa/verify")

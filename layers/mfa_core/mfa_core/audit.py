@@ -1,4 +1,4 @@
-"""Audit events: what happened, to whom, by whom and from where; never a secret or a code.
+"""Audit events: the event, its subject, its actor and the request origin, never a secret or a code.
 
 Services build an AuditEvent for each state change and each failed attempt; the store writes it
 in the same DynamoDB transaction as the change it records.
@@ -15,7 +15,7 @@ MAX_USER_AGENT = 256
 
 @dataclass(frozen=True, kw_only=True)
 class RequestContext:
-    """Where a request came from, as API Gateway reports it."""
+    """The origin of a request, as API Gateway reports it."""
 
     source_ip: str | None = None
     user_agent: str | None = None

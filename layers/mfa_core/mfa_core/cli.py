@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from mfa_core import audit, members
-from mfa_core.errors import MfaError
+from mfa_core.errors import InvalidInput, MfaError
 from mfa_core.identity import ROLES
 from mfa_core.runtime import services
 
@@ -67,7 +67,7 @@ def _password(prompt: bool) -> str | None:
         return None
     password = getpass.getpass("Password: ")
     if password != getpass.getpass("Repeat password: "):
-        raise MfaError("The two passwords differ.")
+        raise InvalidInput("The two passwords differ; enter the same one twice.", field="password")
     return password
 
 

@@ -19,7 +19,7 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that only moves when told to; safe to share between threads."""
+    """A clock that moves only when `set` or `advance` is called; safe to share between threads."""
 
     def __init__(self, start: float) -> None:
         self._now = start

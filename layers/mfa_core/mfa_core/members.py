@@ -23,7 +23,7 @@ ENFORCEMENT_LEVELS = ("off", "optional", "required")
 @dataclass(frozen=True)
 class NewMember:
     user: UserModel
-    # Set only when the service generated the password; shown once to whoever created the member.
+    # Set only when the service generated the password, which is shown once to the creator.
     generated_password: str | None
 
 

@@ -27,8 +27,12 @@ class Services:
     clock: Clock
 
     @cached_property
+    def dynamodb(self) -> Any:
+        return aws.client("dynamodb", self.settings)
+
+    @cached_property
     def store(self) -> Store:
-        connection = bind(self.settings)
+        connection = bind(self.settings, self.dynamodb)
         return Store(connection, audit_retention_days=self.settings.audit_retention_days)
 
     @cached_property

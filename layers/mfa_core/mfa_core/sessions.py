@@ -1,8 +1,8 @@
 """Sessions: access tokens, rotating refresh tokens, logout and session listing.
 
 A refresh token is "<session id>.<256 random bits>", opaque to clients. Only its SHA-256 is
-stored. Every refresh replaces it; presenting a replaced one is a reuse, which revokes the whole
-session (the token family), because only a stolen copy would still be in circulation.
+stored. Every refresh replaces it. Presenting a replaced token is a reuse, and only a stolen copy
+would still be in circulation, so a reuse revokes the whole session (the token family).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class TokenService:
 
     def _verifier(self, kid: str) -> Any:
         # The published set decides which kids are valid, so a key dropped by rotation stops
-        # verifying once the cache is re-read; the constructed key objects are only a speed-up.
+        # verifying once the cache is read again. The constructed key objects only save time.
         public = self._keys.public_keys()
         if kid not in public:
             raise InvalidToken()

@@ -142,8 +142,8 @@ def _reject_replay(
 ) -> None:
     """Reject a correct code whose time step was already used.
 
-    A replay is audited and logged as a security event but not counted towards lockout: the
-    code was right, so it tells nothing about guessing, and counting it would let one
+    A replay is audited and logged as a security event but not counted towards lockout. The
+    code was right, so it is no evidence of guessing, and counting it would let one
     double-submitted form lock its own user out.
     """
     svc.store.record(

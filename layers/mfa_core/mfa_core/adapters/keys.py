@@ -138,7 +138,7 @@ class SigningKeys:
             key_set.active_jwk  # noqa: B018 - fails early when the active kid is missing
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
-                "The signing key secret holds no usable key; run `mfa-admin signing-key rotate`."
+                "The signing key secret contains no valid key; run `mfa-admin signing-key rotate`."
             ) from exc
         return key_set
 

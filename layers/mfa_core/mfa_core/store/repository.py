@@ -34,7 +34,7 @@ DAY = 24 * 60 * 60
 
 
 class ConditionFailed(Exception):
-    """A conditional write lost; `failed_items` holds the indexes of the failed conditions."""
+    """A conditional write lost; `failed_items` contains the indexes of the failed conditions."""
 
     def __init__(self, failed_items: frozenset[int]) -> None:
         super().__init__(f"condition failed for transaction items {sorted(failed_items)}")
@@ -43,7 +43,7 @@ class ConditionFailed(Exception):
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """What an MFA verification at login needs, read in one round trip."""
+    """The items that an MFA verification at login reads in one round trip."""
 
     challenge: ChallengeModel | None
     user: UserModel | None
@@ -233,7 +233,7 @@ class Store:
         now: float,
         events: list[AuditEvent],
     ) -> None:
-        """Store a new consecutive-failure count, if nobody changed it since `user` was read.
+        """Store a new consecutive-failure count, unless the count changed since `user` was read.
 
         Raises ConditionFailed with item 0 when a concurrent request changed the count first:
         the caller re-reads the user and tries again, so no failure goes uncounted.

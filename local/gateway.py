@@ -173,6 +173,8 @@ def build_gateway(
 
 class _GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog: socketserver's default of 5 resets connections under concurrent tests.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], gateway: ApiGateway) -> None:
         self.gateway = gateway

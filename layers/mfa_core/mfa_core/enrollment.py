@@ -8,10 +8,18 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, totp
+from mfa_core import audit, lockout, sessions, tokens, totp
 from mfa_core.adapters.kms import SealedValueError
 from mfa_core.audit import RequestContext
-from mfa_core.errors import Conflict, InvalidCode, InvalidInput, InvalidToken, NotFound
+from mfa_core.errors import (
+    Conflict,
+    InvalidCode,
+    InvalidInput,
+    InvalidToken,
+    LockedOut,
+    NotFound,
+    StepUpRequired,
+)
 from mfa_core.runtime import Services
 from mfa_core.store.models import FactorModel, UserModel, user_key
 from mfa_core.store.repository import ConditionFailed
@@ -23,6 +31,8 @@ PENDING_SECONDS = 15 * 60
 MAX_FACTORS = 20
 MAX_LABEL = 64
 DEFAULT_LABEL = "Authenticator app"
+# How recent an MFA verification must be before a user who has a factor may add another.
+FACTOR_CHANGE_MAX_MFA_AGE = 5 * 60
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,34 @@ def _current_user(svc: Services, principal: Principal) -> UserModel:
     return user
 
 
+def authorize_factor_change(svc: Services, principal: Principal, user: UserModel) -> None:
+    """Allow a change to the factors of a user who has one only after a recent MFA.
+
+    Otherwise a password alone, through an older password-only session or an enrollment
+    token, could add a factor of its own next to the owner's. Enrollment tokens serve only
+    users who have no active factor yet.
+    """
+    if not user.factor_summaries():
+        return
+    if principal.token_type == tokens.ENROLLMENT:
+        raise InvalidToken("The enrollment token is spent: the user already has an active factor.")
+    mfa_time = principal.claims.get("mfa_time")
+    max_age = FACTOR_CHANGE_MAX_MFA_AGE
+    if not isinstance(mfa_time, int) or svc.clock.now() - mfa_time > max_age:
+        raise StepUpRequired(
+            f"Changing factors needs an MFA verification in the last {max_age // 60} minutes; "
+            "sign in again with a factor.",
+            max_mfa_age=max_age,
+        )
+
+
 def enroll_totp(
     svc: Services, principal: Principal, *, label: str | None, context: RequestContext
 ) -> TotpEnrollment:
     """Create a pending TOTP factor; the secret is returned here once and stored sealed."""
     label = validate_label(label)
     user = _current_user(svc, principal)
+    authorize_factor_change(svc, principal, user)
     now = svc.clock.now()
     live = [f for f in svc.store.list_factors(user.org_id, user.user_id) if _is_usable(f, now)]
     if len(live) >= MAX_FACTORS:
@@ -120,7 +152,8 @@ def confirm_totp(
     """Activate a pending TOTP factor with a valid code; wrong codes count towards lockout."""
     now = svc.clock.now()
     user = _current_user(svc, principal)
-    lockout.check_not_locked(user, now)
+    authorize_factor_change(svc, principal, user)
+    _check_not_locked(svc, user, now=now, factor_id=factor_id, context=context)
     factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
     if factor is None or factor.type != "totp" or not _is_usable(factor, now):
         raise NotFound("No TOTP factor with this id.")
@@ -138,15 +171,23 @@ def confirm_totp(
         raise InvalidCode()
 
     success = _event(now, factor, "factor.activate", "success", context)
+    others = [
+        session
+        for session in svc.store.list_sessions(user.org_id, user.user_id)
+        if session.session_id != principal.session_id and sessions.is_live(session, now)
+    ]
+    revoked = sessions.revocations(svc, others, reason="factor_added", context=context)
     try:
-        svc.store.activate_factor(factor, step=step, now=now, events=[success])
+        svc.store.activate_factor(
+            factor, step=step, now=now, events=[success], revoked_sessions=revoked
+        )
     except ConditionFailed as exc:
         if 1 in exc.failed_items:
             fresh = svc.store.get_user(user.org_id, user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
         raise Conflict("This factor is no longer pending; list your factors.") from exc
-    logger.info("TOTP factor activated", extra=_ids(factor))
+    logger.info("TOTP factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
     return {
         "factor_id": factor.factor_id,
         "type": factor.type,
@@ -181,6 +222,27 @@ def open_totp_secret(svc: Services, factor: FactorModel) -> str:
         ).decode("ascii")
     except SealedValueError:
         logger.error("TOTP seed failed to open", extra=_ids(factor))
+        raise
+
+
+def _check_not_locked(
+    svc: Services, user: UserModel, *, now: float, factor_id: str, context: RequestContext
+) -> None:
+    try:
+        lockout.check_not_locked(user, now)
+    except LockedOut:
+        svc.store.record(
+            audit.event(
+                now=now,
+                event_type="factor.confirm",
+                outcome="denied",
+                org_id=user.org_id,
+                user_id=user.user_id,
+                factor_id=factor_id,
+                context=context,
+                reason="locked_out",
+            )
+        )
         raise
 
 

@@ -57,6 +57,16 @@ class Forbidden(MfaError):
     code = "forbidden"
 
 
+class StepUpRequired(Forbidden):
+    """The caller is authenticated, but the operation needs a more recent MFA verification."""
+
+    code = "step_up_required"
+
+    def __init__(self, detail: str, *, max_mfa_age: int) -> None:
+        super().__init__(detail)
+        self.max_mfa_age = max_mfa_age
+
+
 class NotFound(MfaError):
     code = "not_found"
 

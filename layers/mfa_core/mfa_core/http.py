@@ -33,6 +33,7 @@ from mfa_core.errors import (
     LockedOut,
     MfaError,
     NotFound,
+    StepUpRequired,
 )
 from mfa_core.settings import settings
 
@@ -87,6 +88,8 @@ def problem(error: MfaError) -> Response[str]:
     if isinstance(error, LockedOut):
         body["retry_after"] = error.retry_after
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, StepUpRequired):
+        body["max_mfa_age"] = error.max_mfa_age
     if isinstance(error, InvalidToken | AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return Response(
@@ -161,7 +164,8 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
         raise InvalidInput("The request body is empty; send a JSON object.", code="invalid_json")
     try:
         document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: thousands of nested brackets fit in the size limit.
         raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from exc
     if not isinstance(document, dict):
         raise InvalidInput("The request body must be a JSON object.", code="invalid_json")

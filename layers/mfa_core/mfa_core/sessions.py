@@ -122,7 +122,7 @@ def authenticate(svc: Services, bearer_token: str | None, *, accept: frozenset[s
         if session_id is None:
             raise InvalidToken()
         session = svc.store.get_session(session_id)
-        if session is None or not _is_live(session, svc.clock.now()):
+        if session is None or not is_live(session, svc.clock.now()):
             raise InvalidToken()
         if session.org_id != principal.org_id or session.user_id != principal.user_id:
             raise InvalidToken()
@@ -223,7 +223,7 @@ def logout(svc: Services, principal: Principal, *, context: RequestContext) -> N
 def list_sessions(svc: Services, principal: Principal) -> list[dict[str, Any]]:
     now = svc.clock.now()
     sessions = svc.store.list_sessions(principal.org_id, principal.user_id)
-    live = [s for s in sessions if _is_live(s, now)]
+    live = [s for s in sessions if is_live(s, now)]
     live.sort(key=lambda s: s.created_at, reverse=True)
     return [
         {
@@ -250,7 +250,7 @@ def revoke_own_session(
         session is None
         or session.org_id != principal.org_id
         or session.user_id != principal.user_id
-        or not _is_live(session, svc.clock.now())
+        or not is_live(session, svc.clock.now())
     ):
         raise NotFound("No active session with this id.")
     _revoke(svc, session, reason="user_revoked", context=context)
@@ -268,7 +268,17 @@ def _revoke(svc: Services, session: SessionModel, *, reason: str, context: Reque
     )
 
 
-def _is_live(session: SessionModel, now: float) -> bool:
+def revocations(
+    svc: Services, sessions: list[SessionModel], *, reason: str, context: RequestContext
+) -> list[tuple[SessionModel, audit.AuditEvent]]:
+    """Pair each session to revoke with the audit event that records its revocation."""
+    return [
+        (session, _event(svc, session, "session.revoke", "success", context, reason=reason))
+        for session in sessions
+    ]
+
+
+def is_live(session: SessionModel, now: float) -> bool:
     return session.status == "active" and session.expires_at > now
 
 

@@ -122,11 +122,11 @@ class TokenService:
     def _verifier(self, kid: str) -> Any:
         # The published set decides which kids are valid, so a key dropped by rotation stops
         # verifying once the cache is read again. The constructed key objects only save time.
-        public = self._keys.public_keys()
-        if kid not in public:
+        public = self._keys.public_key(kid)
+        if public is None:
             raise InvalidToken()
         verifier = self._verifiers.get(kid)
         if verifier is None:
-            verifier = jwk.construct(public[kid], ALGORITHM)
+            verifier = jwk.construct(public, ALGORITHM)
             self._verifiers[kid] = verifier
         return verifier

@@ -22,6 +22,8 @@ from mfa_core.errors import ConfigurationError, DependencyFailed
 
 ALGORITHM = "ES256"
 KEYS_KEPT = 3
+# Minimum seconds between two reads of the public key set caused by an unknown kid.
+REREAD_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,29 @@ class SigningKeys:
                 self._private = (self._now(), self._load_private())
             return self._private[1]
 
-    def public_keys(self, *, refresh: bool = False) -> dict[str, dict[str, str]]:
+    def public_keys(self) -> dict[str, dict[str, str]]:
         """Return the published public keys by kid."""
         with self._lock:
-            stale = self._public is None or self._now() - self._public[0] > self._cache_seconds
-            if refresh or stale:
+            if self._public is None or self._now() - self._public[0] > self._cache_seconds:
                 self._public = (self._now(), self._load_public())
-            assert self._public is not None
             return self._public[1]
+
+    def public_key(self, kid: str) -> dict[str, str] | None:
+        """Return the public key `kid`, reading the published set again if it is not cached.
+
+        Another function may already sign with a key that was published after this process
+        cached the set. The set is read again at most once per REREAD_SECONDS, so that
+        tokens with made-up kids cannot turn into a flood of SSM requests.
+        """
+        key = self.public_keys().get(kid)
+        if key is not None:
+            return key
+        with self._lock:
+            assert self._public is not None
+            if self._now() - self._public[0] < REREAD_SECONDS:
+                return None
+            self._public = (self._now(), self._load_public())
+            return self._public[1].get(kid)
 
     def jwks_document(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": list(self.public_keys().values())}
@@ -112,12 +129,14 @@ class SigningKeys:
         newest = sorted(keys.values(), key=lambda jwk: int(jwk["created_at"]))[-KEYS_KEPT:]
         document = {"active_kid": new_key["kid"], "keys": newest}
         public = {"keys": [public_jwk(jwk) for jwk in newest]}
+        # The public key is published first, so that no function signs with a key that the
+        # others cannot verify yet.
         try:
-            self._secrets_client().put_secret_value(
-                SecretId=self._secret_id, SecretString=json.dumps(document)
-            )
             self._ssm_client().put_parameter(
                 Name=self._parameter_name, Value=json.dumps(public), Type="String", Overwrite=True
+            )
+            self._secrets_client().put_secret_value(
+                SecretId=self._secret_id, SecretString=json.dumps(document)
             )
         except (BotoCoreError, ClientError) as exc:
             raise DependencyFailed("Storing the new signing key failed.") from exc

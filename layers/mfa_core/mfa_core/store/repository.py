@@ -8,7 +8,7 @@ DependencyFailed, with nothing half-written because every change is one transact
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteEr
 from pynamodb.transactions import TransactGet, TransactWrite
 
 from mfa_core.audit import AuditEvent
-from mfa_core.errors import Conflict, DependencyFailed
+from mfa_core.errors import Conflict, DependencyFailed, MfaError, NotFound
 from mfa_core.store.models import (
     AuditModel,
     ChallengeModel,
@@ -31,6 +31,8 @@ from mfa_core.store.models import (
 )
 
 DAY = 24 * 60 * 60
+# Sessions revoked per transaction: two items each, within DynamoDB's 100 items a transaction.
+SESSIONS_PER_TRANSACTION = 40
 
 
 class ConditionFailed(Exception):
@@ -122,14 +124,14 @@ class Store:
             self._audit(tx, events)
 
     def create_org(self, org: OrgModel, admin: UserModel, events: list[AuditEvent]) -> None:
-        with self._transaction({0: "org_exists", 2: "email_taken"}) as tx:
+        with self._transaction({0: _org_exists, 2: _email_taken}) as tx:
             tx.save(org, condition=OrgModel.org_id.does_not_exist())
             tx.save(admin, condition=UserModel.user_id.does_not_exist())
             tx.save(_email_claim(admin), condition=EmailClaimModel.user_id.does_not_exist())
             self._audit(tx, events)
 
     def create_user(self, user: UserModel, events: list[AuditEvent]) -> None:
-        with self._transaction({1: "email_taken"}) as tx:
+        with self._transaction({0: _no_such_org, 1: _email_taken}) as tx:
             tx.condition_check(OrgModel, user.org_id, condition=OrgModel.org_id.exists())
             tx.save(_email_claim(user), condition=EmailClaimModel.user_id.does_not_exist())
             tx.save(user, condition=UserModel.user_id.does_not_exist())
@@ -151,13 +153,26 @@ class Store:
             self._audit(tx, events)
 
     def activate_factor(
-        self, factor: FactorModel, *, step: int, now: float, events: list[AuditEvent]
+        self,
+        factor: FactorModel,
+        *,
+        step: int,
+        now: float,
+        events: list[AuditEvent],
+        revoked_sessions: list[tuple[SessionModel, AuditEvent]],
     ) -> None:
-        """Activate a pending TOTP factor with the time step its confirmation code used.
+        """Activate a pending TOTP factor and revoke the user's other sessions.
 
-        Raises ConditionFailed with item 0 when the factor is no longer pending (confirmed
-        concurrently or expired), and item 1 when the user is locked out.
+        The factor is activated with the time step its confirmation code used. Raises
+        ConditionFailed with item 0 when the factor is no longer pending (confirmed concurrently
+        or expired), and item 1 when the user is locked out. The first
+        SESSIONS_PER_TRANSACTION sessions are revoked in the same transaction, any others in
+        transactions of their own right after it.
         """
+        first, rest = (
+            revoked_sessions[:SESSIONS_PER_TRANSACTION],
+            revoked_sessions[SESSIONS_PER_TRANSACTION:],
+        )
         with self._transaction() as tx:
             tx.update(
                 factor,
@@ -182,6 +197,11 @@ class Store:
                 condition=_not_locked(now),
             )
             self._audit(tx, events)
+            self._revoke(tx, first, reason="factor_added", now=now)
+        for start in range(0, len(rest), SESSIONS_PER_TRANSACTION):
+            with self._transaction() as tx:
+                batch = rest[start : start + SESSIONS_PER_TRANSACTION]
+                self._revoke(tx, batch, reason="factor_added", now=now)
 
     def complete_login(
         self,
@@ -293,6 +313,28 @@ class Store:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _revoke(
+        self,
+        tx: TransactWrite,
+        revocations: list[tuple[SessionModel, AuditEvent]],
+        *,
+        reason: str,
+        now: float,
+    ) -> None:
+        # Only existence is a condition, so that a session revoked meanwhile (a logout) cannot
+        # fail the change, and an update cannot create a session item.
+        for session, event in revocations:
+            tx.update(
+                session,
+                actions=[
+                    SessionModel.status.set("revoked"),
+                    SessionModel.revoked_at.set(now),
+                    SessionModel.revoke_reason.set(reason),
+                ],
+                condition=SessionModel.session_id.exists(),
+            )
+            self._audit(tx, [event])
+
     def _audit(self, tx: TransactWrite, events: Any) -> None:
         for item in events:
             tx.save(self._audit_item(item), condition=AuditModel.event_id.does_not_exist())
@@ -319,8 +361,14 @@ class Store:
         )
 
     @contextmanager
-    def _transaction(self, conflicts: dict[int, str] | None = None) -> Iterator[TransactWrite]:
-        """Run one TransactWriteItems; map lost conditions to Conflict or ConditionFailed."""
+    def _transaction(
+        self, errors: dict[int, Callable[[], MfaError]] | None = None
+    ) -> Iterator[TransactWrite]:
+        """Run one TransactWriteItems.
+
+        A lost condition on an item listed in `errors` raises that item's error; any other lost
+        condition raises ConditionFailed.
+        """
         try:
             with TransactWrite(connection=self._connection) as tx:
                 yield tx
@@ -335,18 +383,24 @@ class Store:
             if not failed:
                 # Cancelled for another reason, such as a conflicting concurrent transaction.
                 raise DependencyFailed() from exc
-            for index, code in (conflicts or {}).items():
+            for index, error in (errors or {}).items():
                 if index in failed:
-                    raise Conflict(_CONFLICT_DETAILS[code]) from exc
+                    raise error() from exc
             raise ConditionFailed(failed) from exc
         except PynamoDBException as exc:
             raise DependencyFailed() from exc
 
 
-_CONFLICT_DETAILS = {
-    "org_exists": "An org with this id already exists.",
-    "email_taken": "A member with this email already exists in the org.",
-}
+def _org_exists() -> MfaError:
+    return Conflict("An org with this id already exists.")
+
+
+def _no_such_org() -> MfaError:
+    return NotFound("No org with this id.")
+
+
+def _email_taken() -> MfaError:
+    return Conflict("A member with this email already exists in the org.")
 
 
 def _not_locked(now: float) -> Any:

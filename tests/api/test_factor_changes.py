@@ -1,0 +1,111 @@
+"""Who may add a factor once a user has one, and what activation does to other sessions."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr
+
+import boto3
+from mfa_core import cli, runtime
+
+from local.stack import LocalStack
+from tests.api.conftest import add_org
+from tests.api.harness import Client, Flow, Member, wrong_code
+
+
+def test_password_session_revoked_when_factor_added(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    """An attacker's password-only session must not outlive the owner's enrollment."""
+    attacker = flow.login_ok(acme, "authenticated")
+    owner = flow.login_ok(acme, "authenticated")
+    flow.enroll(acme, owner["access_token"])
+
+    assert client.get("/v1/me/sessions", token=attacker["access_token"]).status == 401
+    refresh = client.post("/v1/auth/refresh", {"refresh_token": attacker["refresh_token"]})
+    assert refresh.status == 401
+    add = client.post("/v1/me/factors/totp", {}, token=attacker["access_token"])
+    assert add.status == 401
+    # The session that enrolled stays signed in.
+    assert client.get("/v1/me/sessions", token=owner["access_token"]).status == 200
+
+
+def test_second_factor_needs_recent_mfa(client: Client, flow: Flow, enrolled: Member) -> None:
+    password_only = flow.login_ok(enrolled, "mfa_required")
+    assert "access_token" not in password_only
+    tokens = flow.verify(enrolled, password_only["mfa_token"]).body
+
+    fresh = client.post("/v1/me/factors/totp", {"label": "Backup"}, token=tokens["access_token"])
+    assert fresh.status == 201, fresh.text
+
+    flow.clock.advance(5 * 60 + 1)
+    stale = client.post("/v1/me/factors/totp", {}, token=tokens["access_token"])
+    assert stale.status == 403
+    assert stale.body["code"] == "step_up_required"
+    assert stale.body["max_mfa_age"] == 300
+    pending_id = fresh.body["factor_id"]
+    confirm = client.post(
+        f"/v1/me/factors/totp/{pending_id}/confirm",
+        {"code": flow.code(fresh.body["secret"])},
+        token=tokens["access_token"],
+    )
+    assert confirm.status == 403
+
+    # Refreshing keeps the time of the MFA, so it does not make the session fresh again.
+    refreshed = client.post("/v1/auth/refresh", {"refresh_token": tokens["refresh_token"]})
+    again = client.post("/v1/me/factors/totp", {}, token=refreshed.body["access_token"])
+    assert again.status == 403
+
+
+def test_enrollment_token_spent_after_first_factor(client: Client, flow: Flow) -> None:
+    member = add_org("globex", enforcement="required")
+    enrollment_token = flow.login_ok(member, "enrollment_required")["enrollment_token"]
+    flow.enroll(member, enrollment_token)
+
+    second = client.post("/v1/me/factors/totp", {}, token=enrollment_token)
+    assert second.status == 401
+    assert second.body["code"] == "invalid_token"
+
+
+def test_password_session_cannot_add_factor_when_mfa_off(client: Client, flow: Flow) -> None:
+    member = add_org("umbrella", enforcement="off")
+    flow.enroll(member, flow.login_ok(member, "authenticated")["access_token"])
+    password_only = flow.login_ok(member, "authenticated")["access_token"]
+    reply = client.post("/v1/me/factors/totp", {}, token=password_only)
+    assert reply.status == 403
+    assert reply.body["code"] == "step_up_required"
+
+
+def test_locked_out_attempt_is_audited(
+    client: Client, flow: Flow, enrolled: Member, stack: LocalStack
+) -> None:
+    assert enrolled.totp_secret is not None
+    mfa_token = flow.mfa_token(enrolled)
+    wrong = wrong_code(flow, enrolled.totp_secret)
+    for _ in range(10):
+        flow.verify(enrolled, mfa_token, wrong)
+    assert flow.verify(enrolled, mfa_token).status == 429
+
+    table = boto3.resource("dynamodb", endpoint_url=stack.aws_endpoint_url).Table(
+        runtime.services().settings.audit_table
+    )
+    items = table.scan()["Items"]
+    outcomes = [(i["event_type"], i["outcome"], i.get("reason")) for i in items]
+    assert outcomes.count(("login.mfa", "failure", "invalid_code")) == 10
+    assert outcomes.count(("account.lockout", "denied", None)) == 1
+    assert outcomes.count(("login.mfa", "denied", "locked_out")) == 1
+
+
+def test_cli_reports_missing_org(client: Client) -> None:
+    errors = io.StringIO()
+    with redirect_stderr(errors):
+        exit_code = cli.main(["user", "create", "--org-id", "nosuchorg", "--email", "a@b.example"])
+    assert exit_code == 1
+    assert "not_found" in errors.getvalue()
+
+
+def test_deeply_nested_json_is_a_400(client: Client) -> None:
+    body = b"[" * 8000 + b"]" * 8000
+    reply = client.request("POST", "/v1/auth/refresh", raw=body)
+    assert reply.status == 400
+    assert reply.body["code"] == "invalid_json"

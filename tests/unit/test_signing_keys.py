@@ -1,0 +1,112 @@
+"""Signing keys across functions: rotation publishes before signing, and verifiers catch up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mfa_core.adapters.keys import REREAD_SECONDS, SigningKeys
+from mfa_core.clock import ManualClock
+from mfa_core.errors import InvalidToken
+from mfa_core.tokens import ACCESS, TokenService
+
+
+class FakeSecretsManager:
+    def __init__(self) -> None:
+        self.value = "{}"
+        self.reads = 0
+
+    def get_secret_value(self, SecretId: str) -> dict[str, Any]:
+        self.reads += 1
+        return {"SecretString": self.value}
+
+    def put_secret_value(self, SecretId: str, SecretString: str) -> None:
+        self.value = SecretString
+
+
+class FakeSsm:
+    def __init__(self, log: list[str]) -> None:
+        self.value = '{"keys": []}'
+        self.reads = 0
+        self.log = log
+
+    def get_parameter(self, Name: str) -> dict[str, Any]:
+        self.reads += 1
+        return {"Parameter": {"Value": self.value}}
+
+    def put_parameter(self, Name: str, Value: str, Type: str, Overwrite: bool) -> None:
+        self.log.append("ssm")
+        self.value = Value
+
+
+class OrderedSecrets(FakeSecretsManager):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def put_secret_value(self, SecretId: str, SecretString: str) -> None:
+        self.log.append("secret")
+        super().put_secret_value(SecretId, SecretString)
+
+
+def _keys(clock: ManualClock, secrets: FakeSecretsManager, ssm: FakeSsm) -> SigningKeys:
+    return SigningKeys(
+        secrets_client=lambda: secrets,
+        ssm_client=lambda: ssm,
+        secret_id="secret",
+        parameter_name="jwks",
+        cache_seconds=300,
+        now=clock.now,
+    )
+
+
+def _tokens(keys: SigningKeys, clock: ManualClock) -> TokenService:
+    return TokenService(keys=keys, clock=clock, issuer="https://issuer", audience="console")
+
+
+@pytest.fixture
+def setup() -> tuple[ManualClock, FakeSecretsManager, FakeSsm, list[str]]:
+    log: list[str] = []
+    return ManualClock(1_800_000_000), OrderedSecrets(log), FakeSsm(log), log
+
+
+def test_rotation_publishes_public_key_first(setup: Any) -> None:
+    clock, secrets, ssm, log = setup
+    _keys(clock, secrets, ssm).rotate()
+    assert log == ["ssm", "secret"]
+
+
+def test_verifier_rereads_keys_for_new_kid(setup: Any) -> None:
+    clock, secrets, ssm, _ = setup
+    operator = _keys(clock, secrets, ssm)
+    operator.rotate()
+    signer_keys, verifier_keys = _keys(clock, secrets, ssm), _keys(clock, secrets, ssm)
+    signer, verifier = _tokens(signer_keys, clock), _tokens(verifier_keys, clock)
+
+    first = signer.issue(token_type=ACCESS, org_id="acme", user_id="u", lifetime=900)
+    assert verifier.verify(first, accept=frozenset({ACCESS})).org_id == "acme"
+
+    # A rotation that the signer sees (its cache expired) but the verifier's cache predates.
+    clock.advance(REREAD_SECONDS)
+    operator.rotate()
+    signer_keys._private = None
+    second = signer.issue(token_type=ACCESS, org_id="acme", user_id="u", lifetime=900)
+    reads = ssm.reads
+    assert verifier.verify(second, accept=frozenset({ACCESS})).org_id == "acme"
+    assert ssm.reads == reads + 1
+
+
+def test_unknown_kids_cannot_flood_ssm(setup: Any) -> None:
+    clock, secrets, ssm, _ = setup
+    operator = _keys(clock, secrets, ssm)
+    operator.rotate()
+    stranger_secrets, stranger_ssm = FakeSecretsManager(), FakeSsm([])
+    stranger = _keys(clock, stranger_secrets, stranger_ssm)
+    stranger.rotate()
+    forged = _tokens(stranger, clock).issue(token_type=ACCESS, org_id="a", user_id="u", lifetime=60)
+
+    verifier = _tokens(_keys(clock, secrets, ssm), clock)
+    for _ in range(50):
+        with pytest.raises(InvalidToken):
+            verifier.verify(forged, accept=frozenset({ACCESS}))
+    assert ssm.reads == 1

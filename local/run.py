@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import signal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from local.gateway import LOOPBACK_HOST
@@ -19,6 +22,7 @@ DEFAULT_API_PORT = 3000
 DEMO_ORG_ID = "demo"
 DEMO_ORG_NAME = "Demo Org"
 DEMO_ADMIN_EMAIL = "admin@demo.example"
+STATE_DIRECTORY = Path(__file__).resolve().parent.parent / ".local-state"
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,6 +49,25 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="TCP port of the moto server that replaces AWS (default 0, a free port)",
     )
     return parser.parse_args(argv)
+
+
+def write_environment_file() -> Path:
+    """Write the stack's environment as a shell file, so `mfa-admin` can reach the same moto.
+
+    The credentials in it are moto's fake ones; the file is rewritten on every start.
+    """
+    names = sorted(
+        name
+        for name in os.environ
+        if name.startswith(("MFA_", "POWERTOOLS_"))
+        or name in {"AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION"}
+        or name in {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"}
+    )
+    STATE_DIRECTORY.mkdir(exist_ok=True)
+    path = STATE_DIRECTORY / "mfa.env"
+    lines = [f"{name}={shlex.quote(os.environ[name])}" for name in names]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,10 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         )
 
+        env_file = write_environment_file()
         port = stack.api_url.rsplit(":", 1)[1]
         print(f"\nMFA service running at http://localhost:{port}")
         print(f"Demo org: {DEMO_ORG_ID} (admin {DEMO_ADMIN_EMAIL}, password shown above)")
         print(f"AWS stand-in (moto): {stack.aws_endpoint_url}")
+        print(f"For mfa-admin against this stack: set -a; . {env_file}; set +a")
         print("Press Ctrl-C to stop.\n", flush=True)
 
         # A timed wait returns to Python code often, so the signal handlers run promptly.

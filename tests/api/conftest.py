@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+from local.stack import LocalStack
 from mfa_core import members, runtime
 from mfa_core.adapters.keys import SigningKeys
 from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
-
-from local.stack import LocalStack
 from tests.api.harness import Client, Flow, Member
 
 # 2027-01-15T08:00:00Z, the first second of a TOTP time step.

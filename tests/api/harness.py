@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyotp
+
 from mfa_core import totp
 from mfa_core.clock import ManualClock
 

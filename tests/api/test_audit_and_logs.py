@@ -11,9 +11,9 @@ from typing import Any
 
 import boto3
 from botocore.client import BaseClient
-from mfa_core import runtime
 
 from local.stack import LocalStack
+from mfa_core import runtime
 from tests.api.harness import Client, Flow, Member, wrong_code
 
 WRITE_OPERATIONS = {

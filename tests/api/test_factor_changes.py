@@ -6,9 +6,9 @@ import io
 from contextlib import redirect_stderr
 
 import boto3
-from mfa_core import cli, runtime
 
 from local.stack import LocalStack
+from mfa_core import cli, runtime
 from tests.api.conftest import add_org
 from tests.api.harness import Client, Flow, Member, wrong_code
 

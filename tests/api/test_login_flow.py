@@ -8,8 +8,8 @@ from contextlib import redirect_stdout
 
 import pyotp
 import pytest
-from mfa_core import cli
 
+from mfa_core import cli
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member
 

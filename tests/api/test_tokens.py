@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from jose import jwk, jwt
-from mfa_core.adapters.keys import SigningKeys, new_private_jwk, public_jwk
 
 from local.template import load_template
+from mfa_core.adapters.keys import SigningKeys, new_private_jwk, public_jwk
 from tests.api.conftest import START, add_member, add_org
 from tests.api.harness import Client, Flow, Member
 

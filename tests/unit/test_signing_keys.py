@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mfa_core.adapters.keys import REREAD_SECONDS, SigningKeys
 from mfa_core.clock import ManualClock
 from mfa_core.errors import InvalidToken

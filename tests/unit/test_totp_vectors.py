@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from mfa_core import totp
 
 # RFC 4226 Appendix D and RFC 6238 Appendix B both use this ASCII secret for HMAC-SHA1.

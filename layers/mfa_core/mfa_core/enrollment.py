@@ -101,6 +101,7 @@ def enroll_totp(
     authorize_factor_change(svc, principal, user)
     now = svc.clock.now()
     live = [f for f in svc.store.list_factors(user.org_id, user.user_id) if _is_usable(f, now)]
+    # NOTE: the limit is read before the write, so concurrent enrollments can pass it by a few.
     if len(live) >= MAX_FACTORS:
         raise Conflict(f"A user can have at most {MAX_FACTORS} factors; remove one first.")
 

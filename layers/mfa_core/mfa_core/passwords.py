@@ -39,7 +39,3 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return matched and password_hash is not None
-
-
-def needs_rehash(password_hash: str) -> bool:
-    return _hasher().check_needs_rehash(password_hash)

@@ -213,10 +213,12 @@ def _revoke_family(
 
 
 def logout(svc: Services, principal: Principal, *, context: RequestContext) -> None:
+    """Revoke the caller's session, which `authenticate` has just read and found live."""
     session_id = principal.session_id
-    session = svc.store.get_session(session_id) if session_id else None
-    if session is None:
+    if session_id is None:
         raise InvalidToken()
+    # The conditional update needs only the key; the ids are for the audit event.
+    session = SessionModel(session_id, org_id=principal.org_id, user_id=principal.user_id)
     _revoke(svc, session, reason="logout", context=context)
 
 

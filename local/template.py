@@ -317,6 +317,9 @@ def _parse_layer(
         raise TemplateError(f"{logical_id}: the local stack needs ContentUri as a local folder")
     folder = (base_dir / content_uri).resolve()
     # `sam build` copies a layer with a python BuildMethod into python/, which Lambda puts on
-    # sys.path. A layer without a BuildMethod is shipped as is and must contain python/ itself.
-    built_by_sam = isinstance(build_method, str) and build_method.startswith("python")
-    return LayerSpec(logical_id, folder, folder if built_by_sam else folder / "python")
+    # sys.path; the makefile build of this project's layer does the same. A layer without a
+    # BuildMethod is shipped as is and must contain python/ itself.
+    built = isinstance(build_method, str) and (
+        build_method.startswith("python") or build_method == "makefile"
+    )
+    return LayerSpec(logical_id, folder, folder if built else folder / "python")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -111,3 +112,36 @@ def test_unknown_kids_cannot_flood_ssm(setup: Any) -> None:
         with pytest.raises(InvalidToken):
             verifier.verify(forged, accept=frozenset({ACCESS}))
     assert ssm.reads == 1
+
+
+def _published_kids(ssm: FakeSsm) -> list[str]:
+    return [key["kid"] for key in json.loads(ssm.value)["keys"]]
+
+
+def test_rotations_keep_keys_for_a_day(setup: Any) -> None:
+    clock, secrets, ssm, _ = setup
+    keys = _keys(clock, secrets, ssm)
+    first = keys.rotate()
+    for _ in range(5):
+        clock.advance(60)
+        keys.rotate()
+    assert first in _published_kids(ssm)
+    assert len(_published_kids(ssm)) == 6
+
+    clock.advance(24 * 60 * 60)
+    latest = keys.rotate()
+    kids = _published_kids(ssm)
+    assert kids[0] == latest
+    assert first not in kids
+    assert len(kids) == 2  # the new key and the one before it
+
+
+def test_rotation_keeps_new_key_when_clock_is_behind(setup: Any) -> None:
+    clock, secrets, ssm, _ = setup
+    keys = _keys(clock, secrets, ssm)
+    keys.rotate()
+    clock.advance(-3600)
+    newest = keys.rotate()
+    assert json.loads(secrets.value)["active_kid"] == newest
+    assert newest in _published_kids(ssm)
+    assert keys.private_keys().active_kid == newest

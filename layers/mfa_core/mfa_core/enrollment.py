@@ -71,17 +71,22 @@ def _current_user(svc: Services, principal: Principal) -> UserModel:
     return user
 
 
-def authorize_factor_change(svc: Services, principal: Principal, user: UserModel) -> None:
-    """Allow a change to the factors of a user who has one only after a recent MFA.
+def authorize_factor_change(svc: Services, principal: Principal, user: UserModel) -> bool:
+    """Allow a change to a user's factors; return whether the user has no active factor yet.
 
-    Otherwise a password alone, through an older password-only session or an enrollment
-    token, could add a factor of its own next to the owner's. Enrollment tokens serve only
-    users who have no active factor yet.
+    Once a user has a factor, a change needs an MFA in the last FACTOR_CHANGE_MAX_MFA_AGE
+    seconds. Otherwise a password alone, through an older password-only session or an
+    enrollment token, could add a factor of its own next to the owner's. Enrollment tokens
+    serve only users without an active factor. In an org whose enforcement is "off", login
+    never asks for a factor, so a session is enough there.
     """
     if not user.factor_summaries():
-        return
+        return True
     if principal.token_type == tokens.ENROLLMENT:
         raise InvalidToken("The enrollment token is spent: the user already has an active factor.")
+    org = svc.store.get_org(user.org_id)
+    if org is not None and org.enforcement == "off":
+        return False
     mfa_time = principal.claims.get("mfa_time")
     max_age = FACTOR_CHANGE_MAX_MFA_AGE
     if not isinstance(mfa_time, int) or svc.clock.now() - mfa_time > max_age:
@@ -90,6 +95,7 @@ def authorize_factor_change(svc: Services, principal: Principal, user: UserModel
             "sign in again with a factor.",
             max_mfa_age=max_age,
         )
+    return False
 
 
 def enroll_totp(
@@ -153,7 +159,7 @@ def confirm_totp(
     """Activate a pending TOTP factor with a valid code; wrong codes count towards lockout."""
     now = svc.clock.now()
     user = _current_user(svc, principal)
-    authorize_factor_change(svc, principal, user)
+    first_factor = authorize_factor_change(svc, principal, user)
     _check_not_locked(svc, user, now=now, factor_id=factor_id, context=context)
     factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
     if factor is None or factor.type != "totp" or not _is_usable(factor, now):
@@ -180,13 +186,22 @@ def confirm_totp(
     revoked = sessions.revocations(svc, others, reason="factor_added", context=context)
     try:
         svc.store.activate_factor(
-            factor, step=step, now=now, events=[success], revoked_sessions=revoked
+            factor,
+            step=step,
+            now=now,
+            events=[success],
+            keep_session_id=principal.session_id,
+            first_factor=first_factor,
+            revoked_sessions=revoked,
         )
     except ConditionFailed as exc:
         if 1 in exc.failed_items:
             fresh = svc.store.get_user(user.org_id, user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
+            raise Conflict(
+                "Another factor was activated meanwhile; adding one more needs a recent MFA."
+            ) from exc
         raise Conflict("This factor is no longer pending; list your factors.") from exc
     logger.info("TOTP factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
     return {

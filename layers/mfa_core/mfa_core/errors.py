@@ -28,6 +28,16 @@ class InvalidInput(MfaError):
             self.code = code
 
 
+class UnsupportedMediaType(InvalidInput):
+    """The request body is not declared as JSON."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Send the body as JSON with the header Content-Type: application/json.",
+            code="unsupported_media_type",
+        )
+
+
 class AuthenticationFailed(MfaError):
     """Wrong credentials, or an account that does not exist: the two look the same."""
 

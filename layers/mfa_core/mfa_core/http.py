@@ -12,6 +12,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import re
 import typing
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from mfa_core.errors import (
     MfaError,
     NotFound,
     StepUpRequired,
+    UnsupportedMediaType,
 )
 from mfa_core.settings import settings
 
@@ -45,6 +47,7 @@ PROBLEM_TYPE_BASE = "urn:agent-console:mfa:problem:"
 
 # Error class -> (HTTP status, title). Subclasses not listed here take their base's entry.
 STATUS: dict[type[MfaError], tuple[int, str]] = {
+    UnsupportedMediaType: (415, "Unsupported media type"),
     InvalidInput: (400, "Invalid request"),
     AuthenticationFailed: (401, "Authentication failed"),
     InvalidToken: (401, "Invalid token"),
@@ -59,6 +62,8 @@ STATUS: dict[type[MfaError], tuple[int, str]] = {
 }
 
 Body = TypeVar("Body")
+# Unknown field names are echoed back only when they look like field names.
+FIELD_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 def limits(*, min_length: int = 0, max_length: int) -> dict[str, int]:
@@ -144,6 +149,11 @@ def install(app: APIGatewayHttpResolver) -> None:
 def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
     """Parse the JSON body into `model`, or raise InvalidInput naming the offending field."""
     event = app.current_event
+    # Requiring JSON keeps browsers from sending these requests cross-site without a CORS
+    # preflight, as they may with text/plain or form bodies.
+    media_type = (event.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType()
     raw = event.body or ""
     limit = settings().max_body_bytes
     if event.is_base64_encoded:
@@ -163,13 +173,37 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
     if not data.strip():
         raise InvalidInput("The request body is empty; send a JSON object.", code="invalid_json")
     try:
-        document = json.loads(data)
+        # UTF-8 only (RFC 8259 §8.1): json.loads would also guess UTF-16 and UTF-32 from bytes.
+        document = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: thousands of nested brackets fit in the size limit.
         raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from exc
     if not isinstance(document, dict):
         raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
     return _build(model, document)
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            # Two parsers reading the same body differently is how requests get smuggled.
+            raise _DuplicateKeyError("duplicate key")
+        document[key] = value
+    return document
+
+
+def _is_encodable(value: str) -> bool:
+    """Tell whether `value` has no lone surrogates, which JSON escapes such as \\ud800 allow."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _too_large(limit: int) -> InvalidInput:
@@ -186,7 +220,9 @@ def _build(model: type[Body], document: dict[str, Any]) -> Body:
     hints = typing.get_type_hints(model)
     for name in document:
         if name not in declared:
-            raise InvalidInput(f"Field '{name}' is not a known field; remove it.", field=name)
+            if FIELD_NAME_PATTERN.match(name):
+                raise InvalidInput(f"Field '{name}' is not a known field; remove it.", field=name)
+            raise InvalidInput("The body contains a field that is not known; remove it.")
     values: dict[str, Any] = {}
     for name, spec in declared.items():
         optional = type(None) in typing.get_args(hints[name])
@@ -197,6 +233,8 @@ def _build(model: type[Body], document: dict[str, Any]) -> Body:
             continue
         if not isinstance(value, str):
             raise InvalidInput(f"Field '{name}' must be a string.", field=name)
+        if not _is_encodable(value):
+            raise InvalidInput(f"Field '{name}' is not valid Unicode text.", field=name)
         bounds = spec.metadata
         if len(value) < bounds.get("min_length", 0):
             raise InvalidInput(f"Field '{name}' is too short.", field=name)

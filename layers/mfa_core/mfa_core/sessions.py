@@ -121,12 +121,25 @@ def authenticate(svc: Services, bearer_token: str | None, *, accept: frozenset[s
         session_id = principal.session_id
         if session_id is None:
             raise InvalidToken()
-        session = svc.store.get_session(session_id)
-        if session is None or not is_live(session, svc.clock.now()):
+        session, user = svc.store.load_session_and_user(
+            session_id, principal.org_id, principal.user_id
+        )
+        if session is None or user is None or not is_valid(session, user, svc.clock.now()):
             raise InvalidToken()
         if session.org_id != principal.org_id or session.user_id != principal.user_id:
             raise InvalidToken()
     return principal
+
+
+def is_valid(session: SessionModel, user: UserModel, now: float) -> bool:
+    """Tell whether a session may still be used: live, of an active user, and not ended by a
+    change of the user's factors (unless it is the session that made the change)."""
+    if not is_live(session, now) or user.status != "active":
+        return False
+    cutoff = user.sessions_valid_after
+    if cutoff is None or session.created_at >= cutoff:
+        return True
+    return session.confirmed_at is not None and session.confirmed_at >= cutoff
 
 
 def refresh(svc: Services, *, refresh_token: str, context: RequestContext) -> TokenPair:
@@ -156,6 +169,7 @@ def refresh(svc: Services, *, refresh_token: str, context: RequestContext) -> To
 def _rotate(
     svc: Services, *, session: SessionModel, presented: str, now: float, context: RequestContext
 ) -> TokenPair:
+    user_role = _role_from_session(svc, session)
     replacement = new_refresh_token(session.session_id)
     rotated = [*session.rotated_hashes, presented][-ROTATED_HASHES_KEPT:]
     try:
@@ -174,7 +188,6 @@ def _rotate(
             _revoke_family(svc, session=current, now=now, context=context)
         raise InvalidToken("The refresh token is invalid or expired.") from exc
 
-    user_role = _role_from_session(svc, session)
     return TokenPair(
         access_token=access_token(svc, session=session, role=user_role),
         refresh_token=replacement,
@@ -185,7 +198,7 @@ def _rotate(
 
 def _role_from_session(svc: Services, session: SessionModel) -> str:
     user = svc.store.get_user(session.org_id, session.user_id)
-    if user is None or user.status != "active":
+    if user is None or not is_valid(session, user, svc.clock.now()):
         raise InvalidToken("The refresh token is invalid or expired.")
     return user.role
 
@@ -224,8 +237,11 @@ def logout(svc: Services, principal: Principal, *, context: RequestContext) -> N
 
 def list_sessions(svc: Services, principal: Principal) -> list[dict[str, Any]]:
     now = svc.clock.now()
+    user = svc.store.get_user(principal.org_id, principal.user_id)
+    if user is None:
+        raise InvalidToken()
     sessions = svc.store.list_sessions(principal.org_id, principal.user_id)
-    live = [s for s in sessions if is_live(s, now)]
+    live = [s for s in sessions if is_valid(s, user, now)]
     live.sort(key=lambda s: s.created_at, reverse=True)
     return [
         {

@@ -2,7 +2,8 @@
 
 Functions that only verify tokens read the public set; only the functions that issue tokens
 may read the secret. `rotate` is run by the operator CLI: it adds a key, makes it the active
-signer and keeps the previous ones for verification until tokens signed with them expire.
+signer and keeps the previous ones published for a day, well past the expiry of the tokens they
+signed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mfa_core.errors import ConfigurationError, DependencyFailed
 
 ALGORITHM = "ES256"
-KEYS_KEPT = 3
+# Previous signing keys stay published for this long, at most MAX_KEYS keys in all.
+KEEP_SECONDS = 24 * 60 * 60
+MAX_KEYS = 10
 # Minimum seconds between two reads of the public key set caused by an unknown kid.
 REREAD_SECONDS = 30
 
@@ -118,15 +121,24 @@ class SigningKeys:
         return {"keys": list(self.public_keys().values())}
 
     def rotate(self) -> str:
-        """Add a new active key, keep the newest KEYS_KEPT keys, and return the new kid."""
+        """Add a new active key, drop keys older than KEEP_SECONDS, and return the new kid."""
         try:
             current = self._load_private()
             keys = dict(current.keys)
         except ConfigurationError:
             keys = {}
-        new_key = new_private_jwk(self._now())
-        keys[new_key["kid"]] = new_key
-        newest = sorted(keys.values(), key=lambda jwk: int(jwk["created_at"]))[-KEYS_KEPT:]
+        now = self._now()
+        new_key = new_private_jwk(now)
+        previous = sorted(keys.values(), key=lambda jwk: int(jwk["created_at"]), reverse=True)
+        # Keep the previous keys for a day, so tokens they signed stay valid to their expiry
+        # however often keys rotate, and always the latest one; the new key is kept even when
+        # the operator's clock is behind the others' creation times.
+        kept = [
+            jwk
+            for index, jwk in enumerate(previous)
+            if index == 0 or now - int(jwk["created_at"]) < KEEP_SECONDS
+        ][: MAX_KEYS - 1]
+        newest = [new_key, *kept]
         document = {"active_kid": new_key["kid"], "keys": newest}
         public = {"keys": [public_jwk(jwk) for jwk in newest]}
         # The public key is published first, so that no function signs with a key that the

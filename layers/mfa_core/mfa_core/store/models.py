@@ -68,6 +68,9 @@ class UserModel(Model):
     # transaction, so that login learns a user's factors without another read.
     active_factors: MapAttribute[str, Any] = MapAttribute(default=dict)
     last_mfa_at = NumberAttribute(null=True)
+    # Sessions created before this time are no longer valid, unless re-confirmed after it (see
+    # SessionModel.confirmed_at). Set when the user's factors change.
+    sessions_valid_after = NumberAttribute(null=True)
 
     def factor_summaries(self) -> dict[str, dict[str, Any]]:
         """Return the active factors as plain dicts: factor_id -> {"type", "label"}."""
@@ -157,6 +160,8 @@ class SessionModel(Model):
     refreshed_at = NumberAttribute(null=True)
     revoked_at = NumberAttribute(null=True)
     revoke_reason = UnicodeAttribute(null=True)
+    # Set on the session that changed the user's factors, which stays valid after the change.
+    confirmed_at = NumberAttribute(null=True)
     # SHA-256 of the current refresh token, and of the rotated ones (newest last), which
     # identify a reuse.
     refresh_hash = UnicodeAttribute()

@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
+from pynamodb.expressions.condition import size
 from pynamodb.transactions import TransactGet, TransactWrite
 
 from mfa_core.audit import AuditEvent
@@ -29,6 +31,8 @@ from mfa_core.store.models import (
     UserModel,
     user_key,
 )
+
+logger = Logger(child=True)
 
 DAY = 24 * 60 * 60
 # Sessions revoked per transaction: two items each, within DynamoDB's 100 items a transaction.
@@ -159,16 +163,26 @@ class Store:
         step: int,
         now: float,
         events: list[AuditEvent],
+        keep_session_id: str | None,
+        first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
     ) -> None:
-        """Activate a pending TOTP factor and revoke the user's other sessions.
+        """Activate a pending TOTP factor and end the user's other sessions.
 
-        The factor is activated with the time step its confirmation code used. Raises
-        ConditionFailed with item 0 when the factor is no longer pending (confirmed concurrently
-        or expired), and item 1 when the user is locked out. The first
-        SESSIONS_PER_TRANSACTION sessions are revoked in the same transaction, any others in
-        transactions of their own right after it.
+        The factor is activated with the time step its confirmation code used, and the user's
+        `sessions_valid_after` moves to `now`, which ends every session created before, listed
+        or not; the session `keep_session_id` is confirmed and stays valid. With
+        `first_factor`, the activation also requires that the user still has no active factor.
+        Raises ConditionFailed with item 0 when the factor is no longer pending (confirmed
+        concurrently or expired), and item 1 when the user is locked out or, with
+        `first_factor`, gained a factor meanwhile. The first SESSIONS_PER_TRANSACTION listed
+        sessions are marked revoked in the same transaction, the others right after it.
         """
+        user_condition = _not_locked(now)
+        if first_factor:
+            user_condition &= UserModel.active_factors.does_not_exist() | (
+                size(UserModel.active_factors) == 0
+            )
         first, rest = (
             revoked_sessions[:SESSIONS_PER_TRANSACTION],
             revoked_sessions[SESSIONS_PER_TRANSACTION:],
@@ -193,15 +207,38 @@ class Store:
                     UserModel.failed_count.set(0),
                     UserModel.locked_until.remove(),
                     UserModel.last_mfa_at.set(now),
+                    UserModel.sessions_valid_after.set(now),
                 ],
-                condition=_not_locked(now),
+                condition=user_condition,
             )
+            if keep_session_id is not None:
+                tx.update(
+                    SessionModel(keep_session_id),
+                    actions=[SessionModel.confirmed_at.set(now)],
+                    condition=SessionModel.session_id.exists(),
+                )
             self._audit(tx, events)
             self._revoke(tx, first, reason="factor_added", now=now)
+        # The later batches only tidy the session list: sessions_valid_after already ended them.
         for start in range(0, len(rest), SESSIONS_PER_TRANSACTION):
-            with self._transaction() as tx:
-                batch = rest[start : start + SESSIONS_PER_TRANSACTION]
-                self._revoke(tx, batch, reason="factor_added", now=now)
+            batch = rest[start : start + SESSIONS_PER_TRANSACTION]
+            try:
+                with self._transaction() as tx:
+                    self._revoke(tx, batch, reason="factor_added", now=now)
+            except (DependencyFailed, ConditionFailed):
+                logger.warning(
+                    "Marking ended sessions as revoked failed",
+                    extra={"org_id": factor.org_id, "user_id": factor.user_id},
+                )
+
+    def load_session_and_user(
+        self, session_id: str, org_id: str, user_id: str
+    ) -> tuple[SessionModel | None, UserModel | None]:
+        """Read a session and its user in a single TransactGetItems."""
+        with _dynamodb_errors(), TransactGet(connection=self._connection) as read:
+            session = read.get(SessionModel, session_id)
+            user = read.get(UserModel, org_id, user_id)
+        return _resolved(session), _resolved(user)
 
     def complete_login(
         self,

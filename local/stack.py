@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from moto.server import ThreadedMotoServer
 
+from local.atomic_moto import serialize_dynamodb
 from local.gateway import LOOPBACK_HOST, ApiGateway, build_gateway
 from local.resources import (
     DEFAULT_NAME_PREFIX,
@@ -136,6 +137,7 @@ class LocalStack:
         self._template = load_template(self.template_path)
         self._isolate_aws_configuration()
 
+        serialize_dynamodb()
         self._moto = ThreadedMotoServer(
             ip_address=LOOPBACK_HOST, port=self.moto_port, verbose=False
         )

@@ -14,7 +14,7 @@ from jose import jwk, jwt
 from local.template import load_template
 from mfa_core.adapters.keys import SigningKeys, new_private_jwk, public_jwk
 from tests.api.conftest import START, add_member, add_org
-from tests.api.harness import Client, Flow, Member
+from tests.api.harness import Client, Flow, Member, Reply
 
 PUBLIC_ROUTES = {
     "POST /v1/auth/login",
@@ -37,7 +37,7 @@ def _protected_routes() -> list[tuple[str, str]]:
     return sorted(routes)
 
 
-def _call(client: Client, method: str, path: str, token: str, member: Member) -> int:
+def _call(client: Client, method: str, path: str, token: str, member: Member) -> Reply:
     concrete = (
         path.replace("{factor_id}", member.factor_id or "f_x")
         .replace("{org_id}", member.org_id)
@@ -48,14 +48,21 @@ def _call(client: Client, method: str, path: str, token: str, member: Member) ->
         body = {}
     if path == "/v1/auth/mfa/verify":
         body = {"factor_id": member.factor_id, "code": "123456"}
-    return client.request(method, concrete, json_body=body, token=token).status
+    return client.request(method, concrete, json_body=body, token=token)
 
 
 def test_protected_routes_are_listed() -> None:
     keys = {f"{method} {path}" for method, path in _protected_routes()}
-    assert "POST /v1/auth/mfa/verify" in keys
-    assert "GET /v1/me/sessions" in keys
-    assert len(keys) >= 7
+    assert keys == {
+        "POST /v1/auth/mfa/verify",
+        "POST /v1/auth/logout",
+        "GET /v1/me/sessions",
+        "DELETE /v1/me/sessions/{sid}",
+        "GET /v1/me/factors",
+        "POST /v1/me/factors/totp",
+        "POST /v1/me/factors/totp/{factor_id}/confirm",
+        "POST /v1/orgs/{org_id}/users",
+    }
 
 
 def test_mfa_token_rejected_everywhere_but_verify(
@@ -65,8 +72,9 @@ def test_mfa_token_rejected_everywhere_but_verify(
     for method, path in _protected_routes():
         if path == "/v1/auth/mfa/verify":
             continue
-        status = _call(client, method, path, mfa_token, enrolled)
-        assert status == 401, (method, path, status)
+        reply = _call(client, method, path, mfa_token, enrolled)
+        assert reply.status == 401, (method, path, reply.text)
+        assert reply.body["code"] == "invalid_token", (method, path)
     assert flow.verify(enrolled, mfa_token).status == 200
 
 

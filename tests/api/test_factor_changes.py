@@ -41,7 +41,11 @@ def test_second_factor_needs_recent_mfa(client: Client, flow: Flow, enrolled: Me
     fresh = client.post("/v1/me/factors/totp", {"label": "Backup"}, token=tokens["access_token"])
     assert fresh.status == 201, fresh.text
 
-    flow.clock.advance(5 * 60 + 1)
+    flow.clock.advance(5 * 60)
+    at_limit = client.post("/v1/me/factors/totp", {}, token=tokens["access_token"])
+    assert at_limit.status == 201
+
+    flow.clock.advance(1)
     stale = client.post("/v1/me/factors/totp", {}, token=tokens["access_token"])
     assert stale.status == 403
     assert stale.body["code"] == "step_up_required"
@@ -63,11 +67,18 @@ def test_second_factor_needs_recent_mfa(client: Client, flow: Flow, enrolled: Me
 def test_enrollment_token_spent_after_first_factor(client: Client, flow: Flow) -> None:
     member = add_org("globex", enforcement="required")
     enrollment_token = flow.login_ok(member, "enrollment_required")["enrollment_token"]
+    spare = client.post("/v1/me/factors/totp", {}, token=enrollment_token).body
     flow.enroll(member, enrollment_token)
 
     second = client.post("/v1/me/factors/totp", {}, token=enrollment_token)
     assert second.status == 401
     assert second.body["code"] == "invalid_token"
+    confirm_spare = client.post(
+        f"/v1/me/factors/totp/{spare['factor_id']}/confirm",
+        {"code": flow.code(spare["secret"], steps_ahead=1)},
+        token=enrollment_token,
+    )
+    assert confirm_spare.status == 401
 
 
 def test_mfa_off_org_adds_factor_without_step_up(client: Client, flow: Flow) -> None:

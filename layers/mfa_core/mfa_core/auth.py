@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 
 from mfa_core import audit, lockout, passwords, sessions, tokens
 from mfa_core.audit import RequestContext
-from mfa_core.errors import AuthenticationFailed, LockedOut
+from mfa_core.errors import AuthenticationFailed
 from mfa_core.identity import normalize_email, normalize_org_id
 from mfa_core.runtime import Services
 from mfa_core.store.models import ChallengeModel, UserModel
@@ -66,13 +66,7 @@ def login(
         logger.info("Login failed", extra={"org_id": org_id, "reason": reason})
         raise AuthenticationFailed()
 
-    try:
-        lockout.check_not_locked(user, now)
-    except LockedOut:
-        svc.store.record(
-            _event(now, user, "login.password", "denied", context, reason="locked_out")
-        )
-        raise
+    lockout.reject_if_locked(svc, user, now=now, event_type="login.password", context=context)
 
     org = svc.store.get_org(org_id)
     enforcement = org.enforcement if org else "required"

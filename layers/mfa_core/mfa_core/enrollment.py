@@ -16,7 +16,6 @@ from mfa_core.errors import (
     InvalidCode,
     InvalidInput,
     InvalidToken,
-    LockedOut,
     NotFound,
     StepUpRequired,
 )
@@ -160,7 +159,9 @@ def confirm_totp(
     now = svc.clock.now()
     user = _current_user(svc, principal)
     first_factor = authorize_factor_change(svc, principal, user)
-    _check_not_locked(svc, user, now=now, factor_id=factor_id, context=context)
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type="factor.confirm", factor_id=factor_id, context=context
+    )
     factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
     if factor is None or factor.type != "totp" or not _is_usable(factor, now):
         raise NotFound("No TOTP factor with this id.")
@@ -238,27 +239,6 @@ def open_totp_secret(svc: Services, factor: FactorModel) -> str:
         ).decode("ascii")
     except SealedValueError:
         logger.error("TOTP seed failed to open", extra=_ids(factor))
-        raise
-
-
-def _check_not_locked(
-    svc: Services, user: UserModel, *, now: float, factor_id: str, context: RequestContext
-) -> None:
-    try:
-        lockout.check_not_locked(user, now)
-    except LockedOut:
-        svc.store.record(
-            audit.event(
-                now=now,
-                event_type="factor.confirm",
-                outcome="denied",
-                org_id=user.org_id,
-                user_id=user.user_id,
-                factor_id=factor_id,
-                context=context,
-                reason="locked_out",
-            )
-        )
         raise
 
 

@@ -28,6 +28,34 @@ def check_not_locked(user: UserModel, now: float) -> None:
         raise LockedOut(math.ceil(user.locked_until - now))
 
 
+def reject_if_locked(
+    svc: Services,
+    user: UserModel,
+    *,
+    now: float,
+    event_type: str,
+    context: RequestContext,
+    factor_id: str | None = None,
+) -> None:
+    """Raise LockedOut while the account is locked, after auditing the rejected attempt."""
+    try:
+        check_not_locked(user, now)
+    except LockedOut:
+        svc.store.record(
+            audit.event(
+                now=now,
+                event_type=event_type,
+                outcome="denied",
+                org_id=user.org_id,
+                user_id=user.user_id,
+                factor_id=factor_id,
+                context=context,
+                reason="locked_out",
+            )
+        )
+        raise
+
+
 def record_failure(
     svc: Services,
     user: UserModel,

@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 from mfa_core import audit, lockout, sessions, totp
 from mfa_core.audit import RequestContext
 from mfa_core.enrollment import open_totp_secret
-from mfa_core.errors import InvalidCode, InvalidToken, LockedOut, NotFound
+from mfa_core.errors import InvalidCode, InvalidToken, NotFound
 from mfa_core.runtime import Services
 from mfa_core.sessions import TokenPair
 from mfa_core.store.models import FactorModel, UserModel
@@ -58,22 +58,9 @@ def verify_login(
         or user.status != "active"
     ):
         raise InvalidToken()
-    try:
-        lockout.check_not_locked(user, now)
-    except LockedOut:
-        svc.store.record(
-            audit.event(
-                now=now,
-                event_type="login.mfa",
-                outcome="denied",
-                org_id=user.org_id,
-                user_id=user.user_id,
-                factor_id=factor_id,
-                context=context,
-                reason="locked_out",
-            )
-        )
-        raise
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type="login.mfa", factor_id=factor_id, context=context
+    )
     if factor is None or factor.status != "active" or factor.type != "totp":
         raise NotFound("No active factor with this id.")
 

@@ -30,7 +30,7 @@ PENDING_SECONDS = 15 * 60
 MAX_FACTORS = 20
 MAX_LABEL = 64
 DEFAULT_LABEL = "Authenticator app"
-# How recent an MFA verification must be before a user who has a factor may add another.
+# Maximum age in seconds of the MFA that lets a user who has a factor add another.
 FACTOR_CHANGE_MAX_MFA_AGE = 5 * 60
 
 

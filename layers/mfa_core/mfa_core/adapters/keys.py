@@ -130,9 +130,9 @@ class SigningKeys:
         now = self._now()
         new_key = new_private_jwk(now)
         previous = sorted(keys.values(), key=lambda jwk: int(jwk["created_at"]), reverse=True)
-        # Keep the previous keys for a day, so tokens they signed stay valid to their expiry
-        # however often keys rotate, and always the latest one; the new key is kept even when
-        # the operator's clock is behind the others' creation times.
+        # Previous keys stay for a day, so tokens they signed stay valid to their expiry however
+        # often keys rotate. The latest previous key always stays. The new key goes first, so
+        # it is kept even when the operator's clock is behind the others' creation times.
         kept = [
             jwk
             for index, jwk in enumerate(previous)

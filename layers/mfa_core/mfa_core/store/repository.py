@@ -169,9 +169,9 @@ class Store:
     ) -> None:
         """Activate a pending TOTP factor and end the user's other sessions.
 
-        The factor is activated with the time step its confirmation code used, and the user's
+        The factor is activated with the time step its confirmation code used. The user's
         `sessions_valid_after` moves to `now`, which ends every session created before, listed
-        or not; the session `keep_session_id` is confirmed and stays valid. With
+        or not. The session `keep_session_id` is confirmed and stays valid. With
         `first_factor`, the activation also requires that the user still has no active factor.
         Raises ConditionFailed with item 0 when the factor is no longer pending (confirmed
         concurrently or expired), and item 1 when the user is locked out or, with

@@ -119,6 +119,9 @@ def install(app: APIGatewayHttpResolver) -> None:
         status, _ = status_of(error)
         if status >= 500:
             logger.exception("Request failed", extra={"code": error.code})
+        else:
+            # The code only: the detail may repeat a field name, and nothing else is logged.
+            logger.info("Request rejected", extra={"status": status, "code": error.code})
         return problem(error)
 
     @app.exception_handler(PynamoDBException)

@@ -82,7 +82,7 @@ def test_enrollment_token_spent_after_first_factor(client: Client, flow: Flow) -
 
 
 def test_mfa_off_org_adds_factor_without_step_up(client: Client, flow: Flow) -> None:
-    """Login never asks for a factor where enforcement is off, so a session must suffice."""
+    """Login never requests a factor where enforcement is off, so a session must suffice."""
     member = add_org("umbrella", enforcement="off")
     flow.enroll(member, flow.login_ok(member, "authenticated")["access_token"])
     password_only = flow.login_ok(member, "authenticated")["access_token"]

@@ -88,7 +88,7 @@ def test_verifier_rereads_keys_for_new_kid(setup: Any) -> None:
     first = signer.issue(token_type=ACCESS, org_id="acme", user_id="u", lifetime=900)
     assert verifier.verify(first, accept=frozenset({ACCESS})).org_id == "acme"
 
-    # A rotation that the signer sees (its cache expired) but the verifier's cache predates.
+    # A rotation that the signer has read (its cache expired) but the verifier's cache predates.
     clock.advance(REREAD_SECONDS)
     operator.rotate()
     signer_keys._private = None

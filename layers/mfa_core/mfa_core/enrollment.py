@@ -77,7 +77,7 @@ def authorize_factor_change(svc: Services, principal: Principal, user: UserModel
     seconds. Otherwise a password alone, through an older password-only session or an
     enrollment token, could add a factor of its own next to the owner's. Enrollment tokens
     serve only users without an active factor. In an org whose enforcement is "off", login
-    never asks for a factor, so a session is enough there.
+    never requests a factor, so a session is enough there.
     """
     if not user.factor_summaries():
         return True

@@ -107,5 +107,5 @@ def record_failure(
         if locked_until is not None:
             return LockedOut(math.ceil(locked_until - now))
         return None
-    # NOTE: a failure that loses this many races in a row is answered 503 without being counted.
+    # NOTE: a failure that loses this many races in a row gets a 503 and is not counted.
     raise DependencyFailed("Recording the failed attempt kept conflicting. Retry the request.")

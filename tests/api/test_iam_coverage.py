@@ -1,0 +1,171 @@
+"""Every AWS call a function makes in the API flows is allowed by its IAM policy in template.yaml.
+
+moto does not check IAM against resource ARNs, so a missing permission would only show in AWS.
+This test records each call with the function that made it and turns it into the IAM actions
+and resource ARNs that AWS would authorize, one per item of a DynamoDB transaction. It then
+matches them against the function's policy statements, resolved with the local stack's names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+
+from local.functions import LocalFunction
+from local.intrinsics import resolve
+from local.stack import LocalStack
+from local.template import parse_yaml
+from tests.api.harness import Client, Flow, Member
+from tests.api.test_audit_and_logs import _run_flow
+
+Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
+TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Get": "GetItem",
+}
+
+
+@pytest.fixture
+def calls() -> Iterator[list[Call]]:
+    recorded: list[Call] = []
+    current = threading.local()
+    original_invoke = LocalFunction.invoke
+    original_call = BaseClient._make_api_call
+
+    def invoke(self: LocalFunction, event: dict[str, Any], request_id: str | None = None) -> Any:
+        current.function = self.spec.logical_id
+        try:
+            return original_invoke(self, event, request_id)
+        finally:
+            current.function = None
+
+    def call(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        function = getattr(current, "function", None)
+        if function is not None:
+            recorded.append((function, self.meta.service_model.service_name, operation, params))
+        return original_call(self, operation, params)
+
+    LocalFunction.invoke = invoke  # type: ignore[method-assign]
+    BaseClient._make_api_call = call  # type: ignore[method-assign]
+    try:
+        yield recorded
+    finally:
+        LocalFunction.invoke = original_invoke  # type: ignore[method-assign]
+        BaseClient._make_api_call = original_call  # type: ignore[method-assign]
+
+
+def _required(stack: LocalStack, service: str, operation: str, params: dict[str, Any]) -> list:
+    """Return the (IAM action, resource ARN) pairs that AWS authorizes for one call."""
+    region, account = stack.provisioned.region, stack.provisioned.account_id
+    if service == "dynamodb":
+
+        def table_arn(name: str, index: str | None = None) -> str:
+            arn = f"arn:aws:dynamodb:{region}:{account}:table/{name}"
+            return f"{arn}/index/{index}" if index else arn
+
+        if operation in ("TransactWriteItems", "TransactGetItems"):
+            pairs = []
+            for item in params["TransactItems"]:
+                (kind, body) = next(iter(item.items()))
+                pairs.append((f"dynamodb:{TRANSACT_ACTIONS[kind]}", table_arn(body["TableName"])))
+            return pairs
+        return [
+            (
+                f"dynamodb:{operation}",
+                table_arn(params["TableName"], params.get("IndexName")),
+            )
+        ]
+    if service == "kms":
+        key = params["KeyId"]
+        arn = key if key.startswith("arn:") else f"arn:aws:kms:{region}:{account}:key/{key}"
+        return [(f"kms:{operation}", arn)]
+    if service == "secretsmanager":
+        return [(f"secretsmanager:{operation}", params["SecretId"])]
+    if service == "ssm":
+        name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
+        return [(f"ssm:{operation}", f"arn:aws:ssm:{region}:{account}:parameter{name}")]
+    raise AssertionError(f"no IAM mapping for {service}:{operation}")
+
+
+def _statements(stack: LocalStack, function: str) -> list[dict[str, Any]]:
+    template = parse_yaml(stack.template.path.read_text(encoding="utf-8"))
+    policies = template["Resources"][function]["Properties"]["Policies"]
+    statements = []
+    for policy in policies:
+        for statement in resolve(policy, stack.provisioned.context)["Statement"]:
+            # A conditional grant (kms:ViaService) never covers a direct call.
+            if statement["Effect"] == "Allow" and "Condition" not in statement:
+                statements.append(statement)
+    return statements
+
+
+def _allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    for statement in statements:
+        actions = statement["Action"]
+        resources = statement["Resource"]
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
+            return True
+    return False
+
+
+def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
+    _run_flow(client, flow, member)
+    tokens = flow.verify(member, flow.mfa_token(member), None)
+    assert tokens.status == 401  # the same step as the flow's last verification: a replay
+    flow.next_step()
+    fresh = flow.verify(member, flow.mfa_token(member)).body
+    access = fresh["access_token"]
+    assert client.get("/v1/me/factors", token=access).status == 200
+    assert client.get("/v1/me/sessions", token=access).status == 200
+    second = client.post("/v1/me/factors/totp", {"label": "Spare"}, token=access)
+    assert second.status == 201
+    confirm = client.post(
+        f"/v1/me/factors/totp/{second.body['factor_id']}/confirm",
+        {"code": flow.code(second.body["secret"], steps_ahead=1)},
+        token=access,
+    )
+    assert confirm.status == 200
+    other = flow.verify(
+        member, flow.mfa_token(member), flow.code(member.totp_secret or "", steps_ahead=1)
+    )
+    assert other.status == 200
+    assert client.delete(f"/v1/me/sessions/{other.body['session_id']}", token=access).status == 204
+    assert client.get("/.well-known/jwks.json").status == 200
+
+
+def test_policies_cover_every_call(
+    client: Client, flow: Flow, acme: Member, stack: LocalStack, calls: list[Call]
+) -> None:
+    _drive_every_route(client, flow, acme)
+
+    functions = {function for function, *_ in calls}
+    assert functions == {"SessionFunction", "EnrollFunction", "VerifyFunction", "AdminFunction"}
+    missing = set()
+    for function, service, operation, params in calls:
+        statements = _statements(stack, function)
+        for action, resource in _required(stack, service, operation, params):
+            if not _allowed(statements, action, resource):
+                missing.add((function, action, resource.rsplit(":", 1)[-1]))
+    assert not missing, sorted(missing)
+
+
+def test_policy_check_catches_a_missing_grant(stack: LocalStack) -> None:
+    """The matcher itself: the admin function may not write sessions."""
+    statements = _statements(stack, "AdminFunction")
+    table = stack.provisioned.table_names["SessionsTable"]
+    region, account = stack.provisioned.region, stack.provisioned.account_id
+    arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"
+    assert _allowed(statements, "dynamodb:GetItem", arn)
+    assert not _allowed(statements, "dynamodb:UpdateItem", arn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import pytest
 from botocore.client import BaseClient
 
 from local.stack import LocalStack
@@ -199,3 +201,28 @@ def _contains(text: str, secret: str) -> bool:
     if secret.isdigit():
         return re.search(rf"(?<![0-9A-Za-z]){secret}(?![0-9A-Za-z])", text) is not None
     return secret in text
+
+
+def test_security_metrics_are_emitted(
+    client: Client, flow: Flow, enrolled: Member, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert enrolled.totp_secret is not None
+    capsys.readouterr()
+    mfa_token = flow.mfa_token(enrolled)
+    for _ in range(10):
+        flow.verify(enrolled, mfa_token, wrong_code(flow, enrolled.totp_secret))
+
+    emitted = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and '"_aws"' in line
+    ]
+    counts: dict[str, float] = {}
+    for document in emitted:
+        for definition in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            values = document[definition["Name"]]
+            total = sum(values) if isinstance(values, list) else values
+            counts[definition["Name"]] = counts.get(definition["Name"], 0) + total
+    assert counts["MfaFailed"] == 10
+    assert counts["AccountLocked"] == 1
+    assert "acme" not in str(emitted)

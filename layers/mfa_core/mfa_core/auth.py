@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, passwords, sessions, tokens
+from mfa_core import audit, lockout, passwords, sessions, telemetry, tokens
 from mfa_core.audit import RequestContext
 from mfa_core.errors import AuthenticationFailed
 from mfa_core.identity import normalize_email, normalize_org_id
@@ -64,6 +64,7 @@ def login(
             )
         )
         logger.info("Login failed", extra={"org_id": org_id, "reason": reason})
+        telemetry.count(telemetry.LOGIN_FAILED)
         raise AuthenticationFailed()
 
     lockout.reject_if_locked(svc, user, now=now, event_type="login.password", context=context)
@@ -85,6 +86,7 @@ def login(
         [_event(now, user, "login", "success", context, session_id=session.session_id)],
     )
     logger.info("Login succeeded", extra={"org_id": org_id, "user_id": user.user_id, "acr": "aal1"})
+    telemetry.count(telemetry.LOGIN_SUCCEEDED)
     body: dict[str, Any] = pair.as_json()
     if not factors:
         body["mfa_enrollment_recommended"] = enforcement == "optional"

@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, sessions, tokens, totp
+from mfa_core import audit, lockout, sessions, telemetry, tokens, totp
 from mfa_core.adapters.kms import SealedValueError
 from mfa_core.audit import RequestContext
 from mfa_core.errors import (
@@ -173,6 +173,7 @@ def confirm_totp(
     if step is None:
         failure = _event(now, factor, "factor.confirm", "failure", context, reason="invalid_code")
         locked = lockout.record_failure(svc, user, failure=failure, context=context)
+        telemetry.count(telemetry.MFA_FAILED)
         logger.info("TOTP confirmation failed", extra=_ids(factor))
         if locked is not None:
             raise locked
@@ -204,6 +205,7 @@ def confirm_totp(
                 "Another factor was activated meanwhile; adding one more needs a recent MFA."
             ) from exc
         raise Conflict("This factor is no longer pending; list your factors.") from exc
+    telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("TOTP factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
     return {
         "factor_id": factor.factor_id,

@@ -11,7 +11,7 @@ import math
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit
+from mfa_core import audit, telemetry
 from mfa_core.audit import AuditEvent, RequestContext
 from mfa_core.errors import DependencyFailed, LockedOut
 from mfa_core.runtime import Services
@@ -100,6 +100,7 @@ def record_failure(
             current = svc.store.get_user(user.org_id, user.user_id)
             continue
         if locks_now and not already_locked:
+            telemetry.count(telemetry.ACCOUNT_LOCKED)
             logger.warning(
                 "Account locked after consecutive MFA failures",
                 extra={"org_id": current.org_id, "user_id": current.user_id, "failed_count": count},

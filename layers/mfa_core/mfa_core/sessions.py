@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, tokens
+from mfa_core import audit, telemetry, tokens
 from mfa_core.audit import RequestContext
 from mfa_core.errors import InvalidToken, NotFound
 from mfa_core.runtime import Services
@@ -206,6 +206,7 @@ def _role_from_session(svc: Services, session: SessionModel) -> str:
 def _revoke_family(
     svc: Services, *, session: SessionModel, now: float, context: RequestContext
 ) -> None:
+    telemetry.count(telemetry.REFRESH_TOKEN_REUSED)
     logger.warning(
         "Refresh token reuse; session revoked",
         extra={

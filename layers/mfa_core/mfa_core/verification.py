@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, sessions, totp
+from mfa_core import audit, lockout, sessions, telemetry, totp
 from mfa_core.audit import RequestContext
 from mfa_core.enrollment import open_totp_secret
 from mfa_core.errors import InvalidCode, InvalidToken, NotFound
@@ -102,6 +102,7 @@ def verify_login(
         )
     except ConditionFailed as exc:
         _explain_lost_race(svc, exc, user, factor, now=now, context=context)
+    telemetry.count(telemetry.MFA_VERIFIED)
     logger.info(
         "MFA verified",
         extra={"org_id": user.org_id, "user_id": user.user_id, "factor_id": factor.factor_id},
@@ -130,6 +131,7 @@ def _fail(
         details={"type": factor.type},
     )
     locked = lockout.record_failure(svc, user, failure=failure, context=context)
+    telemetry.count(telemetry.MFA_FAILED)
     logger.info(
         "MFA verification failed",
         extra={"org_id": user.org_id, "user_id": user.user_id, "reason": reason},
@@ -161,6 +163,7 @@ def _reject_replay(
             details={"type": factor.type},
         )
     )
+    telemetry.count(telemetry.MFA_CODE_REPLAYED)
     logger.warning(
         "TOTP code replayed",
         extra={"org_id": factor.org_id, "user_id": factor.user_id, "factor_id": factor.factor_id},

@@ -7,10 +7,15 @@ dimension: those stay in the logs and the audit trail, and would make a metric p
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Metrics
+import os
+
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-metrics = Metrics()
+logger = Logger(child=True)
+
+# template.yaml sets the namespace; the default covers code that imports this module first.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "AgentConsoleMfa")
 
 LOGIN_SUCCEEDED = "LoginSucceeded"
 LOGIN_FAILED = "LoginFailed"
@@ -27,6 +32,14 @@ def count(name: str) -> None:
 
 
 def flush() -> None:
-    """Print the metrics counted in this invocation, if any, and start a new set."""
-    if metrics.metric_set:
+    """Print the metrics counted in this invocation, if any, and start a new set.
+
+    A failure here is logged and swallowed: metrics must never turn an answer into a 500.
+    """
+    if not metrics.metric_set:
+        return
+    try:
         metrics.flush_metrics()
+    except Exception:
+        logger.exception("Publishing metrics failed")
+        metrics.clear_metrics()

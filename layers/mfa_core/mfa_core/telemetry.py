@@ -34,7 +34,7 @@ def count(name: str) -> None:
 def flush() -> None:
     """Print the metrics counted in this invocation, if any, and start a new set.
 
-    A failure here is logged and swallowed: metrics must never turn an answer into a 500.
+    A failure here is logged and dropped, so that metrics never turn a response into a 500.
     """
     if not metrics.metric_set:
         return

@@ -99,7 +99,7 @@ def _run_flow(client: Client, flow: Flow, member: Member) -> dict[str, str]:
     }
 
 
-def test_every_write_is_a_transaction_with_its_audit_event(
+def test_writes_carry_audit_events(
     client: Client, flow: Flow, acme: Member, stack: LocalStack
 ) -> None:
     audit_table = runtime.services().settings.audit_table

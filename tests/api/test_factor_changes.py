@@ -112,7 +112,11 @@ def test_concurrent_first_factors_only_one_wins(client: Client, flow: Flow, acme
 
 
 def test_unlisted_session_ends_on_activation(
-    client: Client, flow: Flow, acme: Member, monkeypatch: pytest.MonkeyPatch
+    client: Client,
+    flow: Flow,
+    acme: Member,
+    monkeypatch: pytest.MonkeyPatch,
+    stack: LocalStack,
 ) -> None:
     """A session that the user index does not show yet (it lags writes) ends all the same."""
     attacker = flow.login_ok(acme, "authenticated")
@@ -125,6 +129,11 @@ def test_unlisted_session_ends_on_activation(
     assert client.get("/v1/me/sessions", token=attacker["access_token"]).status == 401
     refresh = client.post("/v1/auth/refresh", {"refresh_token": attacker["refresh_token"]})
     assert refresh.status == 401
+    table = boto3.resource("dynamodb", endpoint_url=stack.aws_endpoint_url).Table(
+        runtime.services().settings.audit_table
+    )
+    reasons = {(i["event_type"], i.get("reason")) for i in table.scan()["Items"]}
+    assert ("session.refresh", "session_ended") in reasons
     listed = client.get("/v1/me/sessions", token=owner["access_token"])
     assert [s["session_id"] for s in listed.body["sessions"]] == [owner["session_id"]]
 

@@ -1,6 +1,6 @@
 """Audit events: the event, its subject, its actor and the request origin, never a secret or a code.
 
-Services build an AuditEvent for each state change and each failed attempt; the store writes it
+Services build an AuditEvent for each state change and each failed attempt. The store writes it
 in the same DynamoDB transaction as the change it records.
 """
 

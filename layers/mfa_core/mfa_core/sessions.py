@@ -169,7 +169,7 @@ def refresh(svc: Services, *, refresh_token: str, context: RequestContext) -> To
 def _rotate(
     svc: Services, *, session: SessionModel, presented: str, now: float, context: RequestContext
 ) -> TokenPair:
-    user_role = _role_from_session(svc, session)
+    user_role = _role_from_session(svc, session, context)
     replacement = new_refresh_token(session.session_id)
     rotated = [*session.rotated_hashes, presented][-ROTATED_HASHES_KEPT:]
     try:
@@ -196,9 +196,13 @@ def _rotate(
     )
 
 
-def _role_from_session(svc: Services, session: SessionModel) -> str:
+def _role_from_session(svc: Services, session: SessionModel, context: RequestContext) -> str:
+    """Return the user's role, or raise InvalidToken (audited) if the session has ended."""
     user = svc.store.get_user(session.org_id, session.user_id)
     if user is None or not is_valid(session, user, svc.clock.now()):
+        svc.store.record(
+            _event(svc, session, "session.refresh", "failure", context, reason="session_ended")
+        )
         raise InvalidToken("The refresh token is invalid or expired.")
     return user.role
 

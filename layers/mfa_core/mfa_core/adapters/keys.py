@@ -133,12 +133,12 @@ class SigningKeys:
         # Previous keys stay for a day, so tokens they signed stay valid to their expiry however
         # often keys rotate. The latest previous key always stays. The new key goes first, so
         # it is kept even when the operator's clock is behind the others' creation times.
-        kept = [
+        retained = [
             jwk
             for index, jwk in enumerate(previous)
             if index == 0 or now - int(jwk["created_at"]) < KEEP_SECONDS
         ][: MAX_KEYS - 1]
-        newest = [new_key, *kept]
+        newest = [new_key, *retained]
         document = {"active_kid": new_key["kid"], "keys": newest}
         public = {"keys": [public_jwk(jwk) for jwk in newest]}
         # The public key is published first, so that no function signs with a key that the

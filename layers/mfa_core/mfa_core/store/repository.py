@@ -339,11 +339,7 @@ class Store:
         with self._transaction() as tx:
             tx.update(
                 session,
-                actions=[
-                    SessionModel.status.set("revoked"),
-                    SessionModel.revoked_at.set(now),
-                    SessionModel.revoke_reason.set(reason),
-                ],
+                actions=_revoked(reason, now),
                 condition=SessionModel.status == "active",
             )
             self._audit(tx, events)
@@ -363,11 +359,7 @@ class Store:
         for session, event in revocations:
             tx.update(
                 session,
-                actions=[
-                    SessionModel.status.set("revoked"),
-                    SessionModel.revoked_at.set(now),
-                    SessionModel.revoke_reason.set(reason),
-                ],
+                actions=_revoked(reason, now),
                 condition=SessionModel.session_id.exists(),
             )
             self._audit(tx, [event])
@@ -438,6 +430,14 @@ def _no_such_org() -> MfaError:
 
 def _email_taken() -> MfaError:
     return Conflict("A member with this email already exists in the org.")
+
+
+def _revoked(reason: str, now: float) -> list[Any]:
+    return [
+        SessionModel.status.set("revoked"),
+        SessionModel.revoked_at.set(now),
+        SessionModel.revoke_reason.set(reason),
+    ]
 
 
 def _not_locked(now: float) -> Any:

@@ -1,4 +1,4 @@
-"""A user's own factors: TOTP enrollment and confirmation, and the factor list."""
+"""A user's own factors: TOTP, security keys, the factor list and factor removal."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ class ConfirmRequest:
     code: str = field(metadata=http.limits(max_length=64))
 
 
+@dataclass(frozen=True)
+class KeyOptionsRequest:
+    label: str | None = field(default=None, metadata=http.limits(max_length=256))
+
+
+@dataclass(frozen=True)
+class RegisterKeyRequest:
+    challenge_id: str = field(metadata=http.limits(min_length=1, max_length=64))
+    credential: dict[str, Any]
+    label: str | None = field(default=None, metadata=http.limits(max_length=256))
+
+
 @app.get("/v1/me/factors")
 def list_factors() -> Response[str]:
     svc = services()
@@ -58,6 +70,43 @@ def confirm_totp(factor_id: str) -> Response[str]:
         svc, principal, factor_id=factor_id, code=code, context=http.request_context(app)
     )
     return http.json_response(result)
+
+
+@app.post("/v1/me/factors/webauthn/options")
+def key_options() -> Response[str]:
+    body = http.parse_body(app, KeyOptionsRequest)
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    options = enrollment.start_key_registration(
+        svc, principal, label=body.label, context=http.request_context(app)
+    )
+    return http.json_response(options.as_json())
+
+
+@app.post("/v1/me/factors/webauthn")
+def register_key() -> Response[str]:
+    body = http.parse_body(app, RegisterKeyRequest)
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    factor = enrollment.register_key(
+        svc,
+        principal,
+        challenge_id=body.challenge_id,
+        credential=body.credential,
+        label=body.label,
+        context=http.request_context(app),
+    )
+    return http.json_response(factor, status=201)
+
+
+@app.delete("/v1/me/factors/<factor_id>")
+def remove_factor(factor_id: str) -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    enrollment.remove_factor(svc, principal, factor_id=factor_id, context=http.request_context(app))
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
 @logger.inject_lambda_context(clear_state=True)

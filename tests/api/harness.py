@@ -12,6 +12,7 @@ import pyotp
 
 from mfa_core import totp
 from mfa_core.clock import ManualClock
+from tests.authenticator import SoftAuthenticator
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Flow:
     def __init__(self, client: Client, clock: ManualClock) -> None:
         self.client = client
         self.clock = clock
+        # WebAuthn needs a domain name: the stack allows the gateway's port on localhost.
+        self.origin = client.base_url.replace("127.0.0.1", "localhost")
 
     def code(self, secret: str, *, steps_ahead: int = 0) -> str:
         return pyotp.TOTP(secret).at(int(self.clock.now()) + steps_ahead * totp.PERIOD)
@@ -135,6 +138,50 @@ class Flow:
             {"factor_id": member.factor_id, "code": code or self.code(member.totp_secret)},
             token=mfa_token,
         )
+
+    def register_key(
+        self, token: str, key: SoftAuthenticator, *, label: str = "Key"
+    ) -> dict[str, Any]:
+        """Register `key` through both ceremony calls; return the new factor."""
+        options = self.client.post("/v1/me/factors/webauthn/options", {}, token=token)
+        assert options.status == 200, options.text
+        credential = key.register(options.body["options"], origin=self.origin)
+        reply = self.client.post(
+            "/v1/me/factors/webauthn",
+            {
+                "challenge_id": options.body["challenge_id"],
+                "credential": credential,
+                "label": label,
+            },
+            token=token,
+        )
+        assert reply.status == 201, reply.text
+        factor: dict[str, Any] = reply.body
+        return factor
+
+    def key_challenge(self, token: str, factor_id: str | None = None) -> dict[str, Any]:
+        body = {} if factor_id is None else {"factor_id": factor_id}
+        reply = self.client.post("/v1/auth/mfa/challenge", body, token=token)
+        assert reply.status == 200, reply.text
+        challenge: dict[str, Any] = reply.body
+        return challenge
+
+    def key_verify(
+        self, token: str, challenge: dict[str, Any], credential: dict[str, Any]
+    ) -> Reply:
+        return self.client.post(
+            "/v1/auth/mfa/verify",
+            {"challenge_id": challenge["challenge_id"], "credential": credential},
+            token=token,
+        )
+
+    def login_with_key(self, member: Member, key: SoftAuthenticator, **kwargs: Any) -> Reply:
+        """Sign in with the password, then answer a key challenge with `key`."""
+        mfa_token = self.mfa_token(member)
+        challenge = self.key_challenge(mfa_token)
+        kwargs.setdefault("origin", self.origin)
+        credential = key.authenticate(challenge["options"], **kwargs)
+        return self.key_verify(mfa_token, challenge, credential)
 
     def next_step(self) -> None:
         """Move the clock to the start of the next TOTP time step."""

@@ -25,6 +25,7 @@ BODIES: dict[str, Any] = {
     "POST /v1/me/factors/totp": {},
     "POST /v1/me/factors/totp/{factor_id}/confirm": {"code": "123456"},
     "POST /v1/orgs/{org_id}/users": {"email": "new@acme.example", "role": "viewer"},
+    "POST /v1/me/factors/webauthn": {"challenge_id": "c_x", "credential": {"id": "x"}},
 }
 
 
@@ -54,6 +55,7 @@ def _call(client: Client, method: str, path: str, token: str, member: Member) ->
 def test_protected_routes_are_listed() -> None:
     keys = {f"{method} {path}" for method, path in _protected_routes()}
     assert keys == {
+        "POST /v1/auth/mfa/challenge",
         "POST /v1/auth/mfa/verify",
         "POST /v1/auth/logout",
         "GET /v1/me/sessions",
@@ -61,16 +63,19 @@ def test_protected_routes_are_listed() -> None:
         "GET /v1/me/factors",
         "POST /v1/me/factors/totp",
         "POST /v1/me/factors/totp/{factor_id}/confirm",
+        "POST /v1/me/factors/webauthn/options",
+        "POST /v1/me/factors/webauthn",
+        "DELETE /v1/me/factors/{factor_id}",
         "POST /v1/orgs/{org_id}/users",
     }
 
 
-def test_mfa_token_rejected_everywhere_but_verify(
+def test_mfa_token_rejected_everywhere_but_challenge_and_verify(
     client: Client, flow: Flow, enrolled: Member
 ) -> None:
     mfa_token = flow.mfa_token(enrolled)
     for method, path in _protected_routes():
-        if path == "/v1/auth/mfa/verify":
+        if path in {"/v1/auth/mfa/verify", "/v1/auth/mfa/challenge"}:
             continue
         reply = _call(client, method, path, mfa_token, enrolled)
         assert reply.status == 401, (method, path, reply.text)
@@ -78,10 +83,13 @@ def test_mfa_token_rejected_everywhere_but_verify(
     assert flow.verify(enrolled, mfa_token).status == 200
 
 
-def test_access_token_rejected_at_verify(client: Client, flow: Flow, enrolled: Member) -> None:
+def test_access_token_at_verify_is_a_step_up(client: Client, flow: Flow, enrolled: Member) -> None:
     access = flow.verify(enrolled, flow.mfa_token(enrolled)).body["access_token"]
     flow.next_step()
-    assert flow.verify(enrolled, access).status == 401
+    reply = flow.verify(enrolled, access)
+    assert reply.status == 200, reply.text
+    assert reply.body["status"] == "verified"
+    assert "refresh_token" not in reply.body
 
 
 def _encode_unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:

@@ -108,7 +108,7 @@ def _start_mfa(
         auth_time=now,
         amr=["pwd"],
     )
-    svc.store.start_login(
+    svc.store.save_challenge(
         challenge, [_event(now, user, "login.password", "success", context, reason="mfa_required")]
     )
     mfa_token = svc.tokens.issue(

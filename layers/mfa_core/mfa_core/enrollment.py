@@ -1,4 +1,5 @@
-"""A user's own factors: TOTP enrollment, its confirmation, and the factor list."""
+"""A user's own factors: TOTP enrollment and confirmation, security key registration, the
+factor list and factor removal."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, sessions, telemetry, tokens, totp
+from mfa_core import audit, lockout, policy, sessions, telemetry, tokens, totp, webauthn
 from mfa_core.adapters.kms import SealedValueError
 from mfa_core.audit import RequestContext
 from mfa_core.errors import (
@@ -16,11 +17,12 @@ from mfa_core.errors import (
     InvalidCode,
     InvalidInput,
     InvalidToken,
+    LastFactor,
     NotFound,
     StepUpRequired,
 )
 from mfa_core.runtime import Services
-from mfa_core.store.models import FactorModel, UserModel, user_key
+from mfa_core.store.models import ChallengeModel, FactorModel, UserModel, user_key
 from mfa_core.store.repository import ConditionFailed
 from mfa_core.tokens import Principal
 
@@ -54,9 +56,25 @@ class TotpEnrollment:
         }
 
 
-def validate_label(label: str | None) -> str:
+@dataclass(frozen=True)
+class CeremonyOptions:
+    """WebAuthn options for the browser, and the id of the challenge stored for them."""
+
+    challenge_id: str
+    options: dict[str, Any]
+    expires_in: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "challenge_id": self.challenge_id,
+            "expires_in": self.expires_in,
+            "options": self.options,
+        }
+
+
+def validate_label(label: str | None, *, default: str = DEFAULT_LABEL) -> str:
     if label is None:
-        return DEFAULT_LABEL
+        return default
     label = label.strip()
     if not 1 <= len(label) <= MAX_LABEL or not label.isprintable():
         raise InvalidInput(f"Use a label of 1 to {MAX_LABEL} printable characters.", field="label")
@@ -86,15 +104,29 @@ def authorize_factor_change(svc: Services, principal: Principal, user: UserModel
     org = svc.store.get_org(user.org_id)
     if org is not None and org.enforcement == "off":
         return False
+    require_recent_mfa(svc, principal, action="Changing factors")
+    return False
+
+
+def require_recent_mfa(
+    svc: Services,
+    principal: Principal,
+    *,
+    action: str,
+    max_age: int = FACTOR_CHANGE_MAX_MFA_AGE,
+) -> None:
+    """Raise StepUpRequired unless the access token carries an MFA of the last `max_age` s."""
     mfa_time = principal.claims.get("mfa_time")
-    max_age = FACTOR_CHANGE_MAX_MFA_AGE
-    if not isinstance(mfa_time, int) or svc.clock.now() - mfa_time > max_age:
+    if (
+        principal.token_type != tokens.ACCESS
+        or not isinstance(mfa_time, int)
+        or svc.clock.now() - mfa_time > max_age
+    ):
         raise StepUpRequired(
-            f"Changing factors needs an MFA verification in the last {max_age // 60} minutes; "
-            "sign in again with a factor.",
+            f"{action} needs an MFA verification in the last {max_age // 60} minutes; "
+            "verify with a factor at /v1/auth/mfa/verify and retry with the new access token.",
             max_mfa_age=max_age,
         )
-    return False
 
 
 def enroll_totp(
@@ -105,10 +137,7 @@ def enroll_totp(
     user = _current_user(svc, principal)
     authorize_factor_change(svc, principal, user)
     now = svc.clock.now()
-    live = [f for f in svc.store.list_factors(user.org_id, user.user_id) if _is_usable(f, now)]
-    # NOTE: the limit is read before the write, so concurrent enrollments can pass it by a few.
-    if len(live) >= MAX_FACTORS:
-        raise Conflict(f"A user can have at most {MAX_FACTORS} factors; remove one first.")
+    _check_factor_limit(svc, user, now)
 
     secret = totp.new_secret()
     factor_id = f"f_{secrets.token_hex(12)}"
@@ -180,11 +209,7 @@ def confirm_totp(
         raise InvalidCode()
 
     success = _event(now, factor, "factor.activate", "success", context)
-    others = [
-        session
-        for session in svc.store.list_sessions(user.org_id, user.user_id)
-        if session.session_id != principal.session_id and sessions.is_live(session, now)
-    ]
+    others = _other_live_sessions(svc, principal, user, now)
     revoked = sessions.revocations(svc, others, reason="factor_added", context=context)
     try:
         svc.store.activate_factor(
@@ -215,21 +240,279 @@ def confirm_totp(
     }
 
 
+def start_key_registration(
+    svc: Services, principal: Principal, *, label: str | None, context: RequestContext
+) -> CeremonyOptions:
+    """Store a registration challenge and return the creation options for the browser."""
+    label = validate_label(label, default=webauthn.DEFAULT_LABEL)
+    user = _current_user(svc, principal)
+    authorize_factor_change(svc, principal, user)
+    now = svc.clock.now()
+    _check_factor_limit(svc, user, now)
+    org_policy = policy.webauthn_policy(svc.store.get_org(user.org_id))
+    lifetime = svc.settings.webauthn_challenge_seconds
+    record = ChallengeModel(
+        secrets.token_urlsafe(24),
+        kind=webauthn.REGISTRATION,
+        org_id=user.org_id,
+        user_id=user.user_id,
+        created_at=now,
+        expires_at=int(now) + lifetime,
+        challenge=webauthn.new_challenge(),
+        bound_to=binding(principal),
+        user_verification=org_policy.user_verification,
+        label=label,
+    )
+    registered = [webauthn.key_ref(info) for info in user.factor_summaries().values()]
+    options = webauthn.creation_options(
+        webauthn.relying_party(svc.settings),
+        # The user handle is the opaque user id, never the email (W3C WebAuthn §14.6.1).
+        user_handle=user.user_id,
+        user_name=user.email,
+        challenge=record.challenge,
+        exclude=[key for key in registered if key is not None],
+        policy=org_policy,
+        timeout_ms=lifetime * 1000,
+    )
+    event = audit.event(
+        now=now,
+        event_type="factor.register_start",
+        outcome="success",
+        org_id=user.org_id,
+        user_id=user.user_id,
+        context=context,
+        details={"type": webauthn.TYPE},
+    )
+    svc.store.save_challenge(record, [event])
+    return CeremonyOptions(record.challenge_id, options, lifetime)
+
+
+def register_key(
+    svc: Services,
+    principal: Principal,
+    *,
+    challenge_id: str,
+    credential: dict[str, Any],
+    label: str | None,
+    context: RequestContext,
+) -> dict[str, Any]:
+    """Verify a registration response and store the key as an active factor."""
+    parsed = webauthn.parse_registration(credential)
+    label = validate_label(label) if label is not None else None
+    user = _current_user(svc, principal)
+    first_factor = authorize_factor_change(svc, principal, user)
+    now = svc.clock.now()
+    record = svc.store.get_challenge(challenge_id)
+    if (
+        record is None
+        or record.kind != webauthn.REGISTRATION
+        or record.org_id != user.org_id
+        or record.user_id != user.user_id
+        or record.bound_to != binding(principal)
+        or record.consumed_at is not None
+        or record.expires_at <= now
+        or record.challenge is None
+    ):
+        _registration_failed(svc, user, context, now=now, reason="challenge_invalid")
+        raise webauthn.RegistrationRejected(
+            "The registration challenge is unknown, used or expired; request new options.",
+            reason="challenge_invalid",
+            field="challenge_id",
+        )
+    org_policy = policy.webauthn_policy(svc.store.get_org(user.org_id))
+    try:
+        key = webauthn.verify_registration(
+            webauthn.relying_party(svc.settings),
+            parsed,
+            challenge=record.challenge,
+            policy=org_policy,
+        )
+    except webauthn.RegistrationRejected as exc:
+        _registration_failed(svc, user, context, now=now, reason=exc.reason)
+        raise
+
+    factor = FactorModel(
+        user_key(user.org_id, user.user_id),
+        webauthn.factor_id_for(user.org_id, user.user_id, key.credential_id),
+        org_id=user.org_id,
+        user_id=user.user_id,
+        type=webauthn.TYPE,
+        status="active",
+        label=label or record.label or webauthn.DEFAULT_LABEL,
+        created_at=now,
+        confirmed_at=now,
+        credential_id=key.credential_id,
+        public_key=key.public_key,
+        sign_count=key.sign_count,
+        aaguid=key.aaguid,
+        transports=list(key.transports),
+        attestation_format=key.attestation_format,
+        backup_eligible=key.backup_eligible,
+        backup_state=key.backup_state,
+    )
+    success = _event(now, factor, "factor.activate", "success", context)
+    success.details.update({"aaguid": key.aaguid, "attestation_format": key.attestation_format})
+    others = _other_live_sessions(svc, principal, user, now)
+    try:
+        svc.store.add_security_key(
+            factor,
+            challenge_id=challenge_id,
+            now=now,
+            events=[success],
+            keep_session_id=principal.session_id,
+            first_factor=first_factor,
+            revoked_sessions=sessions.revocations(
+                svc, others, reason="factor_added", context=context
+            ),
+        )
+    except ConditionFailed as exc:
+        if "factor" in exc.failed:
+            raise Conflict("This security key is already registered for this user.") from exc
+        if "user" in exc.failed:
+            fresh = svc.store.get_user(user.org_id, user.user_id)
+            if fresh is not None:
+                lockout.check_not_locked(fresh, now)
+            raise Conflict(
+                "Another factor was activated meanwhile; adding one more needs a recent MFA."
+            ) from exc
+        raise webauthn.RegistrationRejected(
+            "The registration challenge is unknown, used or expired; request new options.",
+            reason="challenge_invalid",
+            field="challenge_id",
+        ) from exc
+    telemetry.count(telemetry.FACTOR_ACTIVATED)
+    logger.info("Security key registered", extra={**_ids(factor), "sessions_revoked": len(others)})
+    return factor_json(factor)
+
+
+def remove_factor(
+    svc: Services, principal: Principal, *, factor_id: str, context: RequestContext
+) -> None:
+    """Remove one of the caller's factors, after a recent MFA; never the last one required."""
+    user = _current_user(svc, principal)
+    require_recent_mfa(svc, principal, action="Removing a factor")
+    now = svc.clock.now()
+    factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
+    if factor is None or not _is_usable(factor, now):
+        raise NotFound("No factor with this id.")
+    active = factor.status == "active"
+    keep_another = active and policy.mfa_required(svc.store.get_org(user.org_id))
+    if keep_another and set(user.factor_summaries()) <= {factor.factor_id}:
+        _refuse_last_factor(svc, factor, context, now=now)
+    others = _other_live_sessions(svc, principal, user, now) if active else []
+    removed = _event(now, factor, "factor.remove", "success", context)
+    try:
+        svc.store.remove_factor(
+            factor,
+            keep_another=keep_another,
+            now=now,
+            events=[removed],
+            keep_session_id=principal.session_id,
+            revoked_sessions=sessions.revocations(
+                svc, others, reason="factor_removed", context=context
+            ),
+        )
+    except ConditionFailed as exc:
+        if "user" in exc.failed and "factor" not in exc.failed:
+            _refuse_last_factor(svc, factor, context, now=now)
+        raise NotFound("No factor with this id.") from exc
+    telemetry.count(telemetry.FACTOR_REMOVED)
+    logger.info("Factor removed", extra={**_ids(factor), "sessions_revoked": len(others)})
+
+
 def list_factors(svc: Services, principal: Principal) -> list[dict[str, Any]]:
     now = svc.clock.now()
     return [
-        {
-            "factor_id": f.factor_id,
-            "type": f.type,
-            "status": f.status,
-            "label": f.label,
-            "created_at": int(f.created_at),
-            "confirmed_at": int(f.confirmed_at) if f.confirmed_at else None,
-            "last_used_at": int(f.last_used_at) if f.last_used_at else None,
-        }
+        factor_json(f)
         for f in svc.store.list_factors(principal.org_id, principal.user_id)
         if _is_usable(f, now)
     ]
+
+
+def factor_json(factor: FactorModel) -> dict[str, Any]:
+    """Describe a factor for its owner, without its secret or public key."""
+    body: dict[str, Any] = {
+        "factor_id": factor.factor_id,
+        "type": factor.type,
+        "status": factor.status,
+        "label": factor.label,
+        "created_at": int(factor.created_at),
+        "confirmed_at": int(factor.confirmed_at) if factor.confirmed_at else None,
+        "last_used_at": int(factor.last_used_at) if factor.last_used_at else None,
+    }
+    if factor.type == webauthn.TYPE:
+        body.update(
+            {
+                "sign_count": int(factor.sign_count or 0),
+                "aaguid": factor.aaguid,
+                "transports": list(factor.transports or []),
+                "attestation_format": factor.attestation_format,
+                "backup_eligible": bool(factor.backup_eligible),
+                "backup_state": bool(factor.backup_state),
+                "clone_suspected": factor.clone_suspected_at is not None,
+            }
+        )
+    return body
+
+
+def binding(principal: Principal) -> str:
+    """Name what a challenge is bound to: the login transaction, session or enrollment token."""
+    if principal.token_type == tokens.MFA_PENDING and principal.transaction_id:
+        return f"login:{principal.transaction_id}"
+    if principal.token_type == tokens.ACCESS and principal.session_id:
+        return f"session:{principal.session_id}"
+    token_id = principal.claims.get("jti")
+    if principal.token_type == tokens.ENROLLMENT and isinstance(token_id, str):
+        return f"enrollment:{token_id}"
+    raise InvalidToken()
+
+
+def _check_factor_limit(svc: Services, user: UserModel, now: float) -> None:
+    live = [f for f in svc.store.list_factors(user.org_id, user.user_id) if _is_usable(f, now)]
+    # NOTE: the limit is read before the write, so concurrent enrollments can pass it by a few.
+    if len(live) >= MAX_FACTORS:
+        raise Conflict(f"A user can have at most {MAX_FACTORS} factors; remove one first.")
+
+
+def _other_live_sessions(
+    svc: Services, principal: Principal, user: UserModel, now: float
+) -> list[Any]:
+    return [
+        session
+        for session in svc.store.list_sessions(user.org_id, user.user_id)
+        if session.session_id != principal.session_id and sessions.is_live(session, now)
+    ]
+
+
+def _registration_failed(
+    svc: Services, user: UserModel, context: RequestContext, *, now: float, reason: str
+) -> None:
+    svc.store.record(
+        audit.event(
+            now=now,
+            event_type="factor.register",
+            outcome="failure",
+            org_id=user.org_id,
+            user_id=user.user_id,
+            context=context,
+            reason=reason,
+            details={"type": webauthn.TYPE},
+        )
+    )
+    logger.info(
+        "Security key registration rejected",
+        extra={"org_id": user.org_id, "user_id": user.user_id, "reason": reason},
+    )
+
+
+def _refuse_last_factor(
+    svc: Services, factor: FactorModel, context: RequestContext, *, now: float
+) -> None:
+    svc.store.record(_event(now, factor, "factor.remove", "denied", context, reason="last_factor"))
+    raise LastFactor(
+        "This is your last factor and the org requires MFA; add another factor before "
+        "removing this one."
+    )
 
 
 def open_totp_secret(svc: Services, factor: FactorModel) -> str:

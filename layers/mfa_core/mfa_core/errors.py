@@ -63,6 +63,17 @@ class InvalidCode(MfaError):
         super().__init__(detail)
 
 
+class InvalidCredential(MfaError):
+    """A WebAuthn assertion failed verification, or its challenge is unknown, spent or expired."""
+
+    code = "invalid_credential"
+
+    def __init__(
+        self, detail: str = "The security key's response could not be verified; try again."
+    ) -> None:
+        super().__init__(detail)
+
+
 class Forbidden(MfaError):
     code = "forbidden"
 
@@ -83,6 +94,12 @@ class NotFound(MfaError):
 
 class Conflict(MfaError):
     code = "conflict"
+
+
+class LastFactor(Conflict):
+    """Removing the factor would leave a user without MFA where the org requires it."""
+
+    code = "last_factor"
 
 
 class LockedOut(MfaError):

@@ -29,6 +29,7 @@ from mfa_core.errors import (
     DependencyFailed,
     Forbidden,
     InvalidCode,
+    InvalidCredential,
     InvalidInput,
     InvalidToken,
     LockedOut,
@@ -52,6 +53,7 @@ STATUS: dict[type[MfaError], tuple[int, str]] = {
     AuthenticationFailed: (401, "Authentication failed"),
     InvalidToken: (401, "Invalid token"),
     InvalidCode: (401, "Invalid code"),
+    InvalidCredential: (401, "Invalid credential"),
     Forbidden: (403, "Forbidden"),
     NotFound: (404, "Not found"),
     Conflict: (409, "Conflict"),
@@ -95,7 +97,7 @@ def problem(error: MfaError) -> Response[str]:
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, StepUpRequired):
         body["max_mfa_age"] = error.max_mfa_age
-    if isinstance(error, InvalidToken | AuthenticationFailed):
+    if isinstance(error, InvalidToken | AuthenticationFailed | InvalidCredential):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return Response(
         status_code=status, content_type=PROBLEM_JSON, body=json.dumps(body), headers=headers
@@ -216,8 +218,9 @@ def _too_large(limit: int) -> InvalidInput:
 def _build(model: type[Body], document: dict[str, Any]) -> Body:
     """Build a request dataclass from a JSON object with strict types.
 
-    Every field is a string (`str`, or `str | None` for an optional one). Unknown fields are
-    rejected. Errors name the field but never echo its value, which may be a code or a password.
+    Every field is a string (`str`, or `str | None` for an optional one), or a JSON object
+    where the field is declared as a dict. Unknown fields are rejected. Errors name the field
+    but never echo its value, which may be a code or a password.
     """
     declared = {f.name: f for f in dataclasses.fields(model)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(model)
@@ -234,6 +237,11 @@ def _build(model: type[Body], document: dict[str, Any]) -> Body:
             if not optional:
                 raise InvalidInput(f"Field '{name}' is required.", field=name)
             continue
+        if _is_object_field(hints[name]):
+            if not isinstance(value, dict):
+                raise InvalidInput(f"Field '{name}' must be a JSON object.", field=name)
+            values[name] = value
+            continue
         if not isinstance(value, str):
             raise InvalidInput(f"Field '{name}' must be a string.", field=name)
         if not _is_encodable(value):
@@ -248,6 +256,10 @@ def _build(model: type[Body], document: dict[str, Any]) -> Body:
             )
         values[name] = value
     return model(**values)
+
+
+def _is_object_field(hint: Any) -> bool:
+    return any(typing.get_origin(arg) is dict for arg in (hint, *typing.get_args(hint)))
 
 
 def bearer_token(app: APIGatewayHttpResolver) -> str | None:

@@ -16,6 +16,18 @@ def _required(name: str) -> str:
     return value
 
 
+def _origins(name: str) -> tuple[str, ...]:
+    """Read a comma-separated list of web origins such as https://console.example.com."""
+    origins = tuple(part.strip() for part in _required(name).split(",") if part.strip())
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in {"https", "http"} or not rest or "/" in rest:
+            raise ConfigurationError(
+                f"environment variable {name} must list origins such as https://console.example.com"
+            )
+    return origins
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -43,6 +55,12 @@ class Settings:
     token_issuer: str
     token_audience: str
     totp_issuer: str
+    # WebAuthn relying party: the domain that credentials are scoped to, and the exact origins
+    # (scheme, host and port) whose pages may run the ceremonies.
+    webauthn_rp_id: str
+    webauthn_rp_name: str
+    webauthn_origins: tuple[str, ...]
+    webauthn_challenge_seconds: int = 2 * 60
     access_token_seconds: int = 15 * 60
     mfa_token_seconds: int = 5 * 60
     enrollment_token_seconds: int = 15 * 60
@@ -50,7 +68,8 @@ class Settings:
     lockout_threshold: int = 10
     lockout_seconds: int = 30 * 60
     audit_retention_days: int = 400
-    max_body_bytes: int = 16 * 1024
+    # A security key's registration with an attestation certificate chain takes a few KiB.
+    max_body_bytes: int = 32 * 1024
     # Seconds the signing keys are cached before Secrets Manager and SSM are read again.
     key_cache_seconds: int = 300
 
@@ -73,6 +92,9 @@ class Settings:
             token_issuer=_required("MFA_TOKEN_ISSUER"),
             token_audience=_required("MFA_TOKEN_AUDIENCE"),
             totp_issuer=os.environ.get("MFA_TOTP_ISSUER", "").strip() or "Agent Console",
+            webauthn_rp_id=_required("MFA_WEBAUTHN_RP_ID"),
+            webauthn_rp_name=os.environ.get("MFA_WEBAUTHN_RP_NAME", "").strip() or "Agent Console",
+            webauthn_origins=_origins("MFA_WEBAUTHN_ORIGINS"),
             access_token_seconds=_int("MFA_ACCESS_TOKEN_SECONDS", 15 * 60),
             session_seconds=_int("MFA_SESSION_SECONDS", 12 * 60 * 60),
             lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),

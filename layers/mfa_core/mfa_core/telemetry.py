@@ -24,6 +24,9 @@ MFA_FAILED = "MfaFailed"
 MFA_CODE_REPLAYED = "MfaCodeReplayed"
 ACCOUNT_LOCKED = "AccountLocked"
 FACTOR_ACTIVATED = "FactorActivated"
+FACTOR_REMOVED = "FactorRemoved"
+STEP_UP_VERIFIED = "StepUpVerified"
+WEBAUTHN_CLONE_SUSPECTED = "WebAuthnCloneSuspected"
 REFRESH_TOKEN_REUSED = "RefreshTokenReused"  # noqa: S105 - a metric name
 
 

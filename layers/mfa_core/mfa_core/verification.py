@@ -1,190 +1,482 @@
-"""MFA verification at login: a TOTP code against the login transaction of an mfa_token.
+"""MFA verification at login (with an mfa_token) and for step-up (with an access token).
 
-One read (the transaction, the user and the factor together) and one transactional write
-(consume the transaction and the time step, reset failures, open the session, audit) make a
-successful verification.
+A TOTP code or a WebAuthn assertion is checked against a factor of the caller. At login one
+read (the login transaction, the user, the factor and the WebAuthn challenge together) and one
+transactional write (spend the transaction and the challenge, update the factor, reset
+failures, open the session, audit) make a successful verification.
 """
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, sessions, telemetry, totp
+from mfa_core import audit, lockout, policy, sessions, telemetry, tokens, totp, webauthn
 from mfa_core.audit import RequestContext
-from mfa_core.enrollment import open_totp_secret
-from mfa_core.errors import InvalidCode, InvalidToken, NotFound
+from mfa_core.enrollment import CeremonyOptions, binding, open_totp_secret
+from mfa_core.errors import InvalidCode, InvalidCredential, InvalidInput, InvalidToken, NotFound
 from mfa_core.runtime import Services
-from mfa_core.sessions import TokenPair
-from mfa_core.store.models import FactorModel, UserModel
-from mfa_core.store.repository import ConditionFailed
+from mfa_core.store.models import ChallengeModel, FactorModel, SessionModel, UserModel
+from mfa_core.store.repository import ConditionFailed, StepUp
 from mfa_core.tokens import Principal
 
 logger = Logger(child=True)
 
+LOGIN_EVENT = "login.mfa"
+STEP_UP_EVENT = "mfa.step_up"
 
-def verify_login(
-    svc: Services,
-    principal: Principal,
-    *,
-    factor_id: str,
-    code: str,
-    context: RequestContext,
-) -> TokenPair:
-    """Complete a login with a TOTP code; return the session's token pair.
 
-    `code` must already be six ASCII digits. Raises InvalidToken when the login transaction is
-    gone, NotFound for a factor the user does not have, InvalidCode for a wrong or replayed
-    code, and LockedOut when the account is locked.
+@dataclass(frozen=True, kw_only=True)
+class Proof:
+    """What the caller presents: a TOTP code, or a WebAuthn assertion with its challenge id."""
+
+    factor_id: str | None = None
+    code: str | None = None
+    credential: dict[str, Any] | None = None
+    challenge_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checked:
+    """A proof that passed: how to update the factor, and the assurance it gives."""
+
+    factor_actions: list[Any]
+    factor_condition: Any
+    amr: list[str]
+    acr: str
+    details: dict[str, Any]
+
+
+def start_challenge(
+    svc: Services, principal: Principal, *, factor_id: str | None, context: RequestContext
+) -> CeremonyOptions:
+    """Store a WebAuthn authentication challenge and return the request options.
+
+    With `factor_id`, the options allow that key only; without, any of the user's keys.
     """
     now = svc.clock.now()
-    transaction_id = principal.transaction_id
-    if transaction_id is None:
-        raise InvalidToken()
-    attempt = svc.store.load_login_attempt(
-        challenge_id=transaction_id,
-        org_id=principal.org_id,
-        user_id=principal.user_id,
-        factor_id=factor_id,
-    )
-    challenge, user, factor = attempt.challenge, attempt.user, attempt.factor
-    if (
-        challenge is None
-        or challenge.kind != "login"
-        or challenge.consumed_at is not None
-        or challenge.expires_at <= now
-        or challenge.org_id != principal.org_id
-        or challenge.user_id != principal.user_id
-        or user is None
-        or user.status != "active"
-    ):
+    if principal.token_type == tokens.MFA_PENDING:
+        transaction_id = principal.transaction_id
+        if transaction_id is None:
+            raise InvalidToken()
+        login, user, org = svc.store.load_login_context(
+            transaction_id=transaction_id, org_id=principal.org_id, user_id=principal.user_id
+        )
+        if not _login_open(login, principal, now):
+            raise InvalidToken()
+    else:
+        user = svc.store.get_user(principal.org_id, principal.user_id)
+        org = svc.store.get_org(principal.org_id)
+    if user is None or user.status != "active":
         raise InvalidToken()
     lockout.reject_if_locked(
-        svc, user, now=now, event_type="login.mfa", factor_id=factor_id, context=context
+        svc, user, now=now, event_type=_event_type(principal), factor_id=factor_id, context=context
     )
-    if factor is None or factor.status != "active" or factor.type != "totp":
+
+    factors = user.factor_summaries()
+    if factor_id is not None:
+        if factor_id not in factors:
+            raise NotFound("No active factor with this id.")
+        if factors[factor_id].get("type") != webauthn.TYPE:
+            raise InvalidInput(
+                "This factor needs no challenge; send its code to /v1/auth/mfa/verify.",
+                field="factor_id",
+            )
+        factors = {factor_id: factors[factor_id]}
+    keys = {fid: webauthn.key_ref(info) for fid, info in factors.items()}
+    allowed = {fid: key for fid, key in keys.items() if key is not None}
+    if not allowed:
+        raise NotFound("The user has no security key; verify with another factor.")
+
+    user_verification = policy.webauthn_policy(org).user_verification
+    lifetime = svc.settings.webauthn_challenge_seconds
+    record = ChallengeModel(
+        secrets.token_urlsafe(24),
+        kind=webauthn.AUTHENTICATION,
+        org_id=user.org_id,
+        user_id=user.user_id,
+        created_at=now,
+        expires_at=int(now) + lifetime,
+        challenge=webauthn.new_challenge(),
+        bound_to=binding(principal),
+        user_verification=user_verification,
+        factor_ids=sorted(allowed),
+    )
+    options = webauthn.request_options(
+        webauthn.relying_party(svc.settings),
+        challenge=record.challenge,
+        allow=allowed.values(),
+        user_verification=user_verification,
+        timeout_ms=lifetime * 1000,
+    )
+    event = audit.event(
+        now=now,
+        event_type="mfa.challenge",
+        outcome="success",
+        org_id=user.org_id,
+        user_id=user.user_id,
+        factor_id=factor_id,
+        context=context,
+        details={"type": webauthn.TYPE},
+    )
+    svc.store.save_challenge(record, [event])
+    return CeremonyOptions(record.challenge_id, options, lifetime)
+
+
+def verify(
+    svc: Services, principal: Principal, proof: Proof, *, context: RequestContext
+) -> dict[str, Any]:
+    """Check a proof; return a session's tokens at login, or a fresh access token at step-up.
+
+    Raises InvalidToken when the login transaction or session is gone, NotFound for a factor
+    the user does not have, InvalidCode or InvalidCredential for a wrong, replayed or rejected
+    proof, and LockedOut when the account is locked.
+    """
+    now = svc.clock.now()
+    assertion = webauthn.parse_assertion(proof.credential) if proof.credential is not None else None
+    factor_id = _factor_id(principal, proof, assertion)
+    at_login = principal.token_type == tokens.MFA_PENDING
+    transaction_id = principal.transaction_id if at_login else None
+    if at_login and transaction_id is None:
+        raise InvalidToken()
+    read = svc.store.load_verification(
+        org_id=principal.org_id,
+        user_id=principal.user_id,
+        transaction_id=transaction_id,
+        session_id=None if at_login else principal.session_id,
+        factor_id=factor_id,
+        challenge_id=proof.challenge_id if assertion is not None else None,
+    )
+    user, factor = read.user, read.factor
+    if (
+        user is None
+        or user.status != "active"
+        or not _anchor_valid(read.anchor, user, principal, now)
+    ):
+        raise InvalidToken()
+    event_type = _event_type(principal)
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type=event_type, factor_id=factor_id, context=context
+    )
+    expected_type = webauthn.TYPE if assertion is not None else "totp"
+    if factor is None or factor.status != "active" or factor.type != expected_type:
         raise NotFound("No active factor with this id.")
 
-    step = totp.matching_step(open_totp_secret(svc, factor), code, now=now)
-    if step is None:
-        _fail(svc, user, factor, now=now, context=context, reason="invalid_code")
-    assert step is not None
-    if factor.last_step is not None and step <= factor.last_step:
-        _reject_replay(svc, factor, now=now, context=context)
+    attempt = _Attempt(svc, principal, user, factor, event_type=event_type, context=context)
+    if assertion is not None:
+        checked = attempt.check_assertion(assertion, read.challenge, now=now)
+    else:
+        checked = attempt.check_code(proof.code or "", now=now)
 
-    session, pair = sessions.new_session(
-        svc,
-        user=user,
-        amr=["pwd", "otp", "mfa"],
-        acr="aal2",
-        auth_time=challenge.auth_time,
-        mfa_time=now,
-        context=context,
-    )
+    return _complete(svc, attempt, checked, read.anchor, proof, now=now)
+
+
+def _complete(
+    svc: Services,
+    attempt: _Attempt,
+    checked: _Checked,
+    anchor: ChallengeModel | SessionModel | None,
+    proof: Proof,
+    *,
+    now: float,
+) -> dict[str, Any]:
+    """Write the verification's outcome and build the response."""
+    user, factor, context = attempt.user, attempt.factor, attempt.context
+    transaction_id = anchor.challenge_id if isinstance(anchor, ChallengeModel) else None
+    if isinstance(anchor, ChallengeModel):
+        session, pair = sessions.new_session(
+            svc,
+            user=user,
+            amr=checked.amr,
+            acr=checked.acr,
+            auth_time=anchor.auth_time or now,
+            mfa_time=now,
+            context=context,
+        )
+        step_up = None
+    else:
+        current = anchor
+        assert isinstance(current, SessionModel)
+        session, pair = current, None
+        step_up = StepUp(session_id=current.session_id, amr=checked.amr, acr=checked.acr)
+
     success = audit.event(
         now=now,
-        event_type="login.mfa",
+        event_type=attempt.event_type,
         outcome="success",
         org_id=user.org_id,
         user_id=user.user_id,
         factor_id=factor.factor_id,
         session_id=session.session_id,
         context=context,
-        details={"type": "totp"},
+        details={"type": factor.type, "acr": checked.acr, **checked.details},
     )
     try:
-        svc.store.complete_login(
-            challenge_id=transaction_id,
+        svc.store.complete_verification(
+            user=user,
             factor=factor,
-            step=step,
-            session=session,
+            factor_actions=checked.factor_actions,
+            factor_condition=checked.factor_condition,
+            transaction_id=transaction_id,
+            challenge_id=proof.challenge_id if proof.credential is not None else None,
+            new_session=session if transaction_id is not None else None,
+            step_up=step_up,
             now=now,
             events=[success],
         )
     except ConditionFailed as exc:
-        _explain_lost_race(svc, exc, user, factor, now=now, context=context)
-    telemetry.count(telemetry.MFA_VERIFIED)
-    logger.info(
-        "MFA verified",
-        extra={"org_id": user.org_id, "user_id": user.user_id, "factor_id": factor.factor_id},
-    )
-    return pair
+        attempt.explain_lost_race(exc, now=now)
+    ids = {"org_id": user.org_id, "user_id": user.user_id, "factor_id": factor.factor_id}
+    if pair is not None:
+        telemetry.count(telemetry.MFA_VERIFIED)
+        logger.info("MFA verified", extra={**ids, "acr": checked.acr})
+        return {"status": "authenticated", **pair.as_json()}
+
+    session.mfa_time, session.amr, session.acr = now, checked.amr, checked.acr
+    telemetry.count(telemetry.STEP_UP_VERIFIED)
+    logger.info("Step-up verified", extra={**ids, "acr": checked.acr})
+    return {
+        "status": "verified",
+        "access_token": sessions.access_token(svc, session=session, role=user.role),
+        "token_type": "Bearer",
+        "expires_in": svc.settings.access_token_seconds,
+        "acr": checked.acr,
+        "mfa_time": int(now),
+    }
 
 
-def _fail(
-    svc: Services,
-    user: UserModel,
-    factor: FactorModel,
-    *,
-    now: float,
-    context: RequestContext,
-    reason: str,
-) -> None:
-    failure = audit.event(
-        now=now,
-        event_type="login.mfa",
-        outcome="failure",
-        org_id=user.org_id,
-        user_id=user.user_id,
-        factor_id=factor.factor_id,
-        context=context,
-        reason=reason,
-        details={"type": factor.type},
-    )
-    locked = lockout.record_failure(svc, user, failure=failure, context=context)
-    telemetry.count(telemetry.MFA_FAILED)
-    logger.info(
-        "MFA verification failed",
-        extra={"org_id": user.org_id, "user_id": user.user_id, "reason": reason},
-    )
-    if locked is not None:
-        raise locked
-    raise InvalidCode()
+class _Attempt:
+    """One verification attempt: the checks of each kind of proof and how failures are kept."""
 
+    def __init__(
+        self,
+        svc: Services,
+        principal: Principal,
+        user: UserModel,
+        factor: FactorModel,
+        *,
+        event_type: str,
+        context: RequestContext,
+    ) -> None:
+        self.svc = svc
+        self.principal = principal
+        self.user = user
+        self.factor = factor
+        self.event_type = event_type
+        self.context = context
 
-def _reject_replay(
-    svc: Services, factor: FactorModel, *, now: float, context: RequestContext
-) -> None:
-    """Reject a correct code whose time step was already used.
-
-    A replay is audited and logged as a security event but not counted towards lockout. The
-    code was right, so it is no evidence of guessing, and counting it would let one
-    double-submitted form lock its own user out.
-    """
-    svc.store.record(
-        audit.event(
-            now=now,
-            event_type="login.mfa",
-            outcome="denied",
-            org_id=factor.org_id,
-            user_id=factor.user_id,
-            factor_id=factor.factor_id,
-            context=context,
-            reason="code_replayed",
-            details={"type": factor.type},
+    def check_code(self, code: str, *, now: float) -> _Checked:
+        step = totp.matching_step(open_totp_secret(self.svc, self.factor), code, now=now)
+        if step is None:
+            self.fail(now=now, reason="invalid_code")
+        assert step is not None
+        if self.factor.last_step is not None and step <= self.factor.last_step:
+            self.reject_replay(now=now, reason="code_replayed")
+        return _Checked(
+            factor_actions=[FactorModel.last_step.set(step), FactorModel.last_used_at.set(now)],
+            factor_condition=(FactorModel.status == "active")
+            & (FactorModel.last_step.does_not_exist() | (FactorModel.last_step < step)),
+            amr=["pwd", "otp", "mfa"],
+            acr="aal2",
+            details={},
         )
-    )
-    telemetry.count(telemetry.MFA_CODE_REPLAYED)
-    logger.warning(
-        "TOTP code replayed",
-        extra={"org_id": factor.org_id, "user_id": factor.user_id, "factor_id": factor.factor_id},
-    )
-    raise InvalidCode()
+
+    def check_assertion(
+        self, assertion: Any, challenge: ChallengeModel | None, *, now: float
+    ) -> _Checked:
+        factor = self.factor
+        if challenge is None or challenge.kind != webauthn.AUTHENTICATION:
+            self.fail(now=now, reason="challenge_unknown", error=InvalidCredential())
+        assert challenge is not None
+        if challenge.consumed_at is not None:
+            self.reject_replay(now=now, reason="challenge_used", error=InvalidCredential())
+        if (
+            challenge.org_id != self.user.org_id
+            or challenge.user_id != self.user.user_id
+            or challenge.bound_to != binding(self.principal)
+        ):
+            self.fail(now=now, reason="challenge_not_bound", error=InvalidCredential())
+        if challenge.expires_at <= now:
+            self.fail(now=now, reason="challenge_expired", error=InvalidCredential())
+        if factor.factor_id not in (challenge.factor_ids or []):
+            self.fail(now=now, reason="credential_not_allowed", error=InvalidCredential())
+        assert challenge.challenge is not None and factor.public_key is not None
+
+        try:
+            result = webauthn.verify_assertion(
+                webauthn.relying_party(self.svc.settings),
+                assertion,
+                challenge=challenge.challenge,
+                public_key=factor.public_key,
+                user_handle=self.user.user_id,
+            )
+        except webauthn.AssertionRejected as exc:
+            # The challenge stays usable until it expires: a rejected response spends nothing,
+            # and every rejection counts towards the lockout.
+            self.fail(now=now, reason=exc.reason, error=InvalidCredential())
+            raise AssertionError("unreachable") from exc
+
+        if challenge.user_verification == "required" and not result.user_verified:
+            self.fail(
+                now=now,
+                reason="user_verification_missing",
+                error=InvalidCredential(
+                    "This org requires user verification (a PIN or biometric) on the security "
+                    "key; use a key that supports it."
+                ),
+            )
+
+        stored = int(factor.sign_count or 0)
+        if webauthn.counter_regressed(stored=stored, reported=result.sign_count):
+            self.flag_clone(challenge, stored=stored, reported=result.sign_count, now=now)
+
+        amr, acr = webauthn.assurance(
+            user_verified=result.user_verified, backup_eligible=bool(factor.backup_eligible)
+        )
+        return _Checked(
+            factor_actions=[
+                FactorModel.sign_count.set(result.sign_count),
+                FactorModel.backup_state.set(result.backup_state),
+                FactorModel.last_used_at.set(now),
+            ],
+            # The count read above must still be the stored one, so that of two concurrent
+            # assertions with the same count only one wins.
+            factor_condition=(FactorModel.status == "active") & (FactorModel.sign_count == stored),
+            amr=amr,
+            acr=acr,
+            details={"user_verified": result.user_verified, "sign_count": result.sign_count},
+        )
+
+    def fail(self, *, now: float, reason: str, error: Exception | None = None) -> None:
+        """Audit a failed proof, count it towards lockout and raise."""
+        failure = self._event(now, "failure", reason)
+        locked = lockout.record_failure(self.svc, self.user, failure=failure, context=self.context)
+        telemetry.count(telemetry.MFA_FAILED)
+        logger.info(
+            "MFA verification failed",
+            extra={"org_id": self.user.org_id, "user_id": self.user.user_id, "reason": reason},
+        )
+        if locked is not None:
+            raise locked
+        raise error or InvalidCode()
+
+    def reject_replay(self, *, now: float, reason: str, error: Exception | None = None) -> None:
+        """Reject a proof that was right once but is used again.
+
+        A replay is audited and logged as a security event but not counted towards lockout.
+        The proof was right, so it is no evidence of guessing, and counting it would let one
+        double-submitted form lock its own user out.
+        """
+        self.svc.store.record(self._event(now, "denied", reason))
+        telemetry.count(telemetry.MFA_CODE_REPLAYED)
+        logger.warning(
+            "MFA proof replayed",
+            extra={**self._ids(), "reason": reason},
+        )
+        raise error or InvalidCode()
+
+    def flag_clone(
+        self, challenge: ChallengeModel, *, stored: int, reported: int, now: float
+    ) -> None:
+        """Reject a correctly signed assertion whose counter went back: a possible cloned key."""
+        event = audit.event(
+            now=now,
+            event_type="webauthn.clone_suspected",
+            outcome="denied",
+            org_id=self.user.org_id,
+            user_id=self.user.user_id,
+            factor_id=self.factor.factor_id,
+            context=self.context,
+            reason="sign_count_not_increased",
+            details={"stored_sign_count": stored, "reported_sign_count": reported},
+        )
+        self.svc.store.flag_suspected_clone(
+            self.factor, challenge_id=challenge.challenge_id, now=now, events=[event]
+        )
+        telemetry.count(telemetry.WEBAUTHN_CLONE_SUSPECTED)
+        logger.warning(
+            "Security key signature counter did not increase; possible cloned key",
+            extra={**self._ids(), "stored_sign_count": stored, "reported_sign_count": reported},
+        )
+        raise InvalidCredential()
+
+    def explain_lost_race(self, exc: ConditionFailed, *, now: float) -> None:
+        """Turn a lost conditional write into the error the caller would have got a moment later."""
+        if "user" in exc.failed:
+            fresh = self.svc.store.get_user(self.user.org_id, self.user.user_id)
+            if fresh is not None:
+                lockout.check_not_locked(fresh, now)
+        if "challenge" in exc.failed:
+            self.reject_replay(now=now, reason="challenge_used", error=InvalidCredential())
+        if "factor" in exc.failed:
+            if self.factor.type == "totp":
+                self.reject_replay(now=now, reason="code_replayed")
+            self.reject_replay(now=now, reason="concurrent_use", error=InvalidCredential())
+        raise InvalidToken() from exc
+
+    def _event(self, now: float, outcome: str, reason: str) -> audit.AuditEvent:
+        return audit.event(
+            now=now,
+            event_type=self.event_type,
+            outcome=outcome,
+            org_id=self.user.org_id,
+            user_id=self.user.user_id,
+            factor_id=self.factor.factor_id,
+            context=self.context,
+            reason=reason,
+            details={"type": self.factor.type},
+        )
+
+    def _ids(self) -> dict[str, str]:
+        return {
+            "org_id": self.user.org_id,
+            "user_id": self.user.user_id,
+            "factor_id": self.factor.factor_id,
+        }
 
 
-def _explain_lost_race(
-    svc: Services,
-    exc: ConditionFailed,
+def _factor_id(principal: Principal, proof: Proof, assertion: Any) -> str:
+    """Return the factor a proof is for; a security key's follows from its credential id."""
+    if assertion is None:
+        if proof.factor_id is None:
+            raise InvalidInput("Field 'factor_id' is required with a code.", field="factor_id")
+        return proof.factor_id
+    derived = webauthn.factor_id_for(principal.org_id, principal.user_id, assertion.id)
+    if proof.factor_id is not None and proof.factor_id != derived:
+        raise InvalidCredential()
+    return derived
+
+
+def _event_type(principal: Principal) -> str:
+    return LOGIN_EVENT if principal.token_type == tokens.MFA_PENDING else STEP_UP_EVENT
+
+
+def _login_open(login: ChallengeModel | None, principal: Principal, now: float) -> bool:
+    return (
+        login is not None
+        and login.kind == "login"
+        and login.consumed_at is None
+        and login.expires_at > now
+        and login.org_id == principal.org_id
+        and login.user_id == principal.user_id
+    )
+
+
+def _anchor_valid(
+    anchor: ChallengeModel | SessionModel | None,
     user: UserModel,
-    factor: FactorModel,
-    *,
+    principal: Principal,
     now: float,
-    context: RequestContext,
-) -> None:
-    """Turn a lost conditional write into the error the caller would have got a moment later."""
-    if 2 in exc.failed_items:
-        fresh = svc.store.get_user(user.org_id, user.user_id)
-        if fresh is not None:
-            lockout.check_not_locked(fresh, now)
-    if 1 in exc.failed_items:
-        _reject_replay(svc, factor, now=now, context=context)
-    raise InvalidToken() from exc
+) -> bool:
+    if isinstance(anchor, ChallengeModel):
+        return _login_open(anchor, principal, now)
+    if isinstance(anchor, SessionModel):
+        return (
+            anchor.org_id == principal.org_id
+            and anchor.user_id == principal.user_id
+            and sessions.is_valid(anchor, user, now)
+        )
+    return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -38,6 +39,8 @@ class OrgModel(Model):
     name = UnicodeAttribute()
     enforcement = UnicodeAttribute()  # off | optional | required
     created_at = NumberAttribute()
+    # WebAuthn settings, read by mfa_core.policy.WebAuthnPolicy; absent means the defaults.
+    webauthn: MapAttribute[str, Any] = MapAttribute(null=True)
 
 
 class UserEmailIndex(GlobalSecondaryIndex["UserModel"]):
@@ -64,8 +67,9 @@ class UserModel(Model):
     failed_count = NumberAttribute(default=0)
     last_failed_at = NumberAttribute(null=True)
     locked_until = NumberAttribute(null=True)
-    # factor_id -> {"type": ..., "label": ...}; kept in step with the Factors table in the same
-    # transaction, so that login learns a user's factors without another read.
+    # factor_id -> {"type", "label"}, and for a security key also "credential_id" and
+    # "transports"; kept in step with the Factors table in the same transaction, so that login
+    # and WebAuthn challenges learn a user's factors without another read.
     active_factors: MapAttribute[str, Any] = MapAttribute(default=dict)
     last_mfa_at = NumberAttribute(null=True)
     # Sessions created before this time are no longer valid, unless re-confirmed after it (see
@@ -105,7 +109,7 @@ class FactorModel(Model):
     factor_id = UnicodeAttribute(range_key=True)
     org_id = UnicodeAttribute()
     user_id = UnicodeAttribute()
-    type = UnicodeAttribute()  # totp
+    type = UnicodeAttribute()  # totp | webauthn
     status = UnicodeAttribute()  # pending | active
     label = UnicodeAttribute()
     created_at = NumberAttribute()
@@ -117,23 +121,43 @@ class FactorModel(Model):
     last_step = NumberAttribute(null=True)
     # Pending factors expire through TTL; confirmation removes the attribute.
     expires_at = NumberAttribute(null=True)
+    # WebAuthn: the credential (base64url id, COSE public key) and what registration reported.
+    credential_id = UnicodeAttribute(null=True)
+    public_key = UnicodeAttribute(null=True)
+    sign_count = NumberAttribute(null=True)
+    aaguid = UnicodeAttribute(null=True)
+    transports: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    attestation_format = UnicodeAttribute(null=True)
+    backup_eligible = BooleanAttribute(null=True)
+    backup_state = BooleanAttribute(null=True)
+    # Set when an assertion's signature counter failed to increase: a possible cloned key.
+    clone_suspected_at = NumberAttribute(null=True)
 
 
 class ChallengeModel(Model):
-    """A short-lived, single-use server-side record, such as a login transaction."""
+    """A short-lived, single-use server-side record: a login transaction or a WebAuthn challenge."""
 
     class Meta(_Unbound):
         pass
 
     challenge_id = UnicodeAttribute(hash_key=True)
-    kind = UnicodeAttribute()  # login
+    kind = UnicodeAttribute()  # login | webauthn.registration | webauthn.authentication
     org_id = UnicodeAttribute()
     user_id = UnicodeAttribute()
     created_at = NumberAttribute()
     expires_at = NumberAttribute()
     consumed_at = NumberAttribute(null=True)
-    auth_time = NumberAttribute()
+    # Login transactions: when and how the first factor passed.
+    auth_time = NumberAttribute(null=True)
     amr: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    # WebAuthn challenges: the random challenge (base64url), what it is bound to
+    # ("login:<transaction id>", "session:<session id>" or "enrollment:<token id>"), the user
+    # verification it asked for, and the factors it allows.
+    challenge = UnicodeAttribute(null=True)
+    bound_to = UnicodeAttribute(null=True)
+    user_verification = UnicodeAttribute(null=True)
+    factor_ids: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    label = UnicodeAttribute(null=True)
 
 
 class SessionUserIndex(GlobalSecondaryIndex["SessionModel"]):

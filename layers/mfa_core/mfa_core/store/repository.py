@@ -40,20 +40,38 @@ SESSIONS_PER_TRANSACTION = 40
 
 
 class ConditionFailed(Exception):
-    """A conditional write lost; `failed_items` contains the indexes of the failed conditions."""
+    """A conditional write lost; `failed_items` contains the indexes of the failed conditions.
 
-    def __init__(self, failed_items: frozenset[int]) -> None:
+    Methods that name their items also set `failed`, the names of the items that lost.
+    """
+
+    def __init__(self, failed_items: frozenset[int], failed: frozenset[str] = frozenset()) -> None:
         super().__init__(f"condition failed for transaction items {sorted(failed_items)}")
         self.failed_items = failed_items
+        self.failed = failed
 
 
 @dataclass(frozen=True)
-class LoginAttempt:
-    """The items that an MFA verification at login reads in one round trip."""
+class Verification:
+    """The items that an MFA verification reads in one round trip.
 
-    challenge: ChallengeModel | None
+    `anchor` is the login transaction at login, or the session at step-up; `challenge` is the
+    WebAuthn challenge when one was named.
+    """
+
+    anchor: ChallengeModel | SessionModel | None
     user: UserModel | None
     factor: FactorModel | None
+    challenge: ChallengeModel | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepUp:
+    """The new MFA state of a session after a step-up verification."""
+
+    session_id: str
+    amr: list[str]
+    acr: str
 
 
 class Store:
@@ -108,17 +126,49 @@ class Store:
         with _dynamodb_errors():
             return list(SessionModel.user_index.query(user_key(org_id, user_id)))
 
-    def load_login_attempt(
-        self, *, challenge_id: str, org_id: str, user_id: str, factor_id: str
-    ) -> LoginAttempt:
-        """Read the login transaction, the user and the factor in a single TransactGetItems."""
+    def load_verification(
+        self,
+        *,
+        org_id: str,
+        user_id: str,
+        transaction_id: str | None,
+        session_id: str | None,
+        factor_id: str,
+        challenge_id: str | None,
+    ) -> Verification:
+        """Read the login transaction (or session), user, factor and challenge in one request."""
+        anchor: Any
         with _dynamodb_errors(), TransactGet(connection=self._connection) as read:
-            challenge = read.get(ChallengeModel, challenge_id)
+            if transaction_id is not None:
+                anchor = read.get(ChallengeModel, transaction_id)
+            else:
+                anchor = read.get(SessionModel, session_id)
             user = read.get(UserModel, org_id, user_id)
             factor = read.get(FactorModel, user_key(org_id, user_id), factor_id)
-        return LoginAttempt(
-            challenge=_resolved(challenge), user=_resolved(user), factor=_resolved(factor)
+            challenge = read.get(ChallengeModel, challenge_id) if challenge_id else None
+        return Verification(
+            anchor=_resolved(anchor),
+            user=_resolved(user),
+            factor=_resolved(factor),
+            challenge=_resolved(challenge) if challenge is not None else None,
         )
+
+    def load_login_context(
+        self, *, transaction_id: str, org_id: str, user_id: str
+    ) -> tuple[ChallengeModel | None, UserModel | None, OrgModel | None]:
+        """Read a login transaction, its user and the org in a single TransactGetItems."""
+        with _dynamodb_errors(), TransactGet(connection=self._connection) as read:
+            challenge = read.get(ChallengeModel, transaction_id)
+            user = read.get(UserModel, org_id, user_id)
+            org = read.get(OrgModel, org_id)
+        return _resolved(challenge), _resolved(user), _resolved(org)
+
+    def get_challenge(self, challenge_id: str) -> ChallengeModel | None:
+        with _dynamodb_errors():
+            try:
+                return ChallengeModel.get(challenge_id, consistent_read=True)
+            except DoesNotExist:
+                return None
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -141,7 +191,8 @@ class Store:
             tx.save(user, condition=UserModel.user_id.does_not_exist())
             self._audit(tx, events)
 
-    def start_login(self, challenge: ChallengeModel, events: list[AuditEvent]) -> None:
+    def save_challenge(self, challenge: ChallengeModel, events: list[AuditEvent]) -> None:
+        """Store a new login transaction or WebAuthn challenge with its audit events."""
         with self._transaction() as tx:
             tx.save(challenge, condition=ChallengeModel.challenge_id.does_not_exist())
             self._audit(tx, events)
@@ -149,6 +200,17 @@ class Store:
     def open_session(self, session: SessionModel, events: list[AuditEvent]) -> None:
         with self._transaction() as tx:
             tx.save(session, condition=SessionModel.session_id.does_not_exist())
+            self._audit(tx, events)
+
+    def set_org_webauthn(
+        self, org_id: str, settings: dict[str, Any], events: list[AuditEvent]
+    ) -> None:
+        with self._transaction({0: _no_such_org}) as tx:
+            tx.update(
+                OrgModel(org_id),
+                actions=[OrgModel.webauthn.set(settings)],
+                condition=OrgModel.org_id.exists(),
+            )
             self._audit(tx, events)
 
     def add_pending_factor(self, factor: FactorModel, events: list[AuditEvent]) -> None:
@@ -169,24 +231,11 @@ class Store:
     ) -> None:
         """Activate a pending TOTP factor and end the user's other sessions.
 
-        The factor is activated with the time step its confirmation code used. The user's
-        `sessions_valid_after` moves to `now`, which ends every session created before, listed
-        or not. The session `keep_session_id` is confirmed and stays valid. With
-        `first_factor`, the activation also requires that the user still has no active factor.
-        Raises ConditionFailed with item 0 when the factor is no longer pending (confirmed
+        The factor is activated with the time step its confirmation code used. Raises
+        ConditionFailed with item 0 when the factor is no longer pending (confirmed
         concurrently or expired), and item 1 when the user is locked out or, with
-        `first_factor`, gained a factor meanwhile. The first SESSIONS_PER_TRANSACTION listed
-        sessions are marked revoked in the same transaction, the others right after it.
+        `first_factor`, gained a factor meanwhile. See `_factor_added` for the sessions.
         """
-        user_condition = _not_locked(now)
-        if first_factor:
-            user_condition &= UserModel.active_factors.does_not_exist() | (
-                size(UserModel.active_factors) == 0
-            )
-        first, rest = (
-            revoked_sessions[:SESSIONS_PER_TRANSACTION],
-            revoked_sessions[SESSIONS_PER_TRANSACTION:],
-        )
         with self._transaction() as tx:
             tx.update(
                 factor,
@@ -198,33 +247,164 @@ class Store:
                 ],
                 condition=(FactorModel.status == "pending") & (FactorModel.expires_at > now),
             )
-            tx.update(
-                UserModel(factor.org_id, factor.user_id),
-                actions=[
-                    UserModel.active_factors[factor.factor_id].set(
-                        {"type": factor.type, "label": factor.label}
-                    ),
-                    UserModel.failed_count.set(0),
-                    UserModel.locked_until.remove(),
-                    UserModel.last_mfa_at.set(now),
-                    UserModel.sessions_valid_after.set(now),
-                ],
-                condition=user_condition,
+            rest = self._factor_added(
+                tx,
+                factor,
+                summary={"type": factor.type, "label": factor.label},
+                now=now,
+                events=events,
+                keep_session_id=keep_session_id,
+                first_factor=first_factor,
+                revoked_sessions=revoked_sessions,
             )
-            if keep_session_id is not None:
+        self._revoke_rest(rest, factor, reason="factor_added", now=now)
+
+    def add_security_key(
+        self,
+        factor: FactorModel,
+        *,
+        challenge_id: str,
+        now: float,
+        events: list[AuditEvent],
+        keep_session_id: str | None,
+        first_factor: bool,
+        revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+    ) -> None:
+        """Store a verified security key as an active factor and spend its registration challenge.
+
+        Raises ConditionFailed naming "factor" when the user already has this credential,
+        "challenge" when the challenge was spent or expired meanwhile, and "user" as in
+        `activate_factor`.
+        """
+        try:
+            with self._transaction() as tx:
+                tx.save(factor, condition=FactorModel.factor_id.does_not_exist())
                 tx.update(
-                    SessionModel(keep_session_id),
-                    actions=[SessionModel.confirmed_at.set(now)],
-                    condition=SessionModel.session_id.exists(),
+                    ChallengeModel(challenge_id),
+                    actions=[ChallengeModel.consumed_at.set(now)],
+                    condition=_unspent(now),
                 )
-            self._audit(tx, events)
-            self._revoke(tx, first, reason="factor_added", now=now)
+                rest = self._factor_added(
+                    tx,
+                    factor,
+                    summary=_key_summary(factor),
+                    now=now,
+                    events=events,
+                    keep_session_id=keep_session_id,
+                    first_factor=first_factor,
+                    revoked_sessions=revoked_sessions,
+                )
+        except ConditionFailed as exc:
+            raise _named(exc, "factor", "challenge", "user") from exc
+        self._revoke_rest(rest, factor, reason="factor_added", now=now)
+
+    def remove_factor(
+        self,
+        factor: FactorModel,
+        *,
+        keep_another: bool,
+        now: float,
+        events: list[AuditEvent],
+        keep_session_id: str | None,
+        revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+    ) -> None:
+        """Delete a factor; an active one also leaves the user's factor map and ends sessions.
+
+        With `keep_another`, the user must keep at least one other active factor. Raises
+        ConditionFailed naming "factor" when the factor is gone, and "user" when it was the
+        last one that `keep_another` protects.
+        """
+        if factor.status != "active":
+            with self._transaction() as tx:
+                tx.delete(factor, condition=FactorModel.factor_id.exists())
+                self._audit(tx, events)
+            return
+        user_condition = UserModel.active_factors[factor.factor_id].exists()
+        if keep_another:
+            user_condition &= size(UserModel.active_factors) > 1
+        first, rest = _split(revoked_sessions)
+        try:
+            with self._transaction() as tx:
+                tx.delete(factor, condition=FactorModel.factor_id.exists())
+                tx.update(
+                    UserModel(factor.org_id, factor.user_id),
+                    actions=[
+                        UserModel.active_factors[factor.factor_id].remove(),
+                        UserModel.sessions_valid_after.set(now),
+                    ],
+                    condition=user_condition,
+                )
+                self._confirm_session(tx, keep_session_id, now)
+                self._audit(tx, events)
+                self._revoke(tx, first, reason="factor_removed", now=now)
+        except ConditionFailed as exc:
+            raise _named(exc, "factor", "user") from exc
+        self._revoke_rest(rest, factor, reason="factor_removed", now=now)
+
+    def _factor_added(
+        self,
+        tx: TransactWrite,
+        factor: FactorModel,
+        *,
+        summary: dict[str, Any],
+        now: float,
+        events: list[AuditEvent],
+        keep_session_id: str | None,
+        first_factor: bool,
+        revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+    ) -> list[tuple[SessionModel, AuditEvent]]:
+        """Add the user-side writes of a new active factor to `tx`; return the sessions left.
+
+        The user's `sessions_valid_after` moves to `now`, which ends every session created
+        before, listed or not. The session `keep_session_id` is confirmed and stays valid. With
+        `first_factor`, the user must still have no active factor. The first
+        SESSIONS_PER_TRANSACTION listed sessions are marked revoked in this transaction; the
+        caller marks the returned rest after it.
+        """
+        user_condition = _not_locked(now)
+        if first_factor:
+            user_condition &= UserModel.active_factors.does_not_exist() | (
+                size(UserModel.active_factors) == 0
+            )
+        first, rest = _split(revoked_sessions)
+        tx.update(
+            UserModel(factor.org_id, factor.user_id),
+            actions=[
+                UserModel.active_factors[factor.factor_id].set(summary),
+                UserModel.failed_count.set(0),
+                UserModel.locked_until.remove(),
+                UserModel.last_mfa_at.set(now),
+                UserModel.sessions_valid_after.set(now),
+            ],
+            condition=user_condition,
+        )
+        self._confirm_session(tx, keep_session_id, now)
+        self._audit(tx, events)
+        self._revoke(tx, first, reason="factor_added", now=now)
+        return rest
+
+    def _confirm_session(self, tx: TransactWrite, session_id: str | None, now: float) -> None:
+        if session_id is not None:
+            tx.update(
+                SessionModel(session_id),
+                actions=[SessionModel.confirmed_at.set(now)],
+                condition=SessionModel.session_id.exists(),
+            )
+
+    def _revoke_rest(
+        self,
+        rest: list[tuple[SessionModel, AuditEvent]],
+        factor: FactorModel,
+        *,
+        reason: str,
+        now: float,
+    ) -> None:
         # The later batches only tidy the session list: sessions_valid_after already ended them.
         for start in range(0, len(rest), SESSIONS_PER_TRANSACTION):
             batch = rest[start : start + SESSIONS_PER_TRANSACTION]
             try:
                 with self._transaction() as tx:
-                    self._revoke(tx, batch, reason="factor_added", now=now)
+                    self._revoke(tx, batch, reason=reason, now=now)
             except (DependencyFailed, ConditionFailed):
                 logger.warning(
                     "Marking ended sessions as revoked failed",
@@ -240,45 +420,90 @@ class Store:
             user = read.get(UserModel, org_id, user_id)
         return _resolved(session), _resolved(user)
 
-    def complete_login(
+    def complete_verification(
         self,
         *,
-        challenge_id: str,
+        user: UserModel,
         factor: FactorModel,
-        step: int,
-        session: SessionModel,
+        factor_actions: list[Any],
+        factor_condition: Any,
+        transaction_id: str | None,
+        challenge_id: str | None,
+        new_session: SessionModel | None,
+        step_up: StepUp | None,
         now: float,
         events: list[AuditEvent],
     ) -> None:
-        """Consume the login transaction and the TOTP time step, reset failures, open a session.
+        """Record a successful MFA verification at login or step-up in one transaction.
 
-        Raises ConditionFailed naming the losing items: 0 the login transaction was already
-        consumed or expired, 1 the time step was already used (a replay), 2 the user is locked.
+        Spends the login transaction and the WebAuthn challenge, updates the factor under
+        `factor_condition`, resets the user's failures and either opens `new_session` (login)
+        or refreshes the MFA of the `step_up` session. Raises ConditionFailed naming the
+        items that lost: "transaction", "challenge", "factor", "user" or "session".
         """
+        names: list[str] = []
+        try:
+            with self._transaction() as tx:
+                if transaction_id is not None:
+                    names.append("transaction")
+                    tx.update(
+                        ChallengeModel(transaction_id),
+                        actions=[ChallengeModel.consumed_at.set(now)],
+                        condition=_unspent(now),
+                    )
+                if challenge_id is not None:
+                    names.append("challenge")
+                    tx.update(
+                        ChallengeModel(challenge_id),
+                        actions=[ChallengeModel.consumed_at.set(now)],
+                        condition=_unspent(now),
+                    )
+                names.append("factor")
+                tx.update(factor, actions=factor_actions, condition=factor_condition)
+                names.append("user")
+                tx.update(
+                    UserModel(user.org_id, user.user_id),
+                    actions=[
+                        UserModel.failed_count.set(0),
+                        UserModel.locked_until.remove(),
+                        UserModel.last_mfa_at.set(now),
+                    ],
+                    condition=(UserModel.status == "active") & _not_locked(now),
+                )
+                if new_session is not None:
+                    names.append("session")
+                    tx.save(new_session, condition=SessionModel.session_id.does_not_exist())
+                if step_up is not None:
+                    names.append("session")
+                    tx.update(
+                        SessionModel(step_up.session_id),
+                        actions=[
+                            SessionModel.mfa_time.set(now),
+                            SessionModel.amr.set(step_up.amr),
+                            SessionModel.acr.set(step_up.acr),
+                        ],
+                        condition=(SessionModel.status == "active")
+                        & (SessionModel.expires_at > now),
+                    )
+                self._audit(tx, events)
+        except ConditionFailed as exc:
+            raise _named(exc, *names) from exc
+
+    def flag_suspected_clone(
+        self, factor: FactorModel, *, challenge_id: str, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Flag a security key whose signature counter went back, and spend the challenge."""
         with self._transaction() as tx:
+            tx.update(
+                factor,
+                actions=[FactorModel.clone_suspected_at.set(now)],
+                condition=FactorModel.factor_id.exists(),
+            )
             tx.update(
                 ChallengeModel(challenge_id),
                 actions=[ChallengeModel.consumed_at.set(now)],
-                condition=ChallengeModel.challenge_id.exists()
-                & ChallengeModel.consumed_at.does_not_exist()
-                & (ChallengeModel.expires_at > now),
+                condition=ChallengeModel.challenge_id.exists(),
             )
-            tx.update(
-                factor,
-                actions=[FactorModel.last_step.set(step), FactorModel.last_used_at.set(now)],
-                condition=(FactorModel.status == "active")
-                & (FactorModel.last_step.does_not_exist() | (FactorModel.last_step < step)),
-            )
-            tx.update(
-                UserModel(session.org_id, session.user_id),
-                actions=[
-                    UserModel.failed_count.set(0),
-                    UserModel.locked_until.remove(),
-                    UserModel.last_mfa_at.set(now),
-                ],
-                condition=(UserModel.status == "active") & _not_locked(now),
-            )
-            tx.save(session, condition=SessionModel.session_id.does_not_exist())
             self._audit(tx, events)
 
     def record_failure(
@@ -438,6 +663,35 @@ def _revoked(reason: str, now: float) -> list[Any]:
         SessionModel.revoked_at.set(now),
         SessionModel.revoke_reason.set(reason),
     ]
+
+
+def _unspent(now: float) -> Any:
+    return (
+        ChallengeModel.challenge_id.exists()
+        & ChallengeModel.consumed_at.does_not_exist()
+        & (ChallengeModel.expires_at > now)
+    )
+
+
+def _named(exc: ConditionFailed, *names: str) -> ConditionFailed:
+    """Return `exc` with the names of its failed items, given the names in transaction order."""
+    failed = frozenset(names[i] for i in exc.failed_items if i < len(names))
+    return ConditionFailed(exc.failed_items, failed)
+
+
+def _split(
+    revocations: list[tuple[SessionModel, AuditEvent]],
+) -> tuple[list[tuple[SessionModel, AuditEvent]], list[tuple[SessionModel, AuditEvent]]]:
+    return revocations[:SESSIONS_PER_TRANSACTION], revocations[SESSIONS_PER_TRANSACTION:]
+
+
+def _key_summary(factor: FactorModel) -> dict[str, Any]:
+    return {
+        "type": factor.type,
+        "label": factor.label,
+        "credential_id": factor.credential_id,
+        "transports": list(factor.transports or []),
+    }
 
 
 def _not_locked(now: float) -> Any:

@@ -1,0 +1,414 @@
+"""WebAuthn security keys: the ceremony options, and the checks of what the browser returns.
+
+Built on py_webauthn, which implements the verification procedures of W3C Web Authentication
+Level 3 (§7.1 registration, §7.2 authentication). This module adds what the relying party
+decides: allowed origins and algorithms, the org's user-verification and attestation rules,
+and the signature counter. Challenges, factors and sessions are handled by the callers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import (
+    base64url_to_bytes,
+    bytes_to_base64url,
+    parse_attestation_object,
+    parse_authentication_credential_json,
+    parse_authenticator_data,
+    parse_client_data_json,
+    parse_registration_credential_json,
+)
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.options_to_json_dict import options_to_json_dict
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AttestationFormat,
+    AuthenticationCredential,
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    ClientDataType,
+    CredentialDeviceType,
+    PublicKeyCredentialDescriptor,
+    RegistrationCredential,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from mfa_core.errors import InvalidInput
+from mfa_core.policy import WebAuthnPolicy
+from mfa_core.settings import Settings
+
+REGISTRATION = "webauthn.registration"
+AUTHENTICATION = "webauthn.authentication"
+TYPE = "webauthn"
+DEFAULT_LABEL = "Security key"
+# W3C WebAuthn §13.4.3 asks for at least 16 random bytes; NIST SP 800-63B for 64 bits.
+CHALLENGE_BYTES = 32
+FIDO_GEN_CE_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
+ALGORITHMS = [
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,
+    COSEAlgorithmIdentifier.EDDSA,
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelyingParty:
+    rp_id: str
+    rp_name: str
+    origins: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRef:
+    """A registered credential as the options name it: its base64url id and transports."""
+
+    credential_id: str
+    transports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisteredKey:
+    credential_id: str
+    public_key: str
+    sign_count: int
+    aaguid: str
+    attestation_format: str
+    backup_eligible: bool
+    backup_state: bool
+    user_verified: bool
+    transports: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assertion:
+    sign_count: int
+    user_verified: bool
+    backup_state: bool
+
+
+class RegistrationRejected(InvalidInput):
+    """The key's registration response failed verification or the org's attestation rules."""
+
+    def __init__(self, detail: str, *, reason: str, field: str = "credential") -> None:
+        super().__init__(detail, field=field, code="registration_rejected")
+        self.reason = reason
+
+
+class AssertionRejected(Exception):
+    """An assertion failed a check; `reason` names the check, for the audit trail."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_challenge() -> str:
+    return bytes_to_base64url(secrets.token_bytes(CHALLENGE_BYTES))
+
+
+def factor_id_for(org_id: str, user_id: str, credential_id: str) -> str:
+    """Return the factor id of a user's credential.
+
+    Derived from the credential id, so that a verification can read the factor without being
+    told its id, and so that one key cannot be registered twice for the same user.
+    """
+    digest = hashlib.sha256(f"{org_id}#{user_id}#{credential_id}".encode()).hexdigest()
+    return f"f_{digest[:24]}"
+
+
+def creation_options(
+    rp: RelyingParty,
+    *,
+    user_handle: str,
+    user_name: str,
+    challenge: str,
+    exclude: Iterable[KeyRef],
+    policy: WebAuthnPolicy,
+    timeout_ms: int,
+) -> dict[str, Any]:
+    """Return PublicKeyCredentialCreationOptionsJSON, as parseCreationOptionsFromJSON takes it."""
+    options = generate_registration_options(
+        rp_id=rp.rp_id,
+        rp_name=rp.rp_name,
+        user_id=user_handle.encode("utf-8"),
+        user_name=user_name,
+        user_display_name=user_name,
+        challenge=base64url_to_bytes(challenge),
+        timeout=timeout_ms,
+        attestation=AttestationConveyancePreference(policy.attestation),
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.DISCOURAGED,
+            user_verification=UserVerificationRequirement(policy.user_verification),
+        ),
+        exclude_credentials=[_descriptor(key) for key in exclude],
+        supported_pub_key_algs=ALGORITHMS,
+    )
+    return options_to_json_dict(options)
+
+
+def request_options(
+    rp: RelyingParty,
+    *,
+    challenge: str,
+    allow: Iterable[KeyRef],
+    user_verification: str,
+    timeout_ms: int,
+) -> dict[str, Any]:
+    """Return PublicKeyCredentialRequestOptionsJSON, as parseRequestOptionsFromJSON takes it."""
+    options = generate_authentication_options(
+        rp_id=rp.rp_id,
+        challenge=base64url_to_bytes(challenge),
+        timeout=timeout_ms,
+        allow_credentials=[_descriptor(key) for key in allow],
+        user_verification=UserVerificationRequirement(user_verification),
+    )
+    return options_to_json_dict(options)
+
+
+def parse_registration(credential: dict[str, Any]) -> RegistrationCredential:
+    """Parse RegistrationResponseJSON; raise InvalidInput on "credential" when malformed."""
+    try:
+        return parse_registration_credential_json(credential)
+    except (WebAuthnException, ValueError, TypeError) as exc:
+        raise _malformed() from exc
+
+
+def parse_assertion(credential: dict[str, Any]) -> AuthenticationCredential:
+    """Parse AuthenticationResponseJSON; raise InvalidInput on "credential" when malformed."""
+    try:
+        parsed = parse_authentication_credential_json(credential)
+    except (WebAuthnException, ValueError, TypeError) as exc:
+        raise _malformed() from exc
+    if bytes_to_base64url(parsed.raw_id) != parsed.id:
+        raise _malformed()
+    return parsed
+
+
+def verify_registration(
+    rp: RelyingParty,
+    credential: RegistrationCredential,
+    *,
+    challenge: str,
+    policy: WebAuthnPolicy,
+) -> RegisteredKey:
+    """Verify a registration response against the challenge, the relying party and the policy."""
+    try:
+        client_data = parse_client_data_json(bytes(credential.response.client_data_json))
+    except (WebAuthnException, ValueError, TypeError) as exc:
+        raise RegistrationRejected(
+            "The security key's registration could not be verified; start again.",
+            reason="registration_invalid",
+        ) from exc
+    if client_data.cross_origin:
+        raise RegistrationRejected(
+            "Register security keys on the console's own page, not inside another site's frame.",
+            reason="cross_origin",
+        )
+    try:
+        verified = verify_registration_response(
+            credential=credential,
+            expected_challenge=base64url_to_bytes(challenge),
+            expected_rp_id=rp.rp_id,
+            expected_origin=list(rp.origins),
+            require_user_verification=policy.user_verification == "required",
+            supported_pub_key_algs=ALGORITHMS,
+        )
+    except WebAuthnException as exc:
+        raise RegistrationRejected(
+            "The security key's registration could not be verified; start again.",
+            reason="registration_invalid",
+        ) from exc
+
+    fmt = verified.fmt
+    if policy.attestation == "direct":
+        # Self attestation signs with the credential's own key, which proves nothing about
+        # the key's maker; "direct" needs a certificate chain from the maker.
+        statement = parse_attestation_object(credential.response.attestation_object).att_stmt
+        if fmt == AttestationFormat.NONE or not statement.x5c:
+            raise RegistrationRejected(
+                "This org accepts only security keys that prove their model with attestation.",
+                reason="attestation_missing",
+            )
+        if _certificate_aaguid(statement.x5c[0]) not in (None, verified.aaguid):
+            raise RegistrationRejected(
+                "The attestation certificate names another key model than the key reports.",
+                reason="aaguid_mismatch",
+            )
+        # NOTE: the certificate chain is checked for consistency but not anchored in trusted
+        # roots (such as the FIDO Metadata Service), so the AAGUID is taken as the key reports it.
+        if policy.allowed_aaguids and verified.aaguid not in policy.allowed_aaguids:
+            raise RegistrationRejected(
+                "This model of security key is not on the org's list of allowed keys.",
+                reason="aaguid_not_allowed",
+            )
+    return RegisteredKey(
+        credential_id=bytes_to_base64url(verified.credential_id),
+        public_key=bytes_to_base64url(verified.credential_public_key),
+        sign_count=verified.sign_count,
+        aaguid=verified.aaguid,
+        attestation_format=AttestationFormat(fmt).value,
+        backup_eligible=(
+            CredentialDeviceType(verified.credential_device_type)
+            == CredentialDeviceType.MULTI_DEVICE
+        ),
+        backup_state=verified.credential_backed_up,
+        user_verified=verified.user_verified,
+        transports=tuple(t.value for t in credential.response.transports or ()),
+    )
+
+
+def verify_assertion(
+    rp: RelyingParty,
+    credential: AuthenticationCredential,
+    *,
+    challenge: str,
+    public_key: str,
+    user_handle: str,
+) -> Assertion:
+    """Verify an assertion's client data, authenticator data and signature (W3C §7.2).
+
+    The checks that the audit trail tells apart run first, on the parsed data; py_webauthn then
+    repeats them and checks the signature. User verification and the signature counter are left
+    to the caller, which knows the org's rule and the stored count. Raises AssertionRejected.
+    """
+    response = credential.response
+    try:
+        client_data = parse_client_data_json(bytes(response.client_data_json))
+        auth_data = parse_authenticator_data(bytes(response.authenticator_data))
+    except (WebAuthnException, ValueError, TypeError) as exc:
+        raise AssertionRejected("malformed_response") from exc
+
+    if client_data.type != ClientDataType.WEBAUTHN_GET:
+        raise AssertionRejected("wrong_ceremony")
+
+    if not secrets.compare_digest(client_data.challenge, base64url_to_bytes(challenge)):
+        raise AssertionRejected("challenge_mismatch")
+
+    if client_data.origin not in rp.origins:
+        raise AssertionRejected("origin_not_allowed")
+
+    # The console never runs the ceremony inside another site's frame.
+    if client_data.cross_origin:
+        raise AssertionRejected("cross_origin")
+
+    if auth_data.rp_id_hash != hashlib.sha256(rp.rp_id.encode("utf-8")).digest():
+        raise AssertionRejected("rp_id_mismatch")
+
+    if not auth_data.flags.up:
+        raise AssertionRejected("user_not_present")
+
+    # A user handle, when the key returns one, must be the one it was registered with.
+    returned_handle = response.user_handle
+    if returned_handle is not None and bytes(returned_handle) != user_handle.encode("utf-8"):
+        raise AssertionRejected("user_handle_mismatch")
+
+    try:
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=base64url_to_bytes(challenge),
+            expected_rp_id=rp.rp_id,
+            expected_origin=list(rp.origins),
+            credential_public_key=base64url_to_bytes(public_key),
+            # The counter is checked by the caller, after the signature.
+            credential_current_sign_count=0,
+            require_user_verification=False,
+        )
+    except WebAuthnException as exc:
+        raise AssertionRejected("signature_invalid") from exc
+    return Assertion(
+        sign_count=verified.new_sign_count,
+        user_verified=verified.user_verified,
+        backup_state=verified.credential_backed_up,
+    )
+
+
+def counter_regressed(*, stored: int, reported: int) -> bool:
+    """Tell whether a signature counter failed to increase (W3C WebAuthn §6.1.1).
+
+    Authenticators that do not count report 0 every time, which is allowed. Any other value
+    must exceed the stored one, or two copies of the credential may exist.
+    """
+    return (reported != 0 or stored != 0) and reported <= stored
+
+
+def assurance(*, user_verified: bool, backup_eligible: bool) -> tuple[list[str], str]:
+    """Return the amr values and acr of a login with a security key.
+
+    A device-bound key with user verification is multi-factor cryptographic hardware: AAL3.
+    A key without user verification, or a synced passkey, gives AAL2.
+    """
+    amr = ["pwd", "swk" if backup_eligible else "hwk", "mfa"]
+    acr = "aal3" if user_verified and not backup_eligible else "aal2"
+    return amr, acr
+
+
+def relying_party(settings: Settings) -> RelyingParty:
+    return RelyingParty(
+        rp_id=settings.webauthn_rp_id,
+        rp_name=settings.webauthn_rp_name,
+        origins=settings.webauthn_origins,
+    )
+
+
+def key_ref(summary: dict[str, Any]) -> KeyRef | None:
+    credential_id = summary.get("credential_id")
+    if summary.get("type") != TYPE or not isinstance(credential_id, str):
+        return None
+    return KeyRef(credential_id=credential_id, transports=tuple(summary.get("transports") or ()))
+
+
+def _certificate_aaguid(certificate_der: bytes) -> str | None:
+    """Return the AAGUID in a packed attestation certificate's id-fido-gen-ce-aaguid extension.
+
+    W3C WebAuthn §8.2.1: when present, it must match the AAGUID in the authenticator data.
+    """
+    try:
+        certificate = x509.load_der_x509_certificate(certificate_der)
+        extension = certificate.extensions.get_extension_for_oid(FIDO_GEN_CE_AAGUID)
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as exc:
+        raise RegistrationRejected(
+            "The attestation certificate is not valid DER.", reason="attestation_invalid"
+        ) from exc
+    value = extension.value
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    # The extension's value is an OCTET STRING (tag 4, length 16) holding the 16 AAGUID bytes.
+    if len(raw) != 18 or raw[:2] != b"\x04\x10":
+        return ""
+    return str(uuid.UUID(bytes=raw[2:]))
+
+
+def _descriptor(key: KeyRef) -> PublicKeyCredentialDescriptor:
+    transports = []
+    for value in key.transports:
+        try:
+            transports.append(AuthenticatorTransport(value))
+        except ValueError:
+            continue
+    return PublicKeyCredentialDescriptor(
+        id=base64url_to_bytes(key.credential_id), transports=transports or None
+    )
+
+
+def _malformed() -> InvalidInput:
+    return InvalidInput(
+        "Field 'credential' must be the JSON of a PublicKeyCredential, as its toJSON() returns.",
+        field="credential",
+        code="invalid_credential_format",
+    )

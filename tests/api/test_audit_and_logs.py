@@ -17,6 +17,7 @@ from botocore.client import BaseClient
 from local.stack import LocalStack
 from mfa_core import runtime
 from tests.api.harness import Client, Flow, Member, wrong_code
+from tests.authenticator import SoftAuthenticator, with_flipped_signature_bit
 
 WRITE_OPERATIONS = {
     "PutItem",
@@ -99,15 +100,60 @@ def _run_flow(client: Client, flow: Flow, member: Member) -> dict[str, str]:
     }
 
 
+def _run_key_flow(client: Client, flow: Flow, member: Member) -> dict[str, str]:
+    """Register a security key, sign in with it, fail once, step up and remove a factor.
+
+    `member` must have an active TOTP factor; returns what must stay out of the logs.
+    """
+    assert member.totp_secret is not None
+    flow.next_step()
+    access = flow.verify(member, flow.mfa_token(member)).body["access_token"]
+    key = SoftAuthenticator()
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=access).body
+    registration = key.register(options["options"], origin=flow.origin)
+    registered = client.post(
+        "/v1/me/factors/webauthn",
+        {"challenge_id": options["challenge_id"], "credential": registration},
+        token=access,
+    )
+    assert registered.status == 201, registered.text
+    mfa_token = flow.mfa_token(member)
+    challenge = flow.key_challenge(mfa_token)
+    assertion = key.authenticate(challenge["options"], origin=flow.origin)
+    rejected = flow.key_verify(mfa_token, challenge, with_flipped_signature_bit(assertion))
+    assert rejected.status == 401
+    login = flow.key_verify(mfa_token, challenge, assertion)
+    assert login.status == 200, login.text
+    key_access = login.body["access_token"]
+    flow.clock.advance(301)
+    step_up = flow.key_challenge(key_access)
+    step_up_assertion = key.authenticate(step_up["options"], origin=flow.origin)
+    fresh = flow.key_verify(key_access, step_up, step_up_assertion)
+    assert fresh.status == 200, fresh.text
+    removed = client.delete(f"/v1/me/factors/{member.factor_id}", token=fresh.body["access_token"])
+    assert removed.status == 204, removed.text
+    return {
+        "registration challenge": options["options"]["challenge"],
+        "login challenge": challenge["options"]["challenge"],
+        "step-up challenge": step_up["options"]["challenge"],
+        "client data": assertion["response"]["clientDataJSON"],
+        "attestation object": registration["response"]["attestationObject"],
+        "assertion signature": assertion["response"]["signature"],
+        "step-up signature": step_up_assertion["response"]["signature"],
+        "step-up access token": fresh.body["access_token"],
+    }
+
+
 def test_writes_carry_audit_events(
     client: Client, flow: Flow, acme: Member, stack: LocalStack
 ) -> None:
     audit_table = runtime.services().settings.audit_table
     with dynamodb_calls() as calls:
         _run_flow(client, flow, acme)
+        _run_key_flow(client, flow, acme)
 
     writes = [(name, params) for name, params in calls if name in WRITE_OPERATIONS]
-    assert len(writes) >= 12
+    assert len(writes) >= 20
     for name, params in writes:
         assert name == "TransactWriteItems", f"{name} outside a transaction"
         tables = [next(iter(item.values()))["TableName"] for item in params["TransactItems"]]
@@ -194,6 +240,24 @@ def test_no_secret_in_logs_or_tables(
         assert dump != "[]"
         for name, value in secrets.items():
             assert not _contains(dump, value), f"{name} found in {table}"
+
+
+def test_no_key_ceremony_data_in_logs(
+    client: Client, flow: Flow, enrolled: Member, stack: LocalStack
+) -> None:
+    with captured_logs() as stream:
+        secrets = _run_key_flow(client, flow, enrolled)
+    logs = stream.getvalue()
+    assert '"message":"Security key registered"' in logs  # the capture works
+    for name, value in secrets.items():
+        assert not _contains(logs, value), f"{name} found in the logs"
+
+    # Challenges are kept server-side by design; what the browser returns is never stored.
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.aws_endpoint_url)
+    for table in stack.table_names.values():
+        dump = str(dynamodb.scan(TableName=table)["Items"])
+        for name in ("client data", "attestation object", "assertion signature"):
+            assert not _contains(dump, secrets[name]), f"{name} found in {table}"
 
 
 def _contains(text: str, secret: str) -> bool:

@@ -21,7 +21,7 @@ from local.intrinsics import resolve
 from local.stack import LocalStack
 from local.template import parse_yaml
 from tests.api.harness import Client, Flow, Member
-from tests.api.test_audit_and_logs import _run_flow
+from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
 
 Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
 TRANSACT_ACTIONS = {
@@ -143,6 +143,9 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     assert other.status == 200
     assert client.delete(f"/v1/me/sessions/{other.body['session_id']}", token=access).status == 204
     assert client.get("/.well-known/jwks.json").status == 200
+    member.factor_id, member.totp_secret = second.body["factor_id"], second.body["secret"]
+    flow.next_step()  # past the step that confirmed the spare factor
+    _run_key_flow(client, flow, member)
 
 
 def test_policies_cover_every_call(

@@ -15,7 +15,7 @@ import pytest
 from jose import jwt
 
 from local.stack import LocalStack
-from mfa_core import policy, runtime
+from mfa_core import cli, policy, runtime
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.authenticator import (
@@ -634,3 +634,43 @@ def test_removing_an_unknown_factor_is_a_404(
     assert_rejected(
         client.delete("/v1/me/factors/f_nope", token=access), status=404, code="not_found"
     )
+
+
+def test_operator_cli_sets_the_org_key_rules(
+    flow: Flow, acme: Member, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = cli.main(
+        [
+            "org",
+            "webauthn",
+            "--org-id",
+            "acme",
+            "--user-verification",
+            "required",
+            "--attestation",
+            "direct",
+            "--allow-aaguid",
+            AAGUID_TEXT.upper(),
+        ]
+    )
+    assert exit_code == 0
+    assert f'"allowed_aaguids": ["{AAGUID_TEXT}"]' in capsys.readouterr().out
+    access = flow.login_ok(acme, "authenticated")["access_token"]
+    options = flow.client.post("/v1/me/factors/webauthn/options", {}, token=access).body
+    assert options["options"]["attestation"] == "direct"
+    assert options["options"]["authenticatorSelection"]["userVerification"] == "required"
+
+    bad = cli.main(
+        [
+            "org",
+            "webauthn",
+            "--org-id",
+            "acme",
+            "--user-verification",
+            "preferred",
+            "--allow-aaguid",
+            "not-an-aaguid",
+        ]
+    )
+    assert bad == 1
+    assert "allowed_aaguids" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from mfa_core import audit, members
+from mfa_core import audit, members, policy
 from mfa_core.errors import InvalidInput, MfaError
 from mfa_core.identity import ROLES
 from mfa_core.runtime import services
@@ -48,6 +48,28 @@ def _parser() -> argparse.ArgumentParser:
         help="read the admin password from the terminal instead of generating one",
     )
 
+    keys = org_commands.add_parser("webauthn", help="set the org's security key rules")
+    keys.add_argument("--org-id", required=True)
+    keys.add_argument(
+        "--user-verification",
+        choices=policy.USER_VERIFICATION,
+        required=True,
+        help="whether keys must verify the user with a PIN or biometric",
+    )
+    keys.add_argument(
+        "--attestation",
+        choices=policy.ATTESTATION,
+        default="none",
+        help="'direct' makes keys prove their model at registration (default: none)",
+    )
+    keys.add_argument(
+        "--allow-aaguid",
+        action="append",
+        default=[],
+        metavar="AAGUID",
+        help="a key model allowed with --attestation direct; repeat for several",
+    )
+
     user = commands.add_parser("user", help="manage members")
     user_commands = user.add_subparsers(dest="action", required=True)
     create = user_commands.add_parser("create", help="create a member of an org")
@@ -78,6 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "signing-key":
             kid = svc.signing_keys.rotate()
             print(json.dumps({"active_kid": kid}))
+        elif args.command == "org" and args.action == "webauthn":
+            settings = policy.set_webauthn_policy(
+                svc,
+                org_id=args.org_id,
+                user_verification=args.user_verification,
+                attestation=args.attestation,
+                allowed_aaguids=args.allow_aaguid,
+            )
+            print(json.dumps({"org_id": args.org_id, "webauthn": settings.as_item()}))
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,

@@ -19,6 +19,8 @@ def _required(name: str) -> str:
 def _origins(name: str) -> tuple[str, ...]:
     """Read a comma-separated list of web origins such as https://console.example.com."""
     origins = tuple(part.strip() for part in _required(name).split(",") if part.strip())
+    if not origins:
+        raise ConfigurationError(f"environment variable {name} lists no origin")
     for origin in origins:
         scheme, _, rest = origin.partition("://")
         if scheme not in {"https", "http"} or not rest or "/" in rest:

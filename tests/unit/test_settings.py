@@ -1,0 +1,58 @@
+"""Configuration read from the environment: WebAuthn origins and the relying party."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfa_core.errors import ConfigurationError
+from mfa_core.settings import Settings
+
+BASE = {
+    "MFA_ORGS_TABLE": "orgs",
+    "MFA_USERS_TABLE": "users",
+    "MFA_FACTORS_TABLE": "factors",
+    "MFA_CHALLENGES_TABLE": "challenges",
+    "MFA_SESSIONS_TABLE": "sessions",
+    "MFA_AUDIT_TABLE": "audit",
+    "MFA_KMS_KEY_ID": "alias/mfa",
+    "MFA_SIGNING_KEY_SECRET": "signing",
+    "MFA_JWKS_PARAMETER": "jwks",
+    "MFA_TOKEN_ISSUER": "https://mfa.example.com",
+    "MFA_TOKEN_AUDIENCE": "agent-console",
+    "MFA_WEBAUTHN_RP_ID": "console.example.com",
+}
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name, value in BASE.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def test_origins_are_read_as_a_list(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", "https://console.example.com, http://localhost:3000")
+    settings = Settings.from_env()
+    assert settings.webauthn_origins == ("https://console.example.com", "http://localhost:3000")
+    assert settings.webauthn_rp_id == "console.example.com"
+    assert settings.webauthn_challenge_seconds == 120
+
+
+@pytest.mark.parametrize(
+    "origins",
+    ["", " , ", "console.example.com", "ftp://console.example.com", "https://x.example/path"],
+    ids=["empty", "only-commas", "no-scheme", "other-scheme", "with-path"],
+)
+def test_malformed_origins_are_a_configuration_error(
+    environment: pytest.MonkeyPatch, origins: str
+) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", origins)
+    with pytest.raises(ConfigurationError, match="MFA_WEBAUTHN_ORIGINS"):
+        Settings.from_env()
+
+
+def test_missing_rp_id_is_a_configuration_error(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", "https://console.example.com")
+    environment.delenv("MFA_WEBAUTHN_RP_ID")
+    with pytest.raises(ConfigurationError, match="MFA_WEBAUTHN_RP_ID"):
+        Settings.from_env()

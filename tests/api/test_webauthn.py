@@ -351,7 +351,7 @@ def test_tampered_response_is_rejected_and_audited(  # noqa: PLR0917 - fixtures
 
 
 def test_key_of_another_user_is_not_accepted(
-    flow: Flow, keyed: Member, key: SoftAuthenticator
+    flow: Flow, keyed: Member, key: SoftAuthenticator, stack: LocalStack
 ) -> None:
     stranger = SoftAuthenticator()
     mfa_token = flow.mfa_token(keyed)
@@ -359,7 +359,8 @@ def test_key_of_another_user_is_not_accepted(
     credential = stranger.authenticate(
         {**challenge["options"], "allowCredentials": []}, origin=flow.origin
     )
-    assert_rejected(flow.key_verify(mfa_token, challenge, credential), status=404, code="not_found")
+    assert_rejected(flow.key_verify(mfa_token, challenge, credential))
+    assert ("failure", "credential_unknown") in audited(stack, "acme", "login.mfa")
 
 
 def test_cloned_key_is_rejected_audited_and_flagged(

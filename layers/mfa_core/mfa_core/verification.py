@@ -163,6 +163,8 @@ def verify(
     )
     expected_type = webauthn.TYPE if assertion is not None else "totp"
     if factor is None or factor.status != "active" or factor.type != expected_type:
+        if assertion is not None:
+            _reject_unknown_key(svc, user, event_type=event_type, now=now, context=context)
         raise NotFound("No active factor with this id.")
 
     attempt = _Attempt(svc, principal, user, factor, event_type=event_type, context=context)
@@ -436,6 +438,31 @@ class _Attempt:
             "user_id": self.user.user_id,
             "factor_id": self.factor.factor_id,
         }
+
+
+def _reject_unknown_key(
+    svc: Services, user: UserModel, *, event_type: str, now: float, context: RequestContext
+) -> None:
+    """Reject an assertion from a key that is not one of the user's; it counts as a failure."""
+    failure = audit.event(
+        now=now,
+        event_type=event_type,
+        outcome="failure",
+        org_id=user.org_id,
+        user_id=user.user_id,
+        context=context,
+        reason="credential_unknown",
+        details={"type": webauthn.TYPE},
+    )
+    locked = lockout.record_failure(svc, user, failure=failure, context=context)
+    telemetry.count(telemetry.MFA_FAILED)
+    logger.info(
+        "MFA verification failed",
+        extra={"org_id": user.org_id, "user_id": user.user_id, "reason": "credential_unknown"},
+    )
+    if locked is not None:
+        raise locked
+    raise InvalidCredential()
 
 
 def _factor_id(principal: Principal, proof: Proof, assertion: Any) -> str:

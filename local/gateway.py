@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from local.events import (
 from local.functions import LocalFunction
 from local.resources import DEFAULT_API_ID, ProvisionedStack
 from local.routing import RouteTable, RouteTarget
+from local.static import StaticFiles
 from local.template import Template
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,11 @@ MAX_REQUEST_BODY_BYTES = 10 * 1024 * 1024
 
 
 class ApiGateway:
-    """HTTP API on a loopback port. With `port=0` the OS picks a free port, which `url` shows."""
+    """HTTP API on a loopback port. With `port=0` the OS picks a free port, which `url` shows.
+
+    With `static_directory`, a GET or HEAD that matches no route is served from the files
+    directly in that directory (see `local.static`), and `/` serves its index.html.
+    """
 
     def __init__(
         self,
@@ -47,11 +53,13 @@ class ApiGateway:
         host: str = LOOPBACK_HOST,
         port: int = 0,
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+        static_directory: Path | None = None,
     ) -> None:
         self.routes = routes
         self.functions = functions
         self.api = api
         self.max_body_bytes = max_body_bytes
+        self.static_files = StaticFiles(static_directory) if static_directory else None
         self._server = _GatewayServer((host, port), self)
         self._thread: threading.Thread | None = None
 
@@ -92,6 +100,10 @@ class ApiGateway:
         """Route `request`, invoke its function, and return the HTTP response."""
         lookup = self.routes.lookup(request.method, request.raw_path)
         if lookup.match is None:
+            if self.static_files is not None:
+                static = self.static_files.response(request.method, request.raw_path)
+                if static is not None:
+                    return static
             if lookup.allowed_methods:
                 allowed = ", ".join(lookup.allowed_methods)
                 return problem_response(
@@ -145,6 +157,7 @@ def build_gateway(
     host: str = LOOPBACK_HOST,
     port: int = 0,
     max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+    static_directory: Path | None = None,
 ) -> ApiGateway:
     """Create a gateway for every HttpApi route of `template`, with the provisioned environments."""
     functions: dict[str, LocalFunction] = {}
@@ -168,6 +181,7 @@ def build_gateway(
         host=host,
         port=port,
         max_body_bytes=max_body_bytes,
+        static_directory=static_directory,
     )
 
 

@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_file = write_environment_file()
         port = stack.api_url.rsplit(":", 1)[1]
         print(f"\nMFA service running at http://localhost:{port}")
+        print(f"Web page: {stack.page_url}")
         print(f"Demo org: {DEMO_ORG_ID} (admin {DEMO_ADMIN_EMAIL}, password shown above)")
         print(f"AWS stand-in (moto): {stack.aws_endpoint_url}")
         print(f"For mfa-admin against this stack: set -a; . {env_file}; set +a")

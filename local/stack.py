@@ -30,6 +30,15 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+# The reference web page, served by the gateway on the API's own origin.
+DEFAULT_WEB_DIRECTORY = Path(__file__).resolve().parent / "web"
+
+# Template parameters that feed the WebAuthn variables, and those variables.
+WEBAUTHN_RP_ID_PARAMETER = "WebAuthnRpId"
+WEBAUTHN_ORIGINS_PARAMETER = "WebAuthnOrigins"
+WEBAUTHN_RP_ID_VARIABLE = "MFA_WEBAUTHN_RP_ID"
+WEBAUTHN_ORIGINS_VARIABLE = "MFA_WEBAUTHN_ORIGINS"
+
 
 class _EnvironmentPatch:
     """Changes to os.environ that `restore` undoes when the stack stops."""
@@ -64,6 +73,11 @@ class LocalStack:
     fake credentials, AWS_ENDPOINT_URL pointing at moto, and every function's resolved
     environment, so boto3 clients created in this process reach moto and nothing else.
 
+    The gateway also serves the files of `web_directory` (None turns that off). Unless
+    `parameter_overrides` sets WebAuthnRpId or WebAuthnOrigins, the functions get the RP ID
+    `localhost` and the origin `http://localhost:<api port>`. So a browser must open the page on
+    `localhost` (see `page_url`), because WebAuthn does not accept an IP address as RP ID.
+
     moto keeps its state per process, not per server, so all stacks in one process share it.
     `stop()` deletes this stack's resources, so a later stack can reuse the names. Stacks that
     run at the same time in one process need distinct `name_prefix` values.
@@ -78,6 +92,7 @@ class LocalStack:
         name_prefix: str = DEFAULT_NAME_PREFIX,
         region: str = DEFAULT_REGION,
         parameter_overrides: Mapping[str, str] | None = None,
+        web_directory: Path | None = DEFAULT_WEB_DIRECTORY,
     ) -> None:
         self.template_path = template_path
         self.api_port = api_port
@@ -85,6 +100,7 @@ class LocalStack:
         self.name_prefix = name_prefix
         self.region = region
         self.parameter_overrides = dict(parameter_overrides or {})
+        self.web_directory = web_directory
         self._environment = _EnvironmentPatch()
         self._added_sys_paths: list[str] = []
         self._moto: ThreadedMotoServer | None = None
@@ -107,6 +123,11 @@ class LocalStack:
     @property
     def api_url(self) -> str:
         return self._require(self._gateway, "gateway").url
+
+    @property
+    def page_url(self) -> str:
+        """URL of the web page on the host name that WebAuthn accepts, e.g. http://localhost:3000/."""
+        return f"http://localhost:{self._require(self._gateway, 'gateway').port}/"
 
     @property
     def aws_endpoint_url(self) -> str:
@@ -134,6 +155,8 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        if self.web_directory is not None and not self.web_directory.is_dir():
+            raise NotADirectoryError(f"static directory not found: {self.web_directory}")
         self._template = load_template(self.template_path)
         self._isolate_aws_configuration()
 
@@ -157,7 +180,14 @@ class LocalStack:
         self._apply_function_environment(self._provisioned)
         self._add_layer_paths(self._template)
 
-        self._gateway = build_gateway(self._template, self._provisioned, port=self.api_port)
+        self._gateway = build_gateway(
+            self._template,
+            self._provisioned,
+            port=self.api_port,
+            static_directory=self.web_directory,
+        )
+        # build_gateway has bound the port, so the origin is set before the first request.
+        self._apply_webauthn_environment(self._gateway)
         self._gateway.start()
 
     def stop(self) -> None:
@@ -222,6 +252,20 @@ class LocalStack:
                     )
                 merged[name] = value
         self._environment.set(merged)
+
+    def _apply_webauthn_environment(self, gateway: ApiGateway) -> None:
+        values: dict[str, str] = {}
+        if WEBAUTHN_RP_ID_PARAMETER not in self.parameter_overrides:
+            values[WEBAUTHN_RP_ID_VARIABLE] = "localhost"
+        if WEBAUTHN_ORIGINS_PARAMETER not in self.parameter_overrides:
+            values[WEBAUTHN_ORIGINS_VARIABLE] = f"http://localhost:{gateway.port}"
+        if not values:
+            return
+        self._environment.set(values)
+        # A function copies its environment into os.environ when its module is first loaded,
+        # so its own copy must carry the same values.
+        for function in gateway.functions.values():
+            function.environment = {**function.environment, **values}
 
     def _add_layer_paths(self, template: Template) -> None:
         for layer in template.layers:

@@ -139,13 +139,16 @@ def lambda_handler(event, context):
 """
 
 
-def write_echo_project(root: Path) -> Path:
-    """Write the echo function and its template under `root` and return the template's path."""
+def write_echo_project(root: Path, extra_events: str = "") -> Path:
+    """Write the echo function and its template under `root` and return the template's path.
+
+    `extra_events` is YAML appended to the function's Events, indented by eight spaces.
+    """
     function_dir = root / "functions" / "echo"
     function_dir.mkdir(parents=True)
     (function_dir / "app.py").write_text(ECHO_HANDLER, encoding="utf-8")
     template_path = root / "template.yaml"
-    template_path.write_text(textwrap.dedent(ECHO_TEMPLATE), encoding="utf-8")
+    template_path.write_text(textwrap.dedent(ECHO_TEMPLATE) + extra_events, encoding="utf-8")
     return template_path
 
 

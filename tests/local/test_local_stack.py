@@ -7,6 +7,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -77,3 +78,34 @@ def test_run_arguments_default() -> None:
     assert arguments.port == DEFAULT_API_PORT
     assert arguments.host == "127.0.0.1"
     assert arguments.moto_port == 0
+
+
+def test_webauthn_environment_follows_port(stack: LocalStack) -> None:
+    port = urlsplit(stack.api_url).port
+    # Loading a handler copies its function's environment into os.environ.
+    with urllib.request.urlopen(stack.api_url + "/.well-known/jwks.json", timeout=10) as reply:  # noqa: S310
+        assert reply.status == 200
+
+    assert os.environ["MFA_WEBAUTHN_RP_ID"] == "localhost"
+    assert os.environ["MFA_WEBAUTHN_ORIGINS"] == f"http://localhost:{port}"
+    assert stack.page_url == f"http://localhost:{port}/"
+
+
+def test_webauthn_overrides_kept() -> None:
+    overrides = {"WebAuthnRpId": "console.test", "WebAuthnOrigins": "https://console.test"}
+    with LocalStack(name_prefix="mfa-test-webauthn", parameter_overrides=overrides):
+        assert os.environ["MFA_WEBAUTHN_RP_ID"] == "console.test"
+        assert os.environ["MFA_WEBAUTHN_ORIGINS"] == "https://console.test"
+
+
+def test_page_served(stack: LocalStack) -> None:
+    with urllib.request.urlopen(stack.api_url + "/", timeout=10) as reply:  # noqa: S310
+        page = reply.read().decode("utf-8")
+        headers = reply.headers
+
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "<title>Agent Console MFA</title>" in page
+    assert '<script src="app.js" defer></script>' in page
+    for name in ("app.js", "app.css"):
+        with urllib.request.urlopen(f"{stack.api_url}/{name}", timeout=10) as reply:  # noqa: S310
+            assert reply.status == 200, name

@@ -2,7 +2,8 @@
 
 The local stack (moto for AWS, the HTTP gateway in front of the four functions) starts
 in-process, as in the API tests, with a manual clock. An org is bootstrapped with MFA
-enforcement "optional", its admin enrolls TOTP over HTTP, and one uncounted round of every
+enforcement "optional", its admin enrolls TOTP and registers an ES256 security key (the
+software authenticator of `tests.authenticator`) over HTTP, and one uncounted round of every
 operation warms the caches (signing keys, the data key of the TOTP seed, the AWS clients).
 Then each operation is sent over HTTP in rounds, and the AWS calls it causes are counted.
 
@@ -41,12 +42,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import botocore.session
 
 from local.stack import LocalStack
 from mfa_core import members, runtime, totp
 from mfa_core.clock import ManualClock
+from tests.authenticator import ES256, SoftAuthenticator
 
 T = TypeVar("T")
 
@@ -65,11 +68,18 @@ OPERATIONS: dict[str, str] = {
     "enroll": "TOTP enroll (`POST /v1/me/factors/totp`)",
     "confirm": "TOTP confirm (`POST /v1/me/factors/totp/{id}/confirm`)",
     "logout": "Logout (`POST /v1/auth/logout`)",
+    "key_challenge": "Security-key challenge at login (`POST /v1/auth/mfa/challenge`, mfa_token)",
+    "key_verify": "Security-key verify at login (`POST /v1/auth/mfa/verify`, assertion)",
+    "step_up_challenge": "Security-key challenge for step-up (`POST /v1/auth/mfa/challenge`, "
+    "access token)",
+    "step_up_verify": "Security-key verify for step-up (`POST /v1/auth/mfa/verify`, access token)",
 }
 UNCACHED_LABEL = "TOTP verify, first one for this factor in the process (data key not cached yet)"
 
 TARGET_VERIFY = 2
 TARGET_LOGIN_AND_VERIFY = 5
+TARGET_KEY_CHALLENGE = 2
+TARGET_KEY_VERIFY = 2
 
 
 @dataclass(frozen=True)
@@ -210,8 +220,12 @@ class RequestsResult:
                 f"| {_cell([t.dynamodb_attempts for t in tallies])} "
                 f"| {', '.join(other) if other else '0'} |"
             )
+        login = self.per_operation("login")
         verify = self.per_operation("verify")
-        both = self.per_operation("login") + verify
+        both = login + verify
+        key_challenge = self.per_operation("key_challenge")
+        key_verify = self.per_operation("key_verify")
+        challenge_met = "met" if key_challenge <= TARGET_KEY_CHALLENGE else "missed"
         warm_other = {
             OPERATIONS[key]: sorted({k for r in self.rounds for k in r[key].other})
             for key in OPERATIONS
@@ -225,6 +239,17 @@ class RequestsResult:
             f"- Password login + TOTP verify: {both} round trips, target "
             f"≤ {TARGET_LOGIN_AND_VERIFY}: "
             f"**{'met' if both <= TARGET_LOGIN_AND_VERIFY else 'missed'}**.",
+            f"- Security-key challenge at login: {key_challenge} DynamoDB round trips, target "
+            f"{TARGET_KEY_CHALLENGE} (one read of the login transaction, user and org, one write "
+            f"of the challenge): **{challenge_met}**.",
+            f"- Security-key verify at login: {key_verify} DynamoDB round trips, target "
+            f"{TARGET_KEY_VERIFY} (one read, one transactional conditional write): "
+            f"**{'met' if key_verify <= TARGET_KEY_VERIFY else 'missed'}**.",
+            f"- Password login + security-key challenge + verify: "
+            f"{login + key_challenge + key_verify} round trips (no target).",
+            f"- Step-up with a security key: {self.per_operation('step_up_challenge')} round "
+            f"trips for the challenge and {self.per_operation('step_up_verify')} for the verify "
+            "(no target).",
         ]
         if with_other:
             described = "; ".join(f"{label}: {', '.join(c)}" for label, c in with_other.items())
@@ -319,6 +344,9 @@ class _Flow:
         self.counter = counter
         self.secret = ""
         self.factor_id = ""
+        self.key = SoftAuthenticator(algorithm=ES256)
+        # WebAuthn needs a domain name: the local stack allows its gateway's port on localhost.
+        self.origin = f"http://localhost:{urlsplit(api.base_url).port}"
 
     def code(self, secret: str) -> str:
         return totp.hotp(secret, totp.time_step(self.clock.now()))
@@ -351,6 +379,47 @@ class _Flow:
         self.confirm(reply["access_token"], enrollment)
         self.secret, self.factor_id = enrollment["secret"], enrollment["factor_id"]
 
+    def register_key(self) -> None:
+        """Log in with TOTP, which adding a further factor requires, and register the key."""
+        self.next_step()  # the confirmation used this factor's current step
+        started = self.login()
+        _expect_status(started, "mfa_required")
+        token = self.verify(started["mfa_token"])["access_token"]
+        options = self.api.post("/v1/me/factors/webauthn/options", {}, token=token)
+        credential = self.key.register(options["options"], origin=self.origin)
+        body = {"challenge_id": options["challenge_id"], "credential": credential, "label": "Key"}
+        self.api.post("/v1/me/factors/webauthn", body, token=token, expect=201)
+        self.api.post("/v1/auth/logout", token=token, expect=204)
+
+    def key_challenge(self, token: str) -> Any:
+        return self.api.post("/v1/auth/mfa/challenge", {}, token=token)
+
+    def key_verify(self, token: str, challenge: Any, *, expected_status: str) -> Any:
+        credential = self.key.authenticate(challenge["options"], origin=self.origin)
+        body = {"challenge_id": challenge["challenge_id"], "credential": credential}
+        reply = self.api.post("/v1/auth/mfa/verify", body, token=token)
+        _expect_status(reply, expected_status)
+        return reply
+
+    def key_round(self) -> dict[str, Tally]:
+        """Log in with the security key, then step up with it. Only the key calls are counted."""
+        count = self.counter.count
+        tallies: dict[str, Tally] = {}
+        started = self.login()
+        _expect_status(started, "mfa_required")
+        mfa_token = started["mfa_token"]
+        tallies["key_challenge"], challenge = count(lambda: self.key_challenge(mfa_token))
+        tallies["key_verify"], verified = count(
+            lambda: self.key_verify(mfa_token, challenge, expected_status="authenticated")
+        )
+        access = verified["access_token"]
+        tallies["step_up_challenge"], step_up = count(lambda: self.key_challenge(access))
+        tallies["step_up_verify"], _ = count(
+            lambda: self.key_verify(access, step_up, expected_status="verified")
+        )
+        self.api.post("/v1/auth/logout", token=access, expect=204)
+        return tallies
+
     def round(self) -> dict[str, Tally]:
         """Run every operation once, each counted on its own, in the order a user follows."""
         self.next_step()  # the previous round used this factor's current step
@@ -369,6 +438,7 @@ class _Flow:
         tallies["logout"], _ = count(
             lambda: self.api.post("/v1/auth/logout", token=token, expect=204)
         )
+        tallies.update(self.key_round())
         return tallies
 
     def uncached_verify(self) -> Tally:
@@ -387,8 +457,9 @@ def _expect_status(reply: Any, status: str) -> None:
 
 
 def measure(rounds: int = MEASURED_ROUNDS) -> RequestsResult:
-    # Each round moves the clock one TOTP step. All rounds must fit in the signing keys' cache
-    # time (300 s), because a round after it would include the periodic reading of the keys.
+    # The key registration, each round and the uncached verify move the clock one TOTP step
+    # each: 270 s with 6 rounds. All must fit in the signing keys' cache time (300 s), because
+    # a round after it would include the periodic reading of the keys.
     if not 1 <= rounds <= 6:
         raise ValueError(f"invalid rounds {rounds}: use 1 to 6")
     counter = CallCounter()
@@ -412,6 +483,7 @@ def measure(rounds: int = MEASURED_ROUNDS) -> RequestsResult:
         )
         flow = _Flow(_Api(stack.api_url), clock, counter)
         flow.first_enrollment()
+        flow.register_key()
         flow.round()  # warm-up
         measured = [flow.round() for _ in range(rounds)]
         uncached = flow.uncached_verify()

@@ -88,7 +88,7 @@ def report(
         requests.markdown(),
         "### 2. Cold init per function",
         cold.markdown(),
-        "### 3. CPU per TOTP verification",
+        "### 3. CPU per verification",
         cpu.markdown(),
     ]
     return "\n\n".join(sections) + "\n"
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     clock_start = time.monotonic()
     # The quietest first: CPU time is read before the local stack starts any thread.
-    print("measuring CPU per TOTP verification...", file=sys.stderr)
+    print("measuring CPU per verification...", file=sys.stderr)
     cpu = verify_cpu.measure(args.iterations)
     print("measuring cold init...", file=sys.stderr)
     cold = cold_init.measure(args.samples)

@@ -4,53 +4,34 @@ Built on py_webauthn, which implements the verification procedures of W3C Web Au
 Level 3 (§7.1 registration, §7.2 authentication). This module adds what the relying party
 decides: allowed origins and algorithms, the org's user-verification and attestation rules,
 and the signature counter. Challenges, factors and sessions are handled by the callers.
+
+py_webauthn is imported by the functions that use it, not at module level: importing it loads
+every attestation format, which adds about 40 ms to the cold start of a function that may only
+verify TOTP codes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    base64url_to_bytes,
-    bytes_to_base64url,
-    parse_attestation_object,
-    parse_authentication_credential_json,
-    parse_authenticator_data,
-    parse_client_data_json,
-    parse_registration_credential_json,
-)
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.options_to_json_dict import options_to_json_dict
-from webauthn.helpers.structs import (
-    AttestationConveyancePreference,
-    AttestationFormat,
-    AuthenticationCredential,
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    ClientDataType,
-    CredentialDeviceType,
-    PublicKeyCredentialDescriptor,
-    RegistrationCredential,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from mfa_core.errors import InvalidInput
 from mfa_core.policy import WebAuthnPolicy
 from mfa_core.settings import Settings
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import (
+        AuthenticationCredential,
+        PublicKeyCredentialDescriptor,
+        RegistrationCredential,
+    )
 
 REGISTRATION = "webauthn.registration"
 AUTHENTICATION = "webauthn.authentication"
@@ -59,11 +40,8 @@ DEFAULT_LABEL = "Security key"
 # W3C WebAuthn §13.4.3 asks for at least 16 random bytes; NIST SP 800-63B for 64 bits.
 CHALLENGE_BYTES = 32
 FIDO_GEN_CE_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
-ALGORITHMS = [
-    COSEAlgorithmIdentifier.ECDSA_SHA_256,
-    COSEAlgorithmIdentifier.EDDSA,
-    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
-]
+# COSE algorithm identifiers: ES256, EdDSA and RS256.
+ALGORITHMS = (-7, -8, -257)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +96,7 @@ class AssertionRejected(Exception):
 
 
 def new_challenge() -> str:
-    return bytes_to_base64url(secrets.token_bytes(CHALLENGE_BYTES))
+    return _encode(secrets.token_bytes(CHALLENGE_BYTES))
 
 
 def factor_id_for(org_id: str, user_id: str, credential_id: str) -> str:
@@ -142,13 +120,23 @@ def creation_options(
     timeout_ms: int,
 ) -> dict[str, Any]:
     """Return PublicKeyCredentialCreationOptionsJSON, as parseCreationOptionsFromJSON takes it."""
+    from webauthn import generate_registration_options  # noqa: PLC0415
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier  # noqa: PLC0415
+    from webauthn.helpers.options_to_json_dict import options_to_json_dict  # noqa: PLC0415
+    from webauthn.helpers.structs import (  # noqa: PLC0415
+        AttestationConveyancePreference,
+        AuthenticatorSelectionCriteria,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     options = generate_registration_options(
         rp_id=rp.rp_id,
         rp_name=rp.rp_name,
         user_id=user_handle.encode("utf-8"),
         user_name=user_name,
         user_display_name=user_name,
-        challenge=base64url_to_bytes(challenge),
+        challenge=_decode(challenge),
         timeout=timeout_ms,
         attestation=AttestationConveyancePreference(policy.attestation),
         authenticator_selection=AuthenticatorSelectionCriteria(
@@ -156,7 +144,7 @@ def creation_options(
             user_verification=UserVerificationRequirement(policy.user_verification),
         ),
         exclude_credentials=[_descriptor(key) for key in exclude],
-        supported_pub_key_algs=ALGORITHMS,
+        supported_pub_key_algs=[COSEAlgorithmIdentifier(a) for a in ALGORITHMS],
     )
     return options_to_json_dict(options)
 
@@ -170,9 +158,13 @@ def request_options(
     timeout_ms: int,
 ) -> dict[str, Any]:
     """Return PublicKeyCredentialRequestOptionsJSON, as parseRequestOptionsFromJSON takes it."""
+    from webauthn import generate_authentication_options  # noqa: PLC0415
+    from webauthn.helpers.options_to_json_dict import options_to_json_dict  # noqa: PLC0415
+    from webauthn.helpers.structs import UserVerificationRequirement  # noqa: PLC0415
+
     options = generate_authentication_options(
         rp_id=rp.rp_id,
-        challenge=base64url_to_bytes(challenge),
+        challenge=_decode(challenge),
         timeout=timeout_ms,
         allow_credentials=[_descriptor(key) for key in allow],
         user_verification=UserVerificationRequirement(user_verification),
@@ -182,6 +174,9 @@ def request_options(
 
 def parse_registration(credential: dict[str, Any]) -> RegistrationCredential:
     """Parse RegistrationResponseJSON; raise InvalidInput on "credential" when malformed."""
+    from webauthn.helpers import parse_registration_credential_json  # noqa: PLC0415
+    from webauthn.helpers.exceptions import WebAuthnException  # noqa: PLC0415
+
     try:
         return parse_registration_credential_json(credential)
     except (WebAuthnException, ValueError, TypeError) as exc:
@@ -190,11 +185,14 @@ def parse_registration(credential: dict[str, Any]) -> RegistrationCredential:
 
 def parse_assertion(credential: dict[str, Any]) -> AuthenticationCredential:
     """Parse AuthenticationResponseJSON; raise InvalidInput on "credential" when malformed."""
+    from webauthn.helpers import parse_authentication_credential_json  # noqa: PLC0415
+    from webauthn.helpers.exceptions import WebAuthnException  # noqa: PLC0415
+
     try:
         parsed = parse_authentication_credential_json(credential)
     except (WebAuthnException, ValueError, TypeError) as exc:
         raise _malformed() from exc
-    if bytes_to_base64url(parsed.raw_id) != parsed.id:
+    if _encode(parsed.raw_id) != parsed.id:
         raise _malformed()
     return parsed
 
@@ -207,6 +205,12 @@ def verify_registration(
     policy: WebAuthnPolicy,
 ) -> RegisteredKey:
     """Verify a registration response against the challenge, the relying party and the policy."""
+    from webauthn import verify_registration_response  # noqa: PLC0415
+    from webauthn.helpers import parse_attestation_object, parse_client_data_json  # noqa: PLC0415
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier  # noqa: PLC0415
+    from webauthn.helpers.exceptions import WebAuthnException  # noqa: PLC0415
+    from webauthn.helpers.structs import AttestationFormat, CredentialDeviceType  # noqa: PLC0415
+
     try:
         client_data = parse_client_data_json(bytes(credential.response.client_data_json))
     except (WebAuthnException, ValueError, TypeError) as exc:
@@ -222,11 +226,11 @@ def verify_registration(
     try:
         verified = verify_registration_response(
             credential=credential,
-            expected_challenge=base64url_to_bytes(challenge),
+            expected_challenge=_decode(challenge),
             expected_rp_id=rp.rp_id,
             expected_origin=list(rp.origins),
             require_user_verification=policy.user_verification == "required",
-            supported_pub_key_algs=ALGORITHMS,
+            supported_pub_key_algs=[COSEAlgorithmIdentifier(a) for a in ALGORITHMS],
         )
     except WebAuthnException as exc:
         raise RegistrationRejected(
@@ -257,8 +261,8 @@ def verify_registration(
                 reason="aaguid_not_allowed",
             )
     return RegisteredKey(
-        credential_id=bytes_to_base64url(verified.credential_id),
-        public_key=bytes_to_base64url(verified.credential_public_key),
+        credential_id=_encode(verified.credential_id),
+        public_key=_encode(verified.credential_public_key),
         sign_count=verified.sign_count,
         aaguid=verified.aaguid,
         attestation_format=AttestationFormat(fmt).value,
@@ -286,6 +290,11 @@ def verify_assertion(
     repeats them and checks the signature. User verification and the signature counter are left
     to the caller, which knows the org's rule and the stored count. Raises AssertionRejected.
     """
+    from webauthn import verify_authentication_response  # noqa: PLC0415
+    from webauthn.helpers import parse_authenticator_data, parse_client_data_json  # noqa: PLC0415
+    from webauthn.helpers.exceptions import WebAuthnException  # noqa: PLC0415
+    from webauthn.helpers.structs import ClientDataType  # noqa: PLC0415
+
     response = credential.response
     try:
         client_data = parse_client_data_json(bytes(response.client_data_json))
@@ -296,7 +305,7 @@ def verify_assertion(
     if client_data.type != ClientDataType.WEBAUTHN_GET:
         raise AssertionRejected("wrong_ceremony")
 
-    if not secrets.compare_digest(client_data.challenge, base64url_to_bytes(challenge)):
+    if not secrets.compare_digest(client_data.challenge, _decode(challenge)):
         raise AssertionRejected("challenge_mismatch")
 
     if client_data.origin not in rp.origins:
@@ -320,10 +329,10 @@ def verify_assertion(
     try:
         verified = verify_authentication_response(
             credential=credential,
-            expected_challenge=base64url_to_bytes(challenge),
+            expected_challenge=_decode(challenge),
             expected_rp_id=rp.rp_id,
             expected_origin=list(rp.origins),
-            credential_public_key=base64url_to_bytes(public_key),
+            credential_public_key=_decode(public_key),
             # The counter is checked by the caller, after the signature.
             credential_current_sign_count=0,
             require_user_verification=False,
@@ -395,6 +404,11 @@ def _certificate_aaguid(certificate_der: bytes) -> str | None:
 
 
 def _descriptor(key: KeyRef) -> PublicKeyCredentialDescriptor:
+    from webauthn.helpers.structs import (  # noqa: PLC0415
+        AuthenticatorTransport,
+        PublicKeyCredentialDescriptor,
+    )
+
     transports = []
     for value in key.transports:
         try:
@@ -402,8 +416,17 @@ def _descriptor(key: KeyRef) -> PublicKeyCredentialDescriptor:
         except ValueError:
             continue
     return PublicKeyCredentialDescriptor(
-        id=base64url_to_bytes(key.credential_id), transports=transports or None
+        id=_decode(key.credential_id), transports=transports or None
     )
+
+
+def _encode(data: bytes) -> str:
+    """Encode bytes as base64url without padding, as WebAuthn's JSON does."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _malformed() -> InvalidInput:

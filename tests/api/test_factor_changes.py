@@ -81,13 +81,20 @@ def test_enrollment_token_spent_after_first_factor(client: Client, flow: Flow) -
     assert confirm_spare.status == 401
 
 
-def test_mfa_off_org_adds_factor_without_step_up(client: Client, flow: Flow) -> None:
-    """Login never requests a factor where enforcement is off, so a session must suffice."""
+def test_mfa_off_org_adds_factor_after_step_up(client: Client, flow: Flow) -> None:
+    """Login asks for no factor where enforcement is off, but a factor change still does."""
     member = add_org("umbrella", enforcement="off")
     flow.enroll(member, flow.login_ok(member, "authenticated")["access_token"])
     password_only = flow.login_ok(member, "authenticated")["access_token"]
-    reply = client.post("/v1/me/factors/totp", {}, token=password_only)
-    assert reply.status == 201
+    refused = client.post("/v1/me/factors/totp", {}, token=password_only)
+    assert refused.status == 403
+    assert refused.body["code"] == "step_up_required"
+
+    flow.next_step()
+    step_up = flow.verify(member, password_only)
+    assert step_up.status == 200, step_up.text
+    fresh = step_up.body["access_token"]
+    assert client.post("/v1/me/factors/totp", {}, token=fresh).status == 201
 
 
 def test_concurrent_first_factors_only_one_wins(client: Client, flow: Flow, acme: Member) -> None:

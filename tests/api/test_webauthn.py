@@ -11,11 +11,13 @@ import threading
 from typing import Any
 
 import boto3
+import cbor2
 import pytest
 from jose import jwt
 
 from local.stack import LocalStack
 from mfa_core import cli, policy, runtime
+from mfa_core.errors import InvalidInput
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.authenticator import (
@@ -368,6 +370,8 @@ def test_cloned_key_is_rejected_audited_and_flagged(
 ) -> None:
     for _ in range(3):
         assert flow.login_with_key(keyed, key).status == 200
+    access = flow.login_with_key(keyed, key).body["access_token"]
+    flow.enroll(keyed, access)
     clone = SoftAuthenticator(credential_id=key.credential_id, sign_count=1)
     clone.key, clone.user_handle = key.key, key.user_handle
 
@@ -376,10 +380,29 @@ def test_cloned_key_is_rejected_audited_and_flagged(
     assert audited(stack, "acme", "webauthn.clone_suspected") == [
         ("denied", "sign_count_not_increased")
     ]
-    access = flow.login_with_key(keyed, key).body["access_token"]
-    listed = client.get("/v1/me/factors", token=access).body["factors"][0]
+    flow.next_step()
+    signed_in = flow.verify(keyed, flow.mfa_token(keyed)).body["access_token"]
+    listed = next(
+        f
+        for f in client.get("/v1/me/factors", token=signed_in).body["factors"]
+        if f["type"] == "webauthn"
+    )
     assert listed["clone_suspected"] is True
     assert listed["sign_count"] == 4
+
+
+def test_flagged_key_is_blocked_for_every_copy(
+    flow: Flow, keyed: Member, key: SoftAuthenticator, stack: LocalStack
+) -> None:
+    assert flow.login_with_key(keyed, key).status == 200
+    clone = SoftAuthenticator(credential_id=key.credential_id, sign_count=0)
+    clone.key, clone.user_handle = key.key, key.user_handle
+    assert_rejected(flow.login_with_key(keyed, clone))
+    # A copy that jumps ahead of the counter, and the genuine key, are both refused now.
+    clone.sign_count = 1000
+    assert_rejected(flow.login_with_key(keyed, clone))
+    assert_rejected(flow.login_with_key(keyed, key))
+    assert audited(stack, "acme", "login.mfa").count(("denied", "clone_suspected")) == 2
 
 
 def test_key_that_always_reports_zero_keeps_working(
@@ -490,14 +513,15 @@ def test_key_without_user_verification_gives_aal2(flow: Flow, acme: Member) -> N
 
 
 @pytest.mark.parametrize(
-    ("attestation", "aaguid", "accepted", "reason"),
+    ("attestation", "aaguid", "trusted", "accepted", "reason"),
     [
-        ("none", AAGUID, False, "attestation_missing"),
-        ("packed-self", AAGUID, False, "attestation_missing"),
-        ("packed-x5c", AAGUID, True, None),
-        ("packed-x5c", bytes(range(16)), False, "aaguid_not_allowed"),
+        ("none", AAGUID, True, False, "attestation_missing"),
+        ("packed-self", AAGUID, True, False, "attestation_missing"),
+        ("packed-x5c", AAGUID, True, True, None),
+        ("packed-x5c", bytes(range(16)), True, False, "aaguid_not_allowed"),
+        ("packed-x5c", AAGUID, False, False, "registration_invalid"),
     ],
-    ids=["none", "self", "allowed-model", "other-model"],
+    ids=["none", "self", "allowed-model", "other-model", "self-made-root"],
 )
 def test_org_requiring_direct_attestation_checks_the_key_model(  # noqa: PLR0917 - fixtures
     client: Client,
@@ -506,20 +530,26 @@ def test_org_requiring_direct_attestation_checks_the_key_model(  # noqa: PLR0917
     stack: LocalStack,
     attestation: str,
     aaguid: bytes,
+    trusted: bool,
     accepted: bool,
     reason: str | None,
 ) -> None:
+    key = SoftAuthenticator(attestation=attestation, aaguid=aaguid)
+    maker = (
+        key if key.attestation_root_pem and trusted else SoftAuthenticator(attestation="packed-x5c")
+    )
+    assert maker.attestation_root_pem is not None
     policy.set_webauthn_policy(
         runtime.services(),
         org_id="acme",
         user_verification="preferred",
         attestation="direct",
         allowed_aaguids=[AAGUID_TEXT],
+        attestation_roots=[maker.attestation_root_pem.decode()],
     )
     access = flow.login_ok(acme, "authenticated")["access_token"]
     options = client.post("/v1/me/factors/webauthn/options", {}, token=access).body
     assert options["options"]["attestation"] == "direct"
-    key = SoftAuthenticator(attestation=attestation, aaguid=aaguid)
     reply = client.post(
         "/v1/me/factors/webauthn",
         {
@@ -637,9 +667,21 @@ def test_removing_an_unknown_factor_is_a_404(
     )
 
 
+def test_allow_list_without_roots_is_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        policy.validate_webauthn_policy(
+            user_verification="preferred", attestation="direct", allowed_aaguids=[AAGUID_TEXT]
+        )
+    assert caught.value.field == "attestation_roots"
+
+
 def test_operator_cli_sets_the_org_key_rules(
-    flow: Flow, acme: Member, capsys: pytest.CaptureFixture[str]
+    flow: Flow, acme: Member, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
+    root = SoftAuthenticator(attestation="packed-x5c").attestation_root_pem
+    assert root is not None
+    root_file = tmp_path / "root.pem"
+    root_file.write_bytes(root)
     exit_code = cli.main(
         [
             "org",
@@ -652,6 +694,8 @@ def test_operator_cli_sets_the_org_key_rules(
             "direct",
             "--allow-aaguid",
             AAGUID_TEXT.upper(),
+            "--attestation-root",
+            str(root_file),
         ]
     )
     assert exit_code == 0
@@ -660,6 +704,17 @@ def test_operator_cli_sets_the_org_key_rules(
     options = flow.client.post("/v1/me/factors/webauthn/options", {}, token=access).body
     assert options["options"]["attestation"] == "direct"
     assert options["options"]["authenticatorSelection"]["userVerification"] == "required"
+
+    # Options left out keep their values.
+    assert (
+        cli.main(["org", "webauthn", "--org-id", "acme", "--user-verification", "preferred"]) == 0
+    )
+    kept = policy.webauthn_policy(runtime.services().store.get_org("acme"))
+    assert kept.user_verification == "preferred"
+    assert kept.attestation == "direct"
+    assert kept.allowed_aaguids == (AAGUID_TEXT,)
+    assert len(kept.attestation_roots) == 1
+    capsys.readouterr()
 
     bad = cli.main(
         [
@@ -675,3 +730,173 @@ def test_operator_cli_sets_the_org_key_rules(
     )
     assert bad == 1
     assert "allowed_aaguids" in capsys.readouterr().err
+
+
+# -- hostile input and races -------------------------------------------------------------------
+
+
+def _with_public_key(credential: dict[str, Any], cose_key: Any) -> dict[str, Any]:
+    """Replace the COSE public key inside an unsigned ("none") registration response."""
+    attestation = cbor2.loads(_b64decode(credential["response"]["attestationObject"]))
+    auth_data = attestation["authData"]
+    id_length = int.from_bytes(auth_data[53:55], "big")
+    attestation["authData"] = auth_data[: 55 + id_length] + cbor2.dumps(cose_key)
+    encoded = base64.urlsafe_b64encode(cbor2.dumps(attestation)).rstrip(b"=").decode()
+    return {**credential, "response": {**credential["response"], "attestationObject": encoded}}
+
+
+@pytest.mark.parametrize(
+    "cose_key",
+    [
+        {3: -7, -1: 1, -2: bytes(32), -3: bytes(32)},
+        {1: 2, 3: -7, -1: 1, -2: bytes(range(32)), -3: bytes(range(32))},
+        {1: 3, 3: -257, -1: bytes(256), -2: b"\x01"},
+        {1: 1, 3: -8, -1: 6, -2: b"short"},
+        [1, 2, 3],
+    ],
+    ids=["no-kty", "off-curve", "rsa-e-1", "short-ed25519", "not-a-map"],
+)
+def test_unusable_public_key_is_rejected_at_registration(
+    client: Client, flow: Flow, acme: Member, cose_key: Any
+) -> None:
+    access = flow.login_ok(acme, "authenticated")["access_token"]
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=access).body
+    credential = _with_public_key(
+        SoftAuthenticator().register(options["options"], origin=flow.origin), cose_key
+    )
+    reply = client.post(
+        "/v1/me/factors/webauthn",
+        {"challenge_id": options["challenge_id"], "credential": credential},
+        token=access,
+    )
+    assert_rejected(reply, status=400, code="registration_rejected")
+
+
+def test_overlong_credential_id_is_rejected(client: Client, flow: Flow, acme: Member) -> None:
+    access = flow.login_ok(acme, "authenticated")["access_token"]
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=access).body
+    key = SoftAuthenticator(credential_id=bytes(1024))
+    reply = client.post(
+        "/v1/me/factors/webauthn",
+        {
+            "challenge_id": options["challenge_id"],
+            "credential": key.register(options["options"], origin=flow.origin),
+        },
+        token=access,
+    )
+    assert_rejected(reply, status=400, code="registration_rejected")
+
+
+def test_transports_are_deduplicated_and_known(flow: Flow, acme: Member) -> None:
+    key = SoftAuthenticator(transports=("usb",) * 50 + ("nfc", "carrier-pigeon"))
+    factor = flow.register_key(flow.login_ok(acme, "authenticated")["access_token"], key)
+    assert factor["transports"] == ["nfc", "usb"]
+
+
+def test_backup_eligibility_cannot_change(
+    flow: Flow, keyed: Member, key: SoftAuthenticator, stack: LocalStack
+) -> None:
+    key.backup_eligible = True
+    assert_rejected(flow.login_with_key(keyed, key))
+    assert ("failure", "backup_eligibility_changed") in audited(stack, "acme", "login.mfa")
+
+
+def test_factor_id_of_another_factor_is_audited(
+    client: Client, flow: Flow, keyed: Member, key: SoftAuthenticator, stack: LocalStack
+) -> None:
+    mfa_token = flow.mfa_token(keyed)
+    challenge = flow.key_challenge(mfa_token)
+    reply = client.post(
+        "/v1/auth/mfa/verify",
+        {
+            "challenge_id": challenge["challenge_id"],
+            "factor_id": "f_000000000000000000000000",
+            "credential": key.authenticate(challenge["options"], origin=flow.origin),
+        },
+        token=mfa_token,
+    )
+    assert_rejected(reply)
+    assert ("failure", "factor_mismatch") in audited(stack, "acme", "login.mfa")
+
+
+def test_locked_user_cannot_change_keys(
+    client: Client, flow: Flow, keyed: Member, key: SoftAuthenticator
+) -> None:
+    access = flow.login_with_key(keyed, key).body["access_token"]
+    spare = flow.register_key(access, SoftAuthenticator(), label="Spare")
+    mfa_token = flow.mfa_token(keyed)
+    challenge = flow.key_challenge(mfa_token)
+    for _ in range(10):
+        forged = with_flipped_signature_bit(
+            key.authenticate(challenge["options"], origin=flow.origin)
+        )
+        flow.key_verify(mfa_token, challenge, forged)
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=access)
+    assert_rejected(options, status=429, code="locked_out")
+    removal = client.delete(f"/v1/me/factors/{spare['factor_id']}", token=access)
+    assert_rejected(removal, status=429, code="locked_out")
+
+
+def test_pending_factor_removable_without_any_active_one(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    access = flow.login_ok(acme, "authenticated")["access_token"]
+    pending = client.post("/v1/me/factors/totp", {}, token=access).body
+    assert client.delete(f"/v1/me/factors/{pending['factor_id']}", token=access).status == 204
+    assert client.get("/v1/me/factors", token=access).body["factors"] == []
+
+
+def test_removal_racing_a_confirmation_keeps_factors_consistent(
+    client: Client, flow: Flow, keyed: Member, key: SoftAuthenticator, monkeypatch: Any
+) -> None:
+    """A pending factor confirmed between the removal's read and write is removed as active."""
+    access = flow.login_with_key(keyed, key).body["access_token"]
+    pending = client.post("/v1/me/factors/totp", {}, token=access).body
+    store = runtime.services().store
+    stale = store.get_factor("acme", keyed.user_id, pending["factor_id"])
+    flow.next_step()
+    confirm = client.post(
+        f"/v1/me/factors/totp/{pending['factor_id']}/confirm",
+        {"code": flow.code(pending["secret"])},
+        token=access,
+    )
+    assert confirm.status == 200, confirm.text
+    reads = iter([stale])
+    original = store.get_factor
+    monkeypatch.setattr(store, "get_factor", lambda *args: next(reads, None) or original(*args))
+    reply = client.delete(f"/v1/me/factors/{pending['factor_id']}", token=access)
+    assert reply.status == 204, reply.text
+    user = store.get_user("acme", keyed.user_id)
+    assert user is not None
+    assert pending["factor_id"] not in user.factor_summaries()
+    assert [f["type"] for f in client.get("/v1/me/factors", token=access).body["factors"]] == [
+        "webauthn"
+    ]
+
+
+def test_concurrent_removals_never_leave_a_required_org_without_factors(
+    client: Client, flow: Flow, stack: LocalStack
+) -> None:
+    add_org("strict", enforcement="required")
+    admin = Member("strict", "admin@strict.example", "correct horse battery staple", "")
+    first, second = SoftAuthenticator(), SoftAuthenticator()
+    enrollment = flow.login_ok(admin, "enrollment_required")["enrollment_token"]
+    one = flow.register_key(enrollment, first)
+    access = flow.login_with_key(admin, first).body["access_token"]
+    two = flow.register_key(access, second, label="Second")
+    barrier = threading.Barrier(2)
+    statuses: dict[str, int] = {}
+
+    def remove(factor_id: str) -> None:
+        barrier.wait()
+        statuses[factor_id] = client.delete(f"/v1/me/factors/{factor_id}", token=access).status
+
+    threads = [threading.Thread(target=remove, args=(f["factor_id"],)) for f in (one, two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses.values()) == [204, 409]
+    assert ("denied", "last_factor") in audited(stack, "strict", "factor.remove")
+    remaining = client.get("/v1/me/factors", token=access).body["factors"]
+    assert len(remaining) == 1

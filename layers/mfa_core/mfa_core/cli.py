@@ -53,21 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument(
         "--user-verification",
         choices=policy.USER_VERIFICATION,
-        required=True,
         help="whether keys must verify the user with a PIN or biometric",
     )
     keys.add_argument(
         "--attestation",
         choices=policy.ATTESTATION,
-        default="none",
-        help="'direct' makes keys prove their model at registration (default: none)",
+        help="'direct' makes keys prove their model at registration",
     )
     keys.add_argument(
         "--allow-aaguid",
         action="append",
-        default=[],
         metavar="AAGUID",
         help="a key model allowed with --attestation direct; repeat for several",
+    )
+    keys.add_argument(
+        "--attestation-root",
+        action="append",
+        type=argparse.FileType("r", encoding="ascii"),
+        metavar="PEM_FILE",
+        help="a root certificate that attestation chains must end in; repeat for several",
+    )
+    keys.add_argument(
+        "--clear-aaguids",
+        action="store_true",
+        help="remove the AAGUID allow-list and the attestation roots",
     )
 
     user = commands.add_parser("user", help="manage members")
@@ -101,14 +110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             kid = svc.signing_keys.rotate()
             print(json.dumps({"active_kid": kid}))
         elif args.command == "org" and args.action == "webauthn":
+            # Options left out keep the org's current values.
+            roots = [f.read() for f in args.attestation_root] if args.attestation_root else None
             settings = policy.set_webauthn_policy(
                 svc,
                 org_id=args.org_id,
                 user_verification=args.user_verification,
                 attestation=args.attestation,
-                allowed_aaguids=args.allow_aaguid,
+                allowed_aaguids=[] if args.clear_aaguids else args.allow_aaguid,
+                attestation_roots=[] if args.clear_aaguids else roots,
             )
-            print(json.dumps({"org_id": args.org_id, "webauthn": settings.as_item()}))
+            shown = {**settings.as_item(), "attestation_roots": len(settings.attestation_roots)}
+            print(json.dumps({"org_id": args.org_id, "webauthn": shown}))
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
 
@@ -92,18 +92,16 @@ def authorize_factor_change(svc: Services, principal: Principal, user: UserModel
     """Allow a change to a user's factors; return whether the user has no active factor yet.
 
     Once a user has a factor, a change needs an MFA in the last FACTOR_CHANGE_MAX_MFA_AGE
-    seconds. Otherwise a password alone, through an older password-only session or an
-    enrollment token, could add a factor of its own next to the owner's. Enrollment tokens
-    serve only users without an active factor. In an org whose enforcement is "off", login
-    never requests a factor, so a session is enough there.
+    seconds, in every org. Otherwise a password alone, through an older password-only
+    session or an enrollment token, could add a factor of its own next to the owner's and
+    then step up with it. Enrollment tokens serve only users without an active factor. Where
+    login asks for no factor (enforcement "off"), a step-up at /v1/auth/mfa/verify gives the
+    session a recent MFA.
     """
     if not user.factor_summaries():
         return True
     if principal.token_type == tokens.ENROLLMENT:
         raise InvalidToken("The enrollment token is spent: the user already has an active factor.")
-    org = svc.store.get_org(user.org_id)
-    if org is not None and org.enforcement == "off":
-        return False
     require_recent_mfa(svc, principal, action="Changing factors")
     return False
 
@@ -222,7 +220,7 @@ def confirm_totp(
             revoked_sessions=revoked,
         )
     except ConditionFailed as exc:
-        if 1 in exc.failed_items:
+        if "user" in exc.failed:
             fresh = svc.store.get_user(user.org_id, user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
@@ -248,7 +246,9 @@ def start_key_registration(
     user = _current_user(svc, principal)
     authorize_factor_change(svc, principal, user)
     now = svc.clock.now()
+    lockout.reject_if_locked(svc, user, now=now, event_type="factor.register", context=context)
     _check_factor_limit(svc, user, now)
+
     org_policy = policy.webauthn_policy(svc.store.get_org(user.org_id))
     lifetime = svc.settings.webauthn_challenge_seconds
     record = ChallengeModel(
@@ -263,6 +263,7 @@ def start_key_registration(
         user_verification=org_policy.user_verification,
         label=label,
     )
+
     registered = [webauthn.key_ref(info) for info in user.factor_summaries().values()]
     options = webauthn.creation_options(
         webauthn.relying_party(svc.settings),
@@ -302,6 +303,7 @@ def register_key(
     user = _current_user(svc, principal)
     first_factor = authorize_factor_change(svc, principal, user)
     now = svc.clock.now()
+    lockout.reject_if_locked(svc, user, now=now, event_type="factor.register", context=context)
     record = svc.store.get_challenge(challenge_id)
     if (
         record is None
@@ -388,17 +390,49 @@ def register_key(
 def remove_factor(
     svc: Services, principal: Principal, *, factor_id: str, context: RequestContext
 ) -> None:
-    """Remove one of the caller's factors, after a recent MFA; never the last one required."""
+    """Remove one of the caller's factors, after a recent MFA; never the last one required.
+
+    A user without an active factor may remove a pending one without an MFA.
+    """
     user = _current_user(svc, principal)
-    require_recent_mfa(svc, principal, action="Removing a factor")
+    if user.factor_summaries():
+        require_recent_mfa(svc, principal, action="Removing a factor")
     now = svc.clock.now()
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type="factor.remove", factor_id=factor_id, context=context
+    )
     factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
     if factor is None or not _is_usable(factor, now):
         raise NotFound("No factor with this id.")
+    try:
+        _remove(svc, principal, user, factor, now=now, context=context)
+    except ConditionFailed as exc:
+        fresh = svc.store.get_factor(user.org_id, user.user_id, factor_id)
+        if factor.status == "active" or fresh is None or fresh.status != "active":
+            raise NotFound("No factor with this id.") from exc
+        # The pending factor was confirmed meanwhile: remove it as the active factor it is.
+        latest = svc.store.get_user(user.org_id, user.user_id) or user
+        try:
+            _remove(svc, principal, latest, fresh, now=now, context=context)
+        except ConditionFailed as again:
+            raise NotFound("No factor with this id.") from again
+
+
+def _remove(
+    svc: Services,
+    principal: Principal,
+    user: UserModel,
+    factor: FactorModel,
+    *,
+    now: float,
+    context: RequestContext,
+) -> None:
+    """Remove `factor`; raise ConditionFailed naming "factor" if it changed since it was read."""
     active = factor.status == "active"
     keep_another = active and policy.mfa_required(svc.store.get_org(user.org_id))
     if keep_another and set(user.factor_summaries()) <= {factor.factor_id}:
-        _refuse_last_factor(svc, factor, context, now=now)
+        _reject_last_factor_removal(svc, factor, context, now=now)
+
     others = _other_live_sessions(svc, principal, user, now) if active else []
     removed = _event(now, factor, "factor.remove", "success", context)
     try:
@@ -414,8 +448,8 @@ def remove_factor(
         )
     except ConditionFailed as exc:
         if "user" in exc.failed and "factor" not in exc.failed:
-            _refuse_last_factor(svc, factor, context, now=now)
-        raise NotFound("No factor with this id.") from exc
+            _reject_last_factor_removal(svc, factor, context, now=now)
+        raise
     telemetry.count(telemetry.FACTOR_REMOVED)
     logger.info("Factor removed", extra={**_ids(factor), "sessions_revoked": len(others)})
 
@@ -505,9 +539,9 @@ def _registration_failed(
     )
 
 
-def _refuse_last_factor(
+def _reject_last_factor_removal(
     svc: Services, factor: FactorModel, context: RequestContext, *, now: float
-) -> None:
+) -> NoReturn:
     svc.store.record(_event(now, factor, "factor.remove", "denied", context, reason="last_factor"))
     raise LastFactor(
         "This is your last factor and the org requires MFA; add another factor before "

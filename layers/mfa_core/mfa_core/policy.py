@@ -7,6 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from mfa_core import audit
 from mfa_core.audit import RequestContext
 from mfa_core.errors import InvalidInput, NotFound
@@ -16,22 +19,27 @@ from mfa_core.store.models import OrgModel
 USER_VERIFICATION = ("required", "preferred", "discouraged")
 ATTESTATION = ("none", "direct")
 MAX_AAGUIDS = 100
+MAX_ATTESTATION_ROOTS = 20
 AAGUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 @dataclass(frozen=True, kw_only=True)
 class WebAuthnPolicy:
-    """How an org's security keys are registered and used.
+    """The rules for registering and using an org's security keys.
 
     `user_verification` is the WebAuthn requirement (a PIN or biometric on the key) for both
     ceremonies; with "required", an assertion without it is rejected. With `attestation`
     "direct", registration needs an attestation statement from the key's maker, and, when
-    `allowed_aaguids` is not empty, a key model on that list.
+    `allowed_aaguids` is not empty, a key model on that list. The attestation certificate
+    chain must then end in one of `attestation_roots` (PEM), such as the roots that the FIDO
+    Metadata Service publishes for the allowed models, or a self-made certificate could claim
+    any model.
     """
 
     user_verification: str = "preferred"
     attestation: str = "none"
     allowed_aaguids: tuple[str, ...] = ()
+    attestation_roots: tuple[str, ...] = ()
 
     @classmethod
     def from_item(cls, value: Mapping[str, Any] | None) -> WebAuthnPolicy:
@@ -41,6 +49,7 @@ class WebAuthnPolicy:
             user_verification=str(value.get("user_verification") or "preferred"),
             attestation=str(value.get("attestation") or "none"),
             allowed_aaguids=tuple(str(a) for a in value.get("allowed_aaguids") or ()),
+            attestation_roots=tuple(str(r) for r in value.get("attestation_roots") or ()),
         )
 
     def as_item(self) -> dict[str, Any]:
@@ -48,6 +57,7 @@ class WebAuthnPolicy:
             "user_verification": self.user_verification,
             "attestation": self.attestation,
             "allowed_aaguids": list(self.allowed_aaguids),
+            "attestation_roots": list(self.attestation_roots),
         }
 
 
@@ -66,7 +76,11 @@ def mfa_required(org: OrgModel | None) -> bool:
 
 
 def validate_webauthn_policy(
-    *, user_verification: str, attestation: str, allowed_aaguids: Iterable[str]
+    *,
+    user_verification: str,
+    attestation: str,
+    allowed_aaguids: Iterable[str],
+    attestation_roots: Iterable[str] = (),
 ) -> WebAuthnPolicy:
     if user_verification not in USER_VERIFICATION:
         raise InvalidInput(
@@ -85,31 +99,61 @@ def validate_webauthn_policy(
             "An AAGUID allow-list needs attestation 'direct', which makes keys prove their model.",
             field="allowed_aaguids",
         )
+    roots = tuple(root.strip() for root in attestation_roots)
+    if len(roots) > MAX_ATTESTATION_ROOTS or not all(_is_certificate(root) for root in roots):
+        raise InvalidInput(
+            f"List at most {MAX_ATTESTATION_ROOTS} attestation roots, each a PEM certificate.",
+            field="attestation_roots",
+        )
+    if aaguids and not roots:
+        raise InvalidInput(
+            "An AAGUID allow-list needs attestation roots; without them any self-made "
+            "certificate could claim an allowed model.",
+            field="attestation_roots",
+        )
     return WebAuthnPolicy(
-        user_verification=user_verification, attestation=attestation, allowed_aaguids=aaguids
+        user_verification=user_verification,
+        attestation=attestation,
+        allowed_aaguids=aaguids,
+        attestation_roots=roots,
     )
+
+
+def _is_certificate(pem: str) -> bool:
+    try:
+        x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def set_webauthn_policy(
     svc: Services,
     *,
     org_id: str,
-    user_verification: str,
-    attestation: str = "none",
-    allowed_aaguids: Iterable[str] = (),
+    user_verification: str | None = None,
+    attestation: str | None = None,
+    allowed_aaguids: Iterable[str] | None = None,
+    attestation_roots: Iterable[str] | None = None,
     actor: str = "operator",
     context: RequestContext = audit.SYSTEM,
 ) -> WebAuthnPolicy:
-    """Change an org's WebAuthn settings, audited with the values before and after."""
-    policy = validate_webauthn_policy(
-        user_verification=user_verification,
-        attestation=attestation,
-        allowed_aaguids=allowed_aaguids,
-    )
+    """Change an org's WebAuthn settings, audited with the values before and after.
+
+    A setting given as None keeps its current value.
+    """
     org = svc.store.get_org(org_id)
     if org is None:
         raise NotFound("No org with this id.")
     before = webauthn_policy(org)
+    policy = validate_webauthn_policy(
+        user_verification=user_verification or before.user_verification,
+        attestation=attestation or before.attestation,
+        allowed_aaguids=before.allowed_aaguids if allowed_aaguids is None else allowed_aaguids,
+        attestation_roots=(
+            before.attestation_roots if attestation_roots is None else attestation_roots
+        ),
+    )
     event = audit.event(
         now=svc.clock.now(),
         event_type="policy.webauthn",
@@ -117,7 +161,17 @@ def set_webauthn_policy(
         org_id=org_id,
         actor=actor,
         context=context,
-        details={"before": before.as_item(), "after": policy.as_item()},
+        details={"before": _audited(before), "after": _audited(policy)},
     )
     svc.store.set_org_webauthn(org_id, policy.as_item(), [event])
     return policy
+
+
+def _audited(policy: WebAuthnPolicy) -> dict[str, Any]:
+    """Describe a policy for the audit trail, with the roots as SHA-256 fingerprints."""
+    item = policy.as_item()
+    item["attestation_roots"] = [
+        x509.load_pem_x509_certificate(root.encode("ascii")).fingerprint(hashes.SHA256()).hex()
+        for root in policy.attestation_roots
+    ]
+    return item

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
 
@@ -31,7 +31,7 @@ STEP_UP_EVENT = "mfa.step_up"
 
 @dataclass(frozen=True, kw_only=True)
 class Proof:
-    """What the caller presents: a TOTP code, or a WebAuthn assertion with its challenge id."""
+    """The proof a caller presents: a TOTP code, or a WebAuthn assertion with its challenge id."""
 
     factor_id: str | None = None
     code: str | None = None
@@ -137,7 +137,7 @@ def verify(
     """
     now = svc.clock.now()
     assertion = webauthn.parse_assertion(proof.credential) if proof.credential is not None else None
-    factor_id = _factor_id(principal, proof, assertion)
+    factor_id, named_other = _factor_id(principal, proof, assertion)
     at_login = principal.token_type == tokens.MFA_PENDING
     transaction_id = principal.transaction_id if at_login else None
     if at_login and transaction_id is None:
@@ -161,10 +161,21 @@ def verify(
     lockout.reject_if_locked(
         svc, user, now=now, event_type=event_type, factor_id=factor_id, context=context
     )
+    if named_other:
+        _reject_unknown_key(
+            svc, user, event_type=event_type, now=now, context=context, reason="factor_mismatch"
+        )
     expected_type = webauthn.TYPE if assertion is not None else "totp"
     if factor is None or factor.status != "active" or factor.type != expected_type:
         if assertion is not None:
-            _reject_unknown_key(svc, user, event_type=event_type, now=now, context=context)
+            _reject_unknown_key(
+                svc,
+                user,
+                event_type=event_type,
+                now=now,
+                context=context,
+                reason="credential_unknown",
+            )
         raise NotFound("No active factor with this id.")
 
     attempt = _Attempt(svc, principal, user, factor, event_type=event_type, context=context)
@@ -274,7 +285,6 @@ class _Attempt:
         step = totp.matching_step(open_totp_secret(self.svc, self.factor), code, now=now)
         if step is None:
             self.fail(now=now, reason="invalid_code")
-        assert step is not None
         if self.factor.last_step is not None and step <= self.factor.last_step:
             self.reject_replay(now=now, reason="code_replayed")
         return _Checked(
@@ -292,7 +302,6 @@ class _Attempt:
         factor = self.factor
         if challenge is None or challenge.kind != webauthn.AUTHENTICATION:
             self.fail(now=now, reason="challenge_unknown", error=InvalidCredential())
-        assert challenge is not None
         if challenge.consumed_at is not None:
             self.reject_replay(now=now, reason="challenge_used", error=InvalidCredential())
         if (
@@ -305,7 +314,10 @@ class _Attempt:
             self.fail(now=now, reason="challenge_expired", error=InvalidCredential())
         if factor.factor_id not in (challenge.factor_ids or []):
             self.fail(now=now, reason="credential_not_allowed", error=InvalidCredential())
-        assert challenge.challenge is not None and factor.public_key is not None
+        if factor.clone_suspected_at is not None:
+            self.deny_suspected_clone(now=now)
+        if challenge.challenge is None or factor.public_key is None:
+            self.fail(now=now, reason="challenge_unknown", error=InvalidCredential())
 
         try:
             result = webauthn.verify_assertion(
@@ -319,7 +331,10 @@ class _Attempt:
             # The challenge stays usable until it expires: a rejected response spends nothing,
             # and every rejection counts towards the lockout.
             self.fail(now=now, reason=exc.reason, error=InvalidCredential())
-            raise AssertionError("unreachable") from exc
+
+        # W3C WebAuthn §7.2: backup eligibility is fixed when the credential is created.
+        if result.backup_eligible != bool(factor.backup_eligible):
+            self.fail(now=now, reason="backup_eligibility_changed", error=InvalidCredential())
 
         if challenge.user_verification == "required" and not result.user_verified:
             self.fail(
@@ -352,7 +367,7 @@ class _Attempt:
             details={"user_verified": result.user_verified, "sign_count": result.sign_count},
         )
 
-    def fail(self, *, now: float, reason: str, error: Exception | None = None) -> None:
+    def fail(self, *, now: float, reason: str, error: Exception | None = None) -> NoReturn:
         """Audit a failed proof, count it towards lockout and raise."""
         failure = self._event(now, "failure", reason)
         locked = lockout.record_failure(self.svc, self.user, failure=failure, context=self.context)
@@ -365,7 +380,7 @@ class _Attempt:
             raise locked
         raise error or InvalidCode()
 
-    def reject_replay(self, *, now: float, reason: str, error: Exception | None = None) -> None:
+    def reject_replay(self, *, now: float, reason: str, error: Exception | None = None) -> NoReturn:
         """Reject a proof that was right once but is used again.
 
         A replay is audited and logged as a security event but not counted towards lockout.
@@ -374,15 +389,25 @@ class _Attempt:
         """
         self.svc.store.record(self._event(now, "denied", reason))
         telemetry.count(telemetry.MFA_CODE_REPLAYED)
-        logger.warning(
-            "MFA proof replayed",
-            extra={**self._ids(), "reason": reason},
-        )
+        logger.warning("MFA proof replayed", extra={**self._ids(), "reason": reason})
         raise error or InvalidCode()
+
+    def deny_suspected_clone(self, *, now: float) -> NoReturn:
+        """Reject any assertion from a key flagged as possibly cloned, without counting it.
+
+        Either copy of the credential could be the attacker's, so the key stays unusable until
+        its owner removes it and registers it again.
+        """
+        self.svc.store.record(self._event(now, "denied", "clone_suspected"))
+        logger.warning("Security key flagged as possibly cloned was used", extra=self._ids())
+        raise InvalidCredential(
+            "This security key is blocked because it may have been copied; sign in with "
+            "another factor, remove the key and register it again."
+        )
 
     def flag_clone(
         self, challenge: ChallengeModel, *, stored: int, reported: int, now: float
-    ) -> None:
+    ) -> NoReturn:
         """Reject a correctly signed assertion whose counter went back: a possible cloned key."""
         event = audit.event(
             now=now,
@@ -405,7 +430,7 @@ class _Attempt:
         )
         raise InvalidCredential()
 
-    def explain_lost_race(self, exc: ConditionFailed, *, now: float) -> None:
+    def explain_lost_race(self, exc: ConditionFailed, *, now: float) -> NoReturn:
         """Turn a lost conditional write into the error the caller would have got a moment later."""
         if "user" in exc.failed:
             fresh = self.svc.store.get_user(self.user.org_id, self.user.user_id)
@@ -441,9 +466,18 @@ class _Attempt:
 
 
 def _reject_unknown_key(
-    svc: Services, user: UserModel, *, event_type: str, now: float, context: RequestContext
-) -> None:
-    """Reject an assertion from a key that is not one of the user's; it counts as a failure."""
+    svc: Services,
+    user: UserModel,
+    *,
+    event_type: str,
+    now: float,
+    context: RequestContext,
+    reason: str,
+) -> NoReturn:
+    """Reject an assertion from a key that is not the user's, or not the factor named.
+
+    It counts as a failure towards the lockout.
+    """
     failure = audit.event(
         now=now,
         event_type=event_type,
@@ -451,30 +485,31 @@ def _reject_unknown_key(
         org_id=user.org_id,
         user_id=user.user_id,
         context=context,
-        reason="credential_unknown",
+        reason=reason,
         details={"type": webauthn.TYPE},
     )
     locked = lockout.record_failure(svc, user, failure=failure, context=context)
     telemetry.count(telemetry.MFA_FAILED)
     logger.info(
         "MFA verification failed",
-        extra={"org_id": user.org_id, "user_id": user.user_id, "reason": "credential_unknown"},
+        extra={"org_id": user.org_id, "user_id": user.user_id, "reason": reason},
     )
     if locked is not None:
         raise locked
     raise InvalidCredential()
 
 
-def _factor_id(principal: Principal, proof: Proof, assertion: Any) -> str:
-    """Return the factor a proof is for; a security key's follows from its credential id."""
+def _factor_id(principal: Principal, proof: Proof, assertion: Any) -> tuple[str, bool]:
+    """Return the factor a proof is for, and whether the request named another factor.
+
+    A security key's factor follows from its credential id.
+    """
     if assertion is None:
         if proof.factor_id is None:
             raise InvalidInput("Field 'factor_id' is required with a code.", field="factor_id")
-        return proof.factor_id
+        return proof.factor_id, False
     derived = webauthn.factor_id_for(principal.org_id, principal.user_id, assertion.id)
-    if proof.factor_id is not None and proof.factor_id != derived:
-        raise InvalidCredential()
-    return derived
+    return derived, proof.factor_id is not None and proof.factor_id != derived
 
 
 def _event_type(principal: Principal) -> str:

@@ -37,11 +37,14 @@ REGISTRATION = "webauthn.registration"
 AUTHENTICATION = "webauthn.authentication"
 TYPE = "webauthn"
 DEFAULT_LABEL = "Security key"
-# W3C WebAuthn §13.4.3 asks for at least 16 random bytes; NIST SP 800-63B for 64 bits.
+# W3C WebAuthn §13.4.3 recommends at least 16 random bytes, and NIST SP 800-63B 64 bits.
 CHALLENGE_BYTES = 32
 FIDO_GEN_CE_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 # COSE algorithm identifiers: ES256, EdDSA and RS256.
 ALGORITHMS = (-7, -8, -257)
+# W3C WebAuthn §7.1 step 25: reject credential ids longer than 1023 bytes.
+MAX_CREDENTIAL_ID_BYTES = 1023
+TRANSPORTS = ("usb", "nfc", "ble", "smart-card", "hybrid", "internal", "cable")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +79,7 @@ class RegisteredKey:
 class Assertion:
     sign_count: int
     user_verified: bool
+    backup_eligible: bool
     backup_state: bool
 
 
@@ -102,8 +106,8 @@ def new_challenge() -> str:
 def factor_id_for(org_id: str, user_id: str, credential_id: str) -> str:
     """Return the factor id of a user's credential.
 
-    Derived from the credential id, so that a verification can read the factor without being
-    told its id, and so that one key cannot be registered twice for the same user.
+    Derived from the credential id, so that a verification can read the factor without the
+    client sending its id, and so that one key cannot be registered twice for the same user.
     """
     digest = hashlib.sha256(f"{org_id}#{user_id}#{credential_id}".encode()).hexdigest()
     return f"f_{digest[:24]}"
@@ -208,6 +212,12 @@ def verify_registration(
     from webauthn import verify_registration_response  # noqa: PLC0415
     from webauthn.helpers import parse_attestation_object, parse_client_data_json  # noqa: PLC0415
     from webauthn.helpers.cose import COSEAlgorithmIdentifier  # noqa: PLC0415
+    from webauthn.helpers.decode_credential_public_key import (  # noqa: PLC0415
+        decode_credential_public_key,
+    )
+    from webauthn.helpers.decoded_public_key_to_cryptography import (  # noqa: PLC0415
+        decoded_public_key_to_cryptography,
+    )
     from webauthn.helpers.exceptions import WebAuthnException  # noqa: PLC0415
     from webauthn.helpers.structs import AttestationFormat, CredentialDeviceType  # noqa: PLC0415
 
@@ -223,6 +233,7 @@ def verify_registration(
             "Register security keys on the console's own page, not inside another site's frame.",
             reason="cross_origin",
         )
+    roots = [root.encode("ascii") for root in policy.attestation_roots]
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -231,12 +242,25 @@ def verify_registration(
             expected_origin=list(rp.origins),
             require_user_verification=policy.user_verification == "required",
             supported_pub_key_algs=[COSEAlgorithmIdentifier(a) for a in ALGORITHMS],
+            pem_root_certs_bytes_by_fmt={fmt: roots for fmt in AttestationFormat}
+            if roots
+            else None,
         )
-    except WebAuthnException as exc:
+        # A key whose public key cannot be loaded would fail at every later sign-in.
+        decoded_public_key_to_cryptography(
+            decode_credential_public_key(verified.credential_public_key)
+        )
+    except Exception as exc:
+        # Malformed keys and attestation statements also raise KeyError, TypeError and others.
         raise RegistrationRejected(
             "The security key's registration could not be verified; start again.",
             reason="registration_invalid",
         ) from exc
+    if len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES:
+        raise RegistrationRejected(
+            f"The credential id is longer than {MAX_CREDENTIAL_ID_BYTES} bytes.",
+            reason="credential_id_too_long",
+        )
 
     fmt = verified.fmt
     if policy.attestation == "direct":
@@ -253,8 +277,7 @@ def verify_registration(
                 "The attestation certificate names another key model than the key reports.",
                 reason="aaguid_mismatch",
             )
-        # NOTE: the certificate chain is checked for consistency but not anchored in trusted
-        # roots (such as the FIDO Metadata Service), so the AAGUID is taken as the key reports it.
+        # With attestation roots configured, py_webauthn has anchored the chain in them above.
         if policy.allowed_aaguids and verified.aaguid not in policy.allowed_aaguids:
             raise RegistrationRejected(
                 "This model of security key is not on the org's list of allowed keys.",
@@ -272,7 +295,9 @@ def verify_registration(
         ),
         backup_state=verified.credential_backed_up,
         user_verified=verified.user_verified,
-        transports=tuple(t.value for t in credential.response.transports or ()),
+        transports=tuple(
+            sorted({t.value for t in credential.response.transports or ()} & set(TRANSPORTS))
+        ),
     )
 
 
@@ -286,9 +311,10 @@ def verify_assertion(
 ) -> Assertion:
     """Verify an assertion's client data, authenticator data and signature (W3C §7.2).
 
-    The checks that the audit trail tells apart run first, on the parsed data; py_webauthn then
-    repeats them and checks the signature. User verification and the signature counter are left
-    to the caller, which knows the org's rule and the stored count. Raises AssertionRejected.
+    The checks whose failures the audit trail records by name run first, on the parsed data.
+    py_webauthn then repeats them and checks the signature. User verification and the signature
+    counter are left to the caller, which knows the org's rule and the stored count. Raises
+    AssertionRejected.
     """
     from webauthn import verify_authentication_response  # noqa: PLC0415
     from webauthn.helpers import parse_authenticator_data, parse_client_data_json  # noqa: PLC0415
@@ -337,11 +363,13 @@ def verify_assertion(
             credential_current_sign_count=0,
             require_user_verification=False,
         )
-    except WebAuthnException as exc:
+    except Exception as exc:
+        # A stored key that cannot be loaded also raises ValueError, KeyError and others.
         raise AssertionRejected("signature_invalid") from exc
     return Assertion(
         sign_count=verified.new_sign_count,
         user_verified=verified.user_verified,
+        backup_eligible=auth_data.flags.be,
         backup_state=verified.credential_backed_up,
     )
 

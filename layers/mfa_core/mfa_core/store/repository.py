@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.expressions.condition import size
+from pynamodb.models import Model
 from pynamodb.transactions import TransactGet, TransactWrite
 
 from mfa_core.audit import AuditEvent
@@ -40,15 +41,47 @@ SESSIONS_PER_TRANSACTION = 40
 
 
 class ConditionFailed(Exception):
-    """A conditional write lost; `failed_items` contains the indexes of the failed conditions.
+    """A conditional write lost; `failed` contains the names of the items whose condition failed."""
 
-    Methods that name their items also set `failed`, the names of the items that lost.
+    def __init__(self, failed: frozenset[str]) -> None:
+        super().__init__(f"condition failed for transaction items {sorted(failed)}")
+        self.failed = failed
+
+
+class _Transaction:
+    """A TransactWriteItems whose items have names, so that a lost condition names its item.
+
+    PynamoDB sends condition checks first, then deletes, puts and updates, whatever the order
+    of the calls, and DynamoDB reports failed conditions by position in that order.
     """
 
-    def __init__(self, failed_items: frozenset[int], failed: frozenset[str] = frozenset()) -> None:
-        super().__init__(f"condition failed for transaction items {sorted(failed_items)}")
-        self.failed_items = failed_items
-        self.failed = failed
+    def __init__(self, tx: TransactWrite) -> None:
+        self._tx = tx
+        self._checks: list[str] = []
+        self._deletes: list[str] = []
+        self._puts: list[str] = []
+        self._updates: list[str] = []
+
+    @property
+    def names(self) -> list[str]:
+        """Return the item names in the order that DynamoDB receives the items."""
+        return [*self._checks, *self._deletes, *self._puts, *self._updates]
+
+    def check(self, name: str, model: type[Model], hash_key: str, *, condition: Any) -> None:
+        self._checks.append(name)
+        self._tx.condition_check(model, hash_key, condition=condition)
+
+    def delete(self, name: str, item: Model, *, condition: Any) -> None:
+        self._deletes.append(name)
+        self._tx.delete(item, condition=condition)
+
+    def put(self, name: str, item: Model, *, condition: Any) -> None:
+        self._puts.append(name)
+        self._tx.save(item, condition=condition)
+
+    def update(self, name: str, item: Model, *, actions: list[Any], condition: Any) -> None:
+        self._updates.append(name)
+        self._tx.update(item, actions=actions, condition=condition)
 
 
 @dataclass(frozen=True)
@@ -178,35 +211,36 @@ class Store:
             self._audit(tx, events)
 
     def create_org(self, org: OrgModel, admin: UserModel, events: list[AuditEvent]) -> None:
-        with self._transaction({0: _org_exists, 2: _email_taken}) as tx:
-            tx.save(org, condition=OrgModel.org_id.does_not_exist())
-            tx.save(admin, condition=UserModel.user_id.does_not_exist())
-            tx.save(_email_claim(admin), condition=EmailClaimModel.user_id.does_not_exist())
+        with self._transaction({"org": _org_exists, "email": _email_taken}) as tx:
+            tx.put("org", org, condition=OrgModel.org_id.does_not_exist())
+            tx.put("user", admin, condition=UserModel.user_id.does_not_exist())
+            tx.put("email", _email_claim(admin), condition=EmailClaimModel.user_id.does_not_exist())
             self._audit(tx, events)
 
     def create_user(self, user: UserModel, events: list[AuditEvent]) -> None:
-        with self._transaction({0: _no_such_org, 1: _email_taken}) as tx:
-            tx.condition_check(OrgModel, user.org_id, condition=OrgModel.org_id.exists())
-            tx.save(_email_claim(user), condition=EmailClaimModel.user_id.does_not_exist())
-            tx.save(user, condition=UserModel.user_id.does_not_exist())
+        with self._transaction({"org": _no_such_org, "email": _email_taken}) as tx:
+            tx.check("org", OrgModel, user.org_id, condition=OrgModel.org_id.exists())
+            tx.put("email", _email_claim(user), condition=EmailClaimModel.user_id.does_not_exist())
+            tx.put("user", user, condition=UserModel.user_id.does_not_exist())
             self._audit(tx, events)
 
     def save_challenge(self, challenge: ChallengeModel, events: list[AuditEvent]) -> None:
         """Store a new login transaction or WebAuthn challenge with its audit events."""
         with self._transaction() as tx:
-            tx.save(challenge, condition=ChallengeModel.challenge_id.does_not_exist())
+            tx.put("challenge", challenge, condition=ChallengeModel.challenge_id.does_not_exist())
             self._audit(tx, events)
 
     def open_session(self, session: SessionModel, events: list[AuditEvent]) -> None:
         with self._transaction() as tx:
-            tx.save(session, condition=SessionModel.session_id.does_not_exist())
+            tx.put("session", session, condition=SessionModel.session_id.does_not_exist())
             self._audit(tx, events)
 
     def set_org_webauthn(
         self, org_id: str, settings: dict[str, Any], events: list[AuditEvent]
     ) -> None:
-        with self._transaction({0: _no_such_org}) as tx:
+        with self._transaction({"org": _no_such_org}) as tx:
             tx.update(
+                "org",
                 OrgModel(org_id),
                 actions=[OrgModel.webauthn.set(settings)],
                 condition=OrgModel.org_id.exists(),
@@ -215,7 +249,7 @@ class Store:
 
     def add_pending_factor(self, factor: FactorModel, events: list[AuditEvent]) -> None:
         with self._transaction() as tx:
-            tx.save(factor, condition=FactorModel.factor_id.does_not_exist())
+            tx.put("factor", factor, condition=FactorModel.factor_id.does_not_exist())
             self._audit(tx, events)
 
     def activate_factor(
@@ -232,12 +266,13 @@ class Store:
         """Activate a pending TOTP factor and end the user's other sessions.
 
         The factor is activated with the time step its confirmation code used. Raises
-        ConditionFailed with item 0 when the factor is no longer pending (confirmed
-        concurrently or expired), and item 1 when the user is locked out or, with
+        ConditionFailed naming "factor" when the factor is no longer pending (confirmed
+        concurrently or expired), and "user" when the user is locked out or, with
         `first_factor`, gained a factor meanwhile. See `_factor_added` for the sessions.
         """
         with self._transaction() as tx:
             tx.update(
+                "factor",
                 factor,
                 actions=[
                     FactorModel.status.set("active"),
@@ -276,26 +311,24 @@ class Store:
         "challenge" when the challenge was spent or expired meanwhile, and "user" as in
         `activate_factor`.
         """
-        try:
-            with self._transaction() as tx:
-                tx.save(factor, condition=FactorModel.factor_id.does_not_exist())
-                tx.update(
-                    ChallengeModel(challenge_id),
-                    actions=[ChallengeModel.consumed_at.set(now)],
-                    condition=_unspent(now),
-                )
-                rest = self._factor_added(
-                    tx,
-                    factor,
-                    summary=_key_summary(factor),
-                    now=now,
-                    events=events,
-                    keep_session_id=keep_session_id,
-                    first_factor=first_factor,
-                    revoked_sessions=revoked_sessions,
-                )
-        except ConditionFailed as exc:
-            raise _named(exc, "factor", "challenge", "user") from exc
+        with self._transaction() as tx:
+            tx.put("factor", factor, condition=FactorModel.factor_id.does_not_exist())
+            tx.update(
+                "challenge",
+                ChallengeModel(challenge_id),
+                actions=[ChallengeModel.consumed_at.set(now)],
+                condition=_unspent(now),
+            )
+            rest = self._factor_added(
+                tx,
+                factor,
+                summary=_key_summary(factor),
+                now=now,
+                events=events,
+                keep_session_id=keep_session_id,
+                first_factor=first_factor,
+                revoked_sessions=revoked_sessions,
+            )
         self._revoke_rest(rest, factor, reason="factor_added", now=now)
 
     def remove_factor(
@@ -311,39 +344,37 @@ class Store:
         """Delete a factor; an active one also leaves the user's factor map and ends sessions.
 
         With `keep_another`, the user must keep at least one other active factor. Raises
-        ConditionFailed naming "factor" when the factor is gone, and "user" when it was the
-        last one that `keep_another` protects.
+        ConditionFailed naming "factor" when the factor is gone or, for a pending one, was
+        activated meanwhile, and "user" when it was the last one that `keep_another` protects.
         """
         if factor.status != "active":
             with self._transaction() as tx:
-                tx.delete(factor, condition=FactorModel.factor_id.exists())
+                tx.delete("factor", factor, condition=FactorModel.status == "pending")
                 self._audit(tx, events)
             return
         user_condition = UserModel.active_factors[factor.factor_id].exists()
         if keep_another:
             user_condition &= size(UserModel.active_factors) > 1
         first, rest = _split(revoked_sessions)
-        try:
-            with self._transaction() as tx:
-                tx.delete(factor, condition=FactorModel.factor_id.exists())
-                tx.update(
-                    UserModel(factor.org_id, factor.user_id),
-                    actions=[
-                        UserModel.active_factors[factor.factor_id].remove(),
-                        UserModel.sessions_valid_after.set(now),
-                    ],
-                    condition=user_condition,
-                )
-                self._confirm_session(tx, keep_session_id, now)
-                self._audit(tx, events)
-                self._revoke(tx, first, reason="factor_removed", now=now)
-        except ConditionFailed as exc:
-            raise _named(exc, "factor", "user") from exc
+        with self._transaction() as tx:
+            tx.delete("factor", factor, condition=FactorModel.status == "active")
+            tx.update(
+                "user",
+                UserModel(factor.org_id, factor.user_id),
+                actions=[
+                    UserModel.active_factors[factor.factor_id].remove(),
+                    UserModel.sessions_valid_after.set(now),
+                ],
+                condition=user_condition,
+            )
+            self._confirm_session(tx, keep_session_id, now)
+            self._audit(tx, events)
+            self._revoke(tx, first, reason="factor_removed", now=now)
         self._revoke_rest(rest, factor, reason="factor_removed", now=now)
 
     def _factor_added(
         self,
-        tx: TransactWrite,
+        tx: _Transaction,
         factor: FactorModel,
         *,
         summary: dict[str, Any],
@@ -368,6 +399,7 @@ class Store:
             )
         first, rest = _split(revoked_sessions)
         tx.update(
+            "user",
             UserModel(factor.org_id, factor.user_id),
             actions=[
                 UserModel.active_factors[factor.factor_id].set(summary),
@@ -383,9 +415,10 @@ class Store:
         self._revoke(tx, first, reason="factor_added", now=now)
         return rest
 
-    def _confirm_session(self, tx: TransactWrite, session_id: str | None, now: float) -> None:
+    def _confirm_session(self, tx: _Transaction, session_id: str | None, now: float) -> None:
         if session_id is not None:
             tx.update(
+                "session",
                 SessionModel(session_id),
                 actions=[SessionModel.confirmed_at.set(now)],
                 condition=SessionModel.session_id.exists(),
@@ -441,53 +474,46 @@ class Store:
         or refreshes the MFA of the `step_up` session. Raises ConditionFailed naming the
         items that lost: "transaction", "challenge", "factor", "user" or "session".
         """
-        names: list[str] = []
-        try:
-            with self._transaction() as tx:
-                if transaction_id is not None:
-                    names.append("transaction")
-                    tx.update(
-                        ChallengeModel(transaction_id),
-                        actions=[ChallengeModel.consumed_at.set(now)],
-                        condition=_unspent(now),
-                    )
-                if challenge_id is not None:
-                    names.append("challenge")
-                    tx.update(
-                        ChallengeModel(challenge_id),
-                        actions=[ChallengeModel.consumed_at.set(now)],
-                        condition=_unspent(now),
-                    )
-                names.append("factor")
-                tx.update(factor, actions=factor_actions, condition=factor_condition)
-                names.append("user")
+        with self._transaction() as tx:
+            if transaction_id is not None:
                 tx.update(
-                    UserModel(user.org_id, user.user_id),
-                    actions=[
-                        UserModel.failed_count.set(0),
-                        UserModel.locked_until.remove(),
-                        UserModel.last_mfa_at.set(now),
-                    ],
-                    condition=(UserModel.status == "active") & _not_locked(now),
+                    "transaction",
+                    ChallengeModel(transaction_id),
+                    actions=[ChallengeModel.consumed_at.set(now)],
+                    condition=_unspent(now),
                 )
-                if new_session is not None:
-                    names.append("session")
-                    tx.save(new_session, condition=SessionModel.session_id.does_not_exist())
-                if step_up is not None:
-                    names.append("session")
-                    tx.update(
-                        SessionModel(step_up.session_id),
-                        actions=[
-                            SessionModel.mfa_time.set(now),
-                            SessionModel.amr.set(step_up.amr),
-                            SessionModel.acr.set(step_up.acr),
-                        ],
-                        condition=(SessionModel.status == "active")
-                        & (SessionModel.expires_at > now),
-                    )
-                self._audit(tx, events)
-        except ConditionFailed as exc:
-            raise _named(exc, *names) from exc
+            if challenge_id is not None:
+                tx.update(
+                    "challenge",
+                    ChallengeModel(challenge_id),
+                    actions=[ChallengeModel.consumed_at.set(now)],
+                    condition=_unspent(now),
+                )
+            tx.update("factor", factor, actions=factor_actions, condition=factor_condition)
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=[
+                    UserModel.failed_count.set(0),
+                    UserModel.locked_until.remove(),
+                    UserModel.last_mfa_at.set(now),
+                ],
+                condition=(UserModel.status == "active") & _not_locked(now),
+            )
+            if new_session is not None:
+                tx.put("session", new_session, condition=SessionModel.session_id.does_not_exist())
+            if step_up is not None:
+                tx.update(
+                    "session",
+                    SessionModel(step_up.session_id),
+                    actions=[
+                        SessionModel.mfa_time.set(now),
+                        SessionModel.amr.set(step_up.amr),
+                        SessionModel.acr.set(step_up.acr),
+                    ],
+                    condition=(SessionModel.status == "active") & (SessionModel.expires_at > now),
+                )
+            self._audit(tx, events)
 
     def flag_suspected_clone(
         self, factor: FactorModel, *, challenge_id: str, now: float, events: list[AuditEvent]
@@ -495,11 +521,13 @@ class Store:
         """Flag a security key whose signature counter went back, and spend the challenge."""
         with self._transaction() as tx:
             tx.update(
+                "factor",
                 factor,
                 actions=[FactorModel.clone_suspected_at.set(now)],
                 condition=FactorModel.factor_id.exists(),
             )
             tx.update(
+                "challenge",
                 ChallengeModel(challenge_id),
                 actions=[ChallengeModel.consumed_at.set(now)],
                 condition=ChallengeModel.challenge_id.exists(),
@@ -529,7 +557,9 @@ class Store:
         else:
             actions.append(UserModel.locked_until.remove())
         with self._transaction() as tx:
-            tx.update(user, actions=actions, condition=UserModel.failed_count == user.failed_count)
+            tx.update(
+                "user", user, actions=actions, condition=UserModel.failed_count == user.failed_count
+            )
             self._audit(tx, events)
 
     def rotate_refresh_token(
@@ -545,6 +575,7 @@ class Store:
         """Replace the refresh token if `presented_hash` is still the current one."""
         with self._transaction() as tx:
             tx.update(
+                "session",
                 session,
                 actions=[
                     SessionModel.refresh_hash.set(new_hash),
@@ -563,6 +594,7 @@ class Store:
         """Revoke an active session; raises ConditionFailed when it was already revoked."""
         with self._transaction() as tx:
             tx.update(
+                "session",
                 session,
                 actions=_revoked(reason, now),
                 condition=SessionModel.status == "active",
@@ -573,7 +605,7 @@ class Store:
 
     def _revoke(
         self,
-        tx: TransactWrite,
+        tx: _Transaction,
         revocations: list[tuple[SessionModel, AuditEvent]],
         *,
         reason: str,
@@ -583,15 +615,16 @@ class Store:
         # fail the change, and an update cannot create a session item.
         for session, event in revocations:
             tx.update(
+                "revoked_session",
                 session,
                 actions=_revoked(reason, now),
                 condition=SessionModel.session_id.exists(),
             )
             self._audit(tx, [event])
 
-    def _audit(self, tx: TransactWrite, events: Any) -> None:
+    def _audit(self, tx: _Transaction, events: Any) -> None:
         for item in events:
-            tx.save(self._audit_item(item), condition=AuditModel.event_id.does_not_exist())
+            tx.put("audit", self._audit_item(item), condition=AuditModel.event_id.does_not_exist())
 
     def _audit_item(self, item: AuditEvent) -> AuditModel:
         ctx = item.context
@@ -616,29 +649,34 @@ class Store:
 
     @contextmanager
     def _transaction(
-        self, errors: dict[int, Callable[[], MfaError]] | None = None
-    ) -> Iterator[TransactWrite]:
+        self, errors: dict[str, Callable[[], MfaError]] | None = None
+    ) -> Iterator[_Transaction]:
         """Run one TransactWriteItems.
 
-        A lost condition on an item listed in `errors` raises that item's error; any other lost
-        condition raises ConditionFailed.
+        A lost condition on an item named in `errors` raises that item's error; any other lost
+        condition raises ConditionFailed with the names of the items that lost.
         """
+        named: _Transaction | None = None
         try:
             with TransactWrite(connection=self._connection) as tx:
-                yield tx
+                named = _Transaction(tx)
+                yield named
         except TransactWriteError as exc:
-            if exc.cause_response_code != "TransactionCanceledException":
+            if exc.cause_response_code != "TransactionCanceledException" or named is None:
                 raise DependencyFailed() from exc
+            names = named.names
             failed = frozenset(
-                index
+                names[index]
                 for index, reason in enumerate(exc.cancellation_reasons)
-                if reason is not None and reason.code == "ConditionalCheckFailed"
+                if reason is not None
+                and reason.code == "ConditionalCheckFailed"
+                and index < len(names)
             )
             if not failed:
                 # Cancelled for another reason, such as a conflicting concurrent transaction.
                 raise DependencyFailed() from exc
-            for index, error in (errors or {}).items():
-                if index in failed:
+            for name, error in (errors or {}).items():
+                if name in failed:
                     raise error() from exc
             raise ConditionFailed(failed) from exc
         except PynamoDBException as exc:
@@ -671,12 +709,6 @@ def _unspent(now: float) -> Any:
         & ChallengeModel.consumed_at.does_not_exist()
         & (ChallengeModel.expires_at > now)
     )
-
-
-def _named(exc: ConditionFailed, *names: str) -> ConditionFailed:
-    """Return `exc` with the names of its failed items, given the names in transaction order."""
-    failed = frozenset(names[i] for i in exc.failed_items if i < len(names))
-    return ConditionFailed(exc.failed_items, failed)
 
 
 def _split(

@@ -19,6 +19,7 @@ from mfa_core.errors import (
     InvalidToken,
     LastFactor,
     NotFound,
+    RegistrationRejected,
     StepUpRequired,
 )
 from mfa_core.runtime import Services
@@ -316,7 +317,7 @@ def register_key(
         or record.challenge is None
     ):
         _registration_failed(svc, user, context, now=now, reason="challenge_invalid")
-        raise webauthn.RegistrationRejected(
+        raise RegistrationRejected(
             "The registration challenge is unknown, used or expired; request new options.",
             reason="challenge_invalid",
             field="challenge_id",
@@ -329,7 +330,7 @@ def register_key(
             challenge=record.challenge,
             policy=org_policy,
         )
-    except webauthn.RegistrationRejected as exc:
+    except RegistrationRejected as exc:
         _registration_failed(svc, user, context, now=now, reason=exc.reason)
         raise
 
@@ -377,7 +378,7 @@ def register_key(
             raise Conflict(
                 "Another factor was activated meanwhile; adding one more needs a recent MFA."
             ) from exc
-        raise webauthn.RegistrationRejected(
+        raise RegistrationRejected(
             "The registration challenge is unknown, used or expired; request new options.",
             reason="challenge_invalid",
             field="challenge_id",

@@ -28,6 +28,17 @@ class InvalidInput(MfaError):
             self.code = code
 
 
+class RegistrationRejected(InvalidInput):
+    """A security key's registration failed verification or the org's attestation rules.
+
+    `reason` names the failed check for the audit trail; `field` is the request field at fault.
+    """
+
+    def __init__(self, detail: str, *, reason: str, field: str = "credential") -> None:
+        super().__init__(detail, field=field, code="registration_rejected")
+        self.reason = reason
+
+
 class UnsupportedMediaType(InvalidInput):
     """The request body is not declared as JSON."""
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from mfa_core.errors import InvalidInput
+from mfa_core.errors import InvalidInput, RegistrationRejected
 from mfa_core.policy import WebAuthnPolicy
 from mfa_core.settings import Settings
 
@@ -81,14 +81,6 @@ class Assertion:
     user_verified: bool
     backup_eligible: bool
     backup_state: bool
-
-
-class RegistrationRejected(InvalidInput):
-    """The key's registration response failed verification or the org's attestation rules."""
-
-    def __init__(self, detail: str, *, reason: str, field: str = "credential") -> None:
-        super().__init__(detail, field=field, code="registration_rejected")
-        self.reason = reason
 
 
 class AssertionRejected(Exception):

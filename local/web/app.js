@@ -427,7 +427,9 @@ on("factors-refresh", "click", loadFactors);
 
 on("logout-button", "click", async () => {
   try {
-    await api("POST", "/v1/auth/logout", { token: state.accessToken });
+    // Through authorized(), so that an expired access token is refreshed and the session on
+    // the server ends too.
+    await authorized("POST", "/v1/auth/logout");
   } finally {
     signOut();
   }

@@ -147,3 +147,32 @@ def test_enrollment_required_org(mfa_page: MfaPage, page: Page, flow: Flow) -> N
     mfa_page.expect_status("Sign in again")
     flow.clock.advance(totp.PERIOD)
     assert flow.login_ok(member, "mfa_required")["factors"][0]["type"] == "totp"
+
+
+def test_logout_after_access_token_expiry_ends_session(
+    mfa_page: MfaPage, page: Page, flow: Flow
+) -> None:
+    member = add_org("acme")
+    mfa_page.open()
+    mfa_page.sign_in(member)
+    mfa_page.expect_view("account")
+    flow.clock.advance(16 * 60)  # past the access token's 15 minutes
+
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda response: (
+            statuses.append(response.status)
+            if response.url.endswith(("/v1/auth/logout", "/v1/auth/refresh"))
+            else None
+        ),
+    )
+    page.click("#logout-button")
+
+    mfa_page.expect_view("signin")
+    expect(page.locator("#status")).to_have_text("Logged out.")
+    # The expired access token is refused, refreshed, and the logout repeated.
+    assert statuses == [401, 200, 204]
+    access = flow.login_ok(member, "authenticated")["access_token"]
+    listed = flow.client.get("/v1/me/sessions", token=access).body["sessions"]
+    assert [session["current"] for session in listed] == [True]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools import Logger
 from botocore.client import BaseClient
 
 from local.stack import LocalStack
@@ -204,6 +206,9 @@ def captured_logs() -> Iterator[io.StringIO]:
     Library DEBUG output (botocore logs whole request and response bodies at DEBUG) is out of
     scope: Lambda runs those loggers at WARNING unless someone turns DEBUG on.
     """
+    # Set up the service's Powertools logger first, as a function's cold start would, so that
+    # its JSON handler comes first whichever test runs first.
+    Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "mfa"))
     stream = io.StringIO()
     ours = logging.getLogger("mfa")
     handler = logging.StreamHandler(stream)

@@ -359,7 +359,8 @@ async function withStepUp(action) {
     const needsStepUp =
       error instanceof ApiError && error.status === 403 && error.code === "step_up_required";
     if (!needsStepUp || !state.accessToken) throw error;
-    showStatus(error.message, "error");
+    // The API's detail is written for developers; the user only needs to know what to do.
+    showStatus("Confirm it is you: verify with one of your factors to continue.", "error");
     await openStepUp();
     return action();
   }

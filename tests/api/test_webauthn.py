@@ -849,7 +849,7 @@ def test_pending_factor_removable_without_any_active_one(
 def test_removal_racing_a_confirmation_keeps_factors_consistent(
     client: Client, flow: Flow, keyed: Member, key: SoftAuthenticator, monkeypatch: Any
 ) -> None:
-    """A pending factor confirmed between the removal's read and write is removed as active."""
+    """A pending factor confirmed between the removal's read and write is left in place."""
     access = flow.login_with_key(keyed, key).body["access_token"]
     pending = client.post("/v1/me/factors/totp", {}, token=access).body
     store = runtime.services().store
@@ -865,13 +865,17 @@ def test_removal_racing_a_confirmation_keeps_factors_consistent(
     original = store.get_factor
     monkeypatch.setattr(store, "get_factor", lambda *args: next(reads, None) or original(*args))
     reply = client.delete(f"/v1/me/factors/{pending['factor_id']}", token=access)
-    assert reply.status == 204, reply.text
+    assert_rejected(reply, status=409, code="conflict")
     user = store.get_user("acme", keyed.user_id)
     assert user is not None
-    assert pending["factor_id"] not in user.factor_summaries()
-    assert [f["type"] for f in client.get("/v1/me/factors", token=access).body["factors"]] == [
-        "webauthn"
+    assert pending["factor_id"] in user.factor_summaries()
+    listed = client.get("/v1/me/factors", token=access).body["factors"]
+    assert sorted((f["type"], f["status"]) for f in listed) == [
+        ("totp", "active"),
+        ("webauthn", "active"),
     ]
+    # Sent again, the removal goes through the checks of an active factor.
+    assert client.delete(f"/v1/me/factors/{pending['factor_id']}", token=access).status == 204
 
 
 def test_concurrent_removals_never_leave_a_required_org_without_factors(
@@ -900,3 +904,66 @@ def test_concurrent_removals_never_leave_a_required_org_without_factors(
     assert ("denied", "last_factor") in audited(stack, "strict", "factor.remove")
     remaining = client.get("/v1/me/factors", token=access).body["factors"]
     assert len(remaining) == 1
+
+
+def test_blocked_key_does_not_count_as_a_spare_factor(
+    client: Client, flow: Flow, key: SoftAuthenticator, stack: LocalStack
+) -> None:
+    add_org("strict", enforcement="required")
+    admin = Member("strict", "admin@strict.example", "correct horse battery staple", "")
+    enrollment = flow.login_ok(admin, "enrollment_required")["enrollment_token"]
+    flow.enroll(admin, enrollment)
+    flow.next_step()
+    access = flow.verify(admin, flow.mfa_token(admin)).body["access_token"]
+    flow.register_key(access, key)
+    assert flow.login_with_key(admin, key).status == 200
+    clone = SoftAuthenticator(credential_id=key.credential_id, sign_count=0)
+    clone.key, clone.user_handle = key.key, key.user_handle
+    assert_rejected(flow.login_with_key(admin, clone))
+
+    reply = client.delete(f"/v1/me/factors/{admin.factor_id}", token=access)
+    assert_rejected(reply, status=409, code="last_factor")
+
+
+def test_key_type_must_match_its_algorithm(client: Client, flow: Flow, acme: Member) -> None:
+    rsa_key = SoftAuthenticator(algorithm=RS256)
+    cose = cbor2.loads(rsa_key.credential_public_key)
+    cose[3] = ES256
+    access = flow.login_ok(acme, "authenticated")["access_token"]
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=access).body
+    credential = _with_public_key(rsa_key.register(options["options"], origin=flow.origin), cose)
+    reply = client.post(
+        "/v1/me/factors/webauthn",
+        {"challenge_id": options["challenge_id"], "credential": credential},
+        token=access,
+    )
+    assert_rejected(reply, status=400, code="registration_rejected")
+
+
+def test_direct_attestation_without_roots_is_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        policy.validate_webauthn_policy(
+            user_verification="preferred", attestation="direct", allowed_aaguids=[]
+        )
+    assert caught.value.field == "attestation_roots"
+
+
+def test_cli_rejects_unreadable_roots_and_conflicting_options(
+    acme: Member, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    broken = tmp_path / "root.pem"
+    broken.write_bytes(b"\xff\xfe not a certificate")
+    assert cli.main(["org", "webauthn", "--org-id", "acme", "--attestation-root", str(broken)]) == 1
+    assert "attestation_roots" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(
+            [
+                "org",
+                "webauthn",
+                "--org-id",
+                "acme",
+                "--clear-aaguids",
+                "--allow-aaguid",
+                AAGUID_TEXT,
+            ]
+        )

@@ -11,6 +11,7 @@ import getpass
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mfa_core import audit, members, policy
 from mfa_core.errors import InvalidInput, MfaError
@@ -60,23 +61,25 @@ def _parser() -> argparse.ArgumentParser:
         choices=policy.ATTESTATION,
         help="'direct' makes keys prove their model at registration",
     )
-    keys.add_argument(
+    lists = keys.add_mutually_exclusive_group()
+    lists.add_argument(
         "--allow-aaguid",
         action="append",
         metavar="AAGUID",
-        help="a key model allowed with --attestation direct; repeat for several",
+        help="a key model allowed with --attestation direct; repeat for several. The list "
+        "given replaces the current one",
+    )
+    lists.add_argument(
+        "--clear-aaguids",
+        action="store_true",
+        help="remove the AAGUID allow-list",
     )
     keys.add_argument(
         "--attestation-root",
         action="append",
-        type=argparse.FileType("r", encoding="ascii"),
         metavar="PEM_FILE",
-        help="a root certificate that attestation chains must end in; repeat for several",
-    )
-    keys.add_argument(
-        "--clear-aaguids",
-        action="store_true",
-        help="remove the AAGUID allow-list and the attestation roots",
+        help="a root certificate that attestation chains must end in, needed with "
+        "--attestation direct; repeat for several. The list given replaces the current one",
     )
 
     user = commands.add_parser("user", help="manage members")
@@ -111,14 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"active_kid": kid}))
         elif args.command == "org" and args.action == "webauthn":
             # Options left out keep the org's current values.
-            roots = [f.read() for f in args.attestation_root] if args.attestation_root else None
+            roots = (
+                [_read_certificate(path) for path in args.attestation_root]
+                if args.attestation_root
+                else None
+            )
             settings = policy.set_webauthn_policy(
                 svc,
                 org_id=args.org_id,
                 user_verification=args.user_verification,
                 attestation=args.attestation,
                 allowed_aaguids=[] if args.clear_aaguids else args.allow_aaguid,
-                attestation_roots=[] if args.clear_aaguids else roots,
+                attestation_roots=roots,
             )
             shown = {**settings.as_item(), "attestation_roots": len(settings.attestation_roots)}
             print(json.dumps({"org_id": args.org_id, "webauthn": shown}))
@@ -149,6 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mfa-admin: {exc.code}{where}: {exc.detail}", file=sys.stderr)
         return 1
     return 0
+
+
+def _read_certificate(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"Cannot read {path} as a PEM certificate file: {exc.__class__.__name__}.",
+            field="attestation_roots",
+        ) from exc
 
 
 def _print_member(member: members.NewMember) -> None:

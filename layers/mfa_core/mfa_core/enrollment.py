@@ -409,14 +409,13 @@ def remove_factor(
         _remove(svc, principal, user, factor, now=now, context=context)
     except ConditionFailed as exc:
         fresh = svc.store.get_factor(user.org_id, user.user_id, factor_id)
-        if factor.status == "active" or fresh is None or fresh.status != "active":
+        if factor.status == "active" or fresh is None:
             raise NotFound("No factor with this id.") from exc
-        # The pending factor was confirmed meanwhile: remove it as the active factor it is.
-        latest = svc.store.get_user(user.org_id, user.user_id) or user
-        try:
-            _remove(svc, principal, latest, fresh, now=now, context=context)
-        except ConditionFailed as again:
-            raise NotFound("No factor with this id.") from again
+        # The pending factor was confirmed meanwhile. Removing it now is a change to an active
+        # factor, with its own checks, so the client has to send the request again.
+        raise Conflict(
+            "The factor was activated while it was being removed; list your factors and retry."
+        ) from exc
 
 
 def _remove(
@@ -431,7 +430,10 @@ def _remove(
     """Remove `factor`; raise ConditionFailed naming "factor" if it changed since it was read."""
     active = factor.status == "active"
     keep_another = active and policy.mfa_required(svc.store.get_org(user.org_id))
-    if keep_another and set(user.factor_summaries()) <= {factor.factor_id}:
+    summaries = user.factor_summaries()
+    blocked = {fid for fid, info in summaries.items() if info.get("blocked")}
+    usable_others = set(summaries) - blocked - {factor.factor_id}
+    if keep_another and not usable_others:
         _reject_last_factor_removal(svc, factor, context, now=now)
 
     others = _other_live_sessions(svc, principal, user, now) if active else []
@@ -440,6 +442,7 @@ def _remove(
         svc.store.remove_factor(
             factor,
             keep_another=keep_another,
+            blocked=len(blocked - {factor.factor_id}),
             now=now,
             events=[removed],
             keep_session_id=principal.session_id,

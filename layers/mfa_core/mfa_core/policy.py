@@ -31,7 +31,7 @@ class WebAuthnPolicy:
     ceremonies; with "required", an assertion without it is rejected. With `attestation`
     "direct", registration needs an attestation statement from the key's maker, and, when
     `allowed_aaguids` is not empty, a key model on that list. The attestation certificate
-    chain must then end in one of `attestation_roots` (PEM), such as the roots that the FIDO
+    chain must end in one of `attestation_roots` (PEM), such as the roots that the FIDO
     Metadata Service publishes for the allowed models, or a self-made certificate could claim
     any model.
     """
@@ -105,10 +105,10 @@ def validate_webauthn_policy(
             f"List at most {MAX_ATTESTATION_ROOTS} attestation roots, each a PEM certificate.",
             field="attestation_roots",
         )
-    if aaguids and not roots:
+    if attestation == "direct" and not roots:
         raise InvalidInput(
-            "An AAGUID allow-list needs attestation roots; without them any self-made "
-            "certificate could claim an allowed model.",
+            "Attestation 'direct' needs the root certificates that attestation chains must end "
+            "in; without them any self-made certificate would pass.",
             field="attestation_roots",
         )
     return WebAuthnPolicy(

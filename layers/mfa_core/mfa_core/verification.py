@@ -361,7 +361,9 @@ class _Attempt:
             ],
             # The count read above must still be the stored one, so that of two concurrent
             # assertions with the same count only one wins.
-            factor_condition=(FactorModel.status == "active") & (FactorModel.sign_count == stored),
+            factor_condition=(FactorModel.status == "active")
+            & (FactorModel.sign_count == stored)
+            & FactorModel.clone_suspected_at.does_not_exist(),
             amr=amr,
             acr=acr,
             details={"user_verified": result.user_verified, "sign_count": result.sign_count},

@@ -238,10 +238,10 @@ def verify_registration(
             if roots
             else None,
         )
-        # A key whose public key cannot be loaded would fail at every later sign-in.
-        decoded_public_key_to_cryptography(
-            decode_credential_public_key(verified.credential_public_key)
-        )
+        # A key whose public key cannot be loaded, or does not fit its algorithm, would fail
+        # at every later sign-in.
+        decoded = decode_credential_public_key(verified.credential_public_key)
+        _check_key_type(decoded_public_key_to_cryptography(decoded), int(decoded.alg))
     except Exception as exc:
         # Malformed keys and attestation statements also raise KeyError, TypeError and others.
         raise RegistrationRejected(
@@ -257,9 +257,13 @@ def verify_registration(
     fmt = verified.fmt
     if policy.attestation == "direct":
         # Self attestation signs with the credential's own key, which proves nothing about
-        # the key's maker; "direct" needs a certificate chain from the maker.
+        # the key's maker; "direct" needs a certificate chain from the maker. py_webauthn
+        # anchors packed, tpm and fido-u2f chains in the org's roots alone, but adds Google's
+        # and Apple's roots for the android and apple formats, whose certificates do not bind
+        # the key model.
         statement = parse_attestation_object(credential.response.attestation_object).att_stmt
-        if fmt == AttestationFormat.NONE or not statement.x5c:
+        rooted = {AttestationFormat.PACKED, AttestationFormat.TPM, AttestationFormat.FIDO_U2F}
+        if fmt not in rooted or not statement.x5c:
             raise RegistrationRejected(
                 "This org accepts only security keys that prove their model with attestation.",
                 reason="attestation_missing",
@@ -269,7 +273,6 @@ def verify_registration(
                 "The attestation certificate names another key model than the key reports.",
                 reason="aaguid_mismatch",
             )
-        # With attestation roots configured, py_webauthn has anchored the chain in them above.
         if policy.allowed_aaguids and verified.aaguid not in policy.allowed_aaguids:
             raise RegistrationRejected(
                 "This model of security key is not on the org's list of allowed keys.",
@@ -399,6 +402,23 @@ def key_ref(summary: dict[str, Any]) -> KeyRef | None:
     if summary.get("type") != TYPE or not isinstance(credential_id, str):
         return None
     return KeyRef(credential_id=credential_id, transports=tuple(summary.get("transports") or ()))
+
+
+def _check_key_type(public_key: object, algorithm: int) -> None:
+    """Raise ValueError unless the public key is of the kind its COSE algorithm signs with."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: PLC0415
+
+    expected: dict[int, type] = {
+        -7: ec.EllipticCurvePublicKey,
+        -8: ed25519.Ed25519PublicKey,
+        -257: rsa.RSAPublicKey,
+    }
+    if not isinstance(public_key, expected.get(algorithm, type(None))):
+        raise ValueError(f"public key does not match COSE algorithm {algorithm}")
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and not isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        raise ValueError("ES256 needs a P-256 key")
 
 
 def _certificate_aaguid(certificate_der: bytes) -> str | None:

@@ -336,6 +336,7 @@ class Store:
         factor: FactorModel,
         *,
         keep_another: bool,
+        blocked: int,
         now: float,
         events: list[AuditEvent],
         keep_session_id: str | None,
@@ -343,7 +344,8 @@ class Store:
     ) -> None:
         """Delete a factor; an active one also leaves the user's factor map and ends sessions.
 
-        With `keep_another`, the user must keep at least one other active factor. Raises
+        With `keep_another`, the user must keep at least one other usable factor, one not
+        blocked as a suspected clone; `blocked` is how many of the user's factors are. Raises
         ConditionFailed naming "factor" when the factor is gone or, for a pending one, was
         activated meanwhile, and "user" when it was the last one that `keep_another` protects.
         """
@@ -354,7 +356,7 @@ class Store:
             return
         user_condition = UserModel.active_factors[factor.factor_id].exists()
         if keep_another:
-            user_condition &= size(UserModel.active_factors) > 1
+            user_condition &= size(UserModel.active_factors) > 1 + blocked
         first, rest = _split(revoked_sessions)
         with self._transaction() as tx:
             tx.delete("factor", factor, condition=FactorModel.status == "active")
@@ -518,13 +520,23 @@ class Store:
     def flag_suspected_clone(
         self, factor: FactorModel, *, challenge_id: str, now: float, events: list[AuditEvent]
     ) -> None:
-        """Flag a security key whose signature counter went back, and spend the challenge."""
+        """Flag a security key whose signature counter went back, and spend the challenge.
+
+        The user's factor map marks the key "blocked", so that it no longer counts as a
+        usable factor.
+        """
         with self._transaction() as tx:
             tx.update(
                 "factor",
                 factor,
                 actions=[FactorModel.clone_suspected_at.set(now)],
                 condition=FactorModel.factor_id.exists(),
+            )
+            tx.update(
+                "user",
+                UserModel(factor.org_id, factor.user_id),
+                actions=[UserModel.active_factors[factor.factor_id]["blocked"].set(True)],
+                condition=UserModel.active_factors[factor.factor_id].exists(),
             )
             tx.update(
                 "challenge",
@@ -545,7 +557,7 @@ class Store:
     ) -> None:
         """Store a new consecutive-failure count, unless the count changed since `user` was read.
 
-        Raises ConditionFailed with item 0 when a concurrent request changed the count first:
+        Raises ConditionFailed naming "user" when a concurrent request changed the count first:
         the caller re-reads the user and tries again, so no failure goes uncounted.
         """
         actions: list[Any] = [

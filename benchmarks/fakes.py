@@ -146,6 +146,7 @@ def settings() -> Settings:
         kms_key_id=KMS_KEY_ID,
         signing_key_secret="bench-signing-keys",
         jwks_parameter="bench-jwks",
+        pepper_secret="bench-pepper",
         token_issuer="https://mfa.example.com",
         token_audience="agent-console",
         totp_issuer="Agent Console",

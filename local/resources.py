@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -344,9 +345,15 @@ def _create_secret(
     context: IntrinsicContext,
 ) -> PhysicalResource:
     properties = resolve(dict(resource.properties), context)
+    secret_string = properties.get("SecretString", PLACEHOLDER_SECRET_STRING)
+    generate = properties.get("GenerateSecretString")
+    if isinstance(generate, dict):
+        # CloudFormation generates the value; a random one of the requested length stands in.
+        length = int(generate.get("PasswordLength", 32))
+        secret_string = secrets.token_urlsafe(length)[:length]
     arguments: dict[str, Any] = {
         "Name": str(properties.get("Name") or physical_name(name_prefix, resource.logical_id)),
-        "SecretString": properties.get("SecretString", PLACEHOLDER_SECRET_STRING),
+        "SecretString": secret_string,
     }
     for name in ("Description", "KmsKeyId"):
         if name in properties:

@@ -109,6 +109,25 @@ def remove_factor(factor_id: str) -> Response[str]:
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
+@app.get("/v1/me/backup-codes")
+def backup_code_status() -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    return http.json_response(enrollment.backup_code_status(svc, principal))
+
+
+@app.post("/v1/me/backup-codes")
+def regenerate_backup_codes() -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    result = enrollment.regenerate_backup_codes(svc, principal, context=http.request_context(app))
+    return http.json_response(result, status=201)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:

@@ -30,6 +30,7 @@ class ChallengeRequest:
 class VerifyRequest:
     factor_id: str | None = field(default=None, metadata=http.limits(min_length=1, max_length=64))
     code: str | None = field(default=None, metadata=http.limits(max_length=64))
+    backup_code: str | None = field(default=None, metadata=http.limits(max_length=64))
     credential: dict[str, Any] | None = None
     challenge_id: str | None = field(
         default=None, metadata=http.limits(min_length=1, max_length=64)
@@ -58,11 +59,15 @@ def verify() -> Response[str]:
 
 
 def _proof(body: VerifyRequest) -> verification.Proof:
-    if (body.code is None) == (body.credential is None):
+    given = [body.code, body.credential, body.backup_code]
+    if sum(value is not None for value in given) != 1:
         raise InvalidInput(
-            "Send either 'code' (with 'factor_id') or 'credential' (with 'challenge_id').",
+            "Send exactly one of 'code' (with 'factor_id'), 'credential' (with "
+            "'challenge_id') or 'backup_code'.",
             field="code" if body.code is None else "credential",
         )
+    if body.backup_code is not None:
+        return verification.Proof(backup_code=body.backup_code)
     if body.code is not None:
         if body.factor_id is None:
             raise InvalidInput("Field 'factor_id' is required with a code.", field="factor_id")

@@ -245,6 +245,8 @@ function signOut() {
   closeStepUp(new Error("Signed out, so the change was not made."));
   resetTotpSetup();
   byId("factors-body").replaceChildren();
+  byId("backup-codes-list").replaceChildren();
+  byId("backup-codes").hidden = true;
   showView("signin");
 }
 
@@ -336,8 +338,22 @@ async function confirmTotp() {
   await factorAdded(confirmed);
 }
 
+// Show backup codes, which the API returns once: with the first factor, or when regenerated.
+function showBackupCodes(codes) {
+  const list = byId("backup-codes-list");
+  list.replaceChildren(
+    ...codes.map((code) => {
+      const item = document.createElement("li");
+      item.textContent = code;
+      return item;
+    }),
+  );
+  byId("backup-codes").hidden = false;
+}
+
 async function factorAdded(factor) {
   const name = factor.label || factor.factor_id;
+  if (Array.isArray(factor.backup_codes)) showBackupCodes(factor.backup_codes);
   if (state.accessToken) {
     await loadFactors();
     showStatus(`Added ${name}.`, "info");

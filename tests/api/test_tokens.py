@@ -66,6 +66,8 @@ def test_protected_routes_are_listed() -> None:
         "POST /v1/me/factors/webauthn/options",
         "POST /v1/me/factors/webauthn",
         "DELETE /v1/me/factors/{factor_id}",
+        "GET /v1/me/backup-codes",
+        "POST /v1/me/backup-codes",
         "POST /v1/orgs/{org_id}/users",
     }
 

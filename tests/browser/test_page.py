@@ -91,6 +91,12 @@ def test_totp_enrolled_and_used(mfa_page: MfaPage, page: Page, flow: Flow) -> No
     page.fill("#totp-confirm-code", app.at(int(flow.clock.now())))
     page.click("#totp-confirm-button")
     mfa_page.expect_status("Added Phone.")
+    # The first factor brings the backup codes, shown once.
+    expect(page.locator("#backup-codes")).to_be_visible()
+    expect(page.locator("#backup-codes-list li")).to_have_count(10)
+    assert re.fullmatch(
+        r"[0-9A-Z]{5}-[0-9A-Z]{5}", page.locator("#backup-codes-list li").first.inner_text()
+    )
     expect(page.locator("#totp-setup")).to_be_hidden()
     factor = mfa_page.only_factor()
     assert (factor.type, factor.label, factor.status) == ("totp", "Phone", "active")

@@ -17,6 +17,7 @@ BASE = {
     "MFA_KMS_KEY_ID": "alias/mfa",
     "MFA_SIGNING_KEY_SECRET": "signing",
     "MFA_JWKS_PARAMETER": "jwks",
+    "MFA_PEPPER_SECRET": "pepper",
     "MFA_TOKEN_ISSUER": "https://mfa.example.com",
     "MFA_TOKEN_AUDIENCE": "agent-console",
     "MFA_WEBAUTHN_RP_ID": "console.example.com",

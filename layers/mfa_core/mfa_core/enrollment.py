@@ -9,7 +9,17 @@ from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, policy, sessions, telemetry, tokens, totp, webauthn
+from mfa_core import (
+    audit,
+    backup_codes,
+    lockout,
+    policy,
+    sessions,
+    telemetry,
+    tokens,
+    totp,
+    webauthn,
+)
 from mfa_core.adapters.kms import SealedValueError
 from mfa_core.audit import RequestContext
 from mfa_core.errors import (
@@ -210,6 +220,7 @@ def confirm_totp(
     success = _event(now, factor, "factor.activate", "success", context)
     others = _other_live_sessions(svc, principal, user, now)
     revoked = sessions.revocations(svc, others, reason="factor_added", context=context)
+    codes = backup_codes.generate() if first_factor else None
     try:
         svc.store.activate_factor(
             factor,
@@ -219,6 +230,7 @@ def confirm_totp(
             keep_session_id=principal.session_id,
             first_factor=first_factor,
             revoked_sessions=revoked,
+            backup_codes=_backup_item(svc, user, codes, now) if codes else None,
         )
     except ConditionFailed as exc:
         if "user" in exc.failed:
@@ -231,12 +243,15 @@ def confirm_totp(
         raise Conflict("This factor is no longer pending; list your factors.") from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("TOTP factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
-    return {
+    body: dict[str, Any] = {
         "factor_id": factor.factor_id,
         "type": factor.type,
         "status": "active",
         "label": factor.label,
     }
+    if codes:
+        body["backup_codes"] = codes
+    return body
 
 
 def start_key_registration(
@@ -356,6 +371,7 @@ def register_key(
     success = _event(now, factor, "factor.activate", "success", context)
     success.details.update({"aaguid": key.aaguid, "attestation_format": key.attestation_format})
     others = _other_live_sessions(svc, principal, user, now)
+    codes = backup_codes.generate() if first_factor else None
     try:
         svc.store.add_security_key(
             factor,
@@ -367,6 +383,7 @@ def register_key(
             revoked_sessions=sessions.revocations(
                 svc, others, reason="factor_added", context=context
             ),
+            backup_codes=_backup_item(svc, user, codes, now) if codes else None,
         )
     except ConditionFailed as exc:
         if "factor" in exc.failed:
@@ -385,7 +402,71 @@ def register_key(
         ) from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("Security key registered", extra={**_ids(factor), "sessions_revoked": len(others)})
-    return factor_json(factor)
+    body = factor_json(factor)
+    if codes:
+        body["backup_codes"] = codes
+    return body
+
+
+def backup_code_status(svc: Services, principal: Principal) -> dict[str, Any]:
+    """Count the caller's unused backup codes."""
+    item = svc.store.get_factor(principal.org_id, principal.user_id, backup_codes.FACTOR_ID)
+    if item is None:
+        return {"remaining": 0, "total": 0, "generated_at": None}
+    hashes = item.code_digests()
+    return {
+        "remaining": sum(1 for used in hashes.values() if not used),
+        "total": len(hashes),
+        "generated_at": int(item.created_at),
+    }
+
+
+def regenerate_backup_codes(
+    svc: Services, principal: Principal, *, context: RequestContext
+) -> dict[str, Any]:
+    """Replace the caller's backup codes with a new set, shown once; needs a recent MFA."""
+    user = _current_user(svc, principal)
+    require_recent_mfa(svc, principal, action="Generating backup codes")
+    now = svc.clock.now()
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type="backup_codes.regenerate", context=context
+    )
+    if not user.factor_summaries():
+        raise Conflict("Backup codes recover a factor; activate a factor first.")
+    codes = backup_codes.generate()
+    event = audit.event(
+        now=now,
+        event_type="backup_codes.regenerate",
+        outcome="success",
+        org_id=user.org_id,
+        user_id=user.user_id,
+        factor_id=backup_codes.FACTOR_ID,
+        context=context,
+        details={"count": len(codes)},
+    )
+    svc.store.replace_backup_codes(_backup_item(svc, user, codes, now), [event])
+    logger.info("Backup codes regenerated", extra={"org_id": user.org_id, "user_id": user.user_id})
+    return {"backup_codes": codes, "remaining": len(codes), "generated_at": int(now)}
+
+
+def _backup_item(svc: Services, user: UserModel, codes: list[str], now: float) -> FactorModel:
+    """Build the item that stores a set of backup codes as keyed digests, all unused."""
+    digests = {}
+    for code in codes:
+        canonical = backup_codes.normalize(code)
+        assert canonical is not None, "a generated code is always valid"
+        digests[backup_codes.digest(svc.pepper, canonical)] = 0
+    return FactorModel(
+        user_key(user.org_id, user.user_id),
+        backup_codes.FACTOR_ID,
+        org_id=user.org_id,
+        user_id=user.user_id,
+        type=backup_codes.TYPE,
+        status="active",
+        label="Backup codes",
+        created_at=now,
+        code_hashes=digests,
+    )
 
 
 def remove_factor(
@@ -403,7 +484,7 @@ def remove_factor(
         svc, user, now=now, event_type="factor.remove", factor_id=factor_id, context=context
     )
     factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
-    if factor is None or not _is_usable(factor, now):
+    if factor is None or not _is_usable(factor, now) or factor.type == backup_codes.TYPE:
         raise NotFound("No factor with this id.")
     try:
         _remove(svc, principal, user, factor, now=now, context=context)
@@ -463,7 +544,7 @@ def list_factors(svc: Services, principal: Principal) -> list[dict[str, Any]]:
     return [
         factor_json(f)
         for f in svc.store.list_factors(principal.org_id, principal.user_id)
-        if _is_usable(f, now)
+        if _is_usable(f, now) and f.type != backup_codes.TYPE
     ]
 
 
@@ -506,7 +587,11 @@ def binding(principal: Principal) -> str:
 
 
 def _check_factor_limit(svc: Services, user: UserModel, now: float) -> None:
-    live = [f for f in svc.store.list_factors(user.org_id, user.user_id) if _is_usable(f, now)]
+    live = [
+        f
+        for f in svc.store.list_factors(user.org_id, user.user_id)
+        if _is_usable(f, now) and f.type != backup_codes.TYPE
+    ]
     # NOTE: the limit is read before the write, so concurrent enrollments can pass it by a few.
     if len(live) >= MAX_FACTORS:
         raise Conflict(f"A user can have at most {MAX_FACTORS} factors; remove one first.")

@@ -15,6 +15,7 @@ from mfa_core.adapters import aws
 from mfa_core.adapters.keys import SigningKeys
 from mfa_core.adapters.kms import EnvelopeCipher
 from mfa_core.clock import Clock, SystemClock
+from mfa_core.errors import ConfigurationError
 from mfa_core.settings import Settings
 from mfa_core.store import bind
 from mfa_core.store.repository import Store
@@ -50,6 +51,15 @@ class Services:
     @cached_property
     def cipher(self) -> EnvelopeCipher:
         return EnvelopeCipher(self.kms, self.settings.kms_key_id)
+
+    @cached_property
+    def pepper(self) -> bytes:
+        """Return the key of the backup codes' HMAC, read from Secrets Manager once."""
+        secret = self.secrets_manager.get_secret_value(SecretId=self.settings.pepper_secret)
+        value = str(secret.get("SecretString") or "")
+        if len(value) < 32:
+            raise ConfigurationError("the pepper secret is missing or shorter than 32 characters")
+        return value.encode("utf-8")
 
     @cached_property
     def signing_keys(self) -> SigningKeys:

@@ -54,6 +54,8 @@ class Settings:
     kms_key_id: str
     signing_key_secret: str
     jwks_parameter: str
+    # Secrets Manager secret whose value keys the HMAC of stored backup codes.
+    pepper_secret: str
     token_issuer: str
     token_audience: str
     totp_issuer: str
@@ -91,6 +93,7 @@ class Settings:
             kms_key_id=_required("MFA_KMS_KEY_ID"),
             signing_key_secret=_required("MFA_SIGNING_KEY_SECRET"),
             jwks_parameter=_required("MFA_JWKS_PARAMETER"),
+            pepper_secret=_required("MFA_PEPPER_SECRET"),
             token_issuer=_required("MFA_TOKEN_ISSUER"),
             token_audience=_required("MFA_TOKEN_AUDIENCE"),
             totp_issuer=os.environ.get("MFA_TOTP_ISSUER", "").strip() or "Agent Console",

@@ -14,7 +14,17 @@ from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, policy, sessions, telemetry, tokens, totp, webauthn
+from mfa_core import (
+    audit,
+    backup_codes,
+    lockout,
+    policy,
+    sessions,
+    telemetry,
+    tokens,
+    totp,
+    webauthn,
+)
 from mfa_core.audit import RequestContext
 from mfa_core.enrollment import CeremonyOptions, binding, open_totp_secret
 from mfa_core.errors import InvalidCode, InvalidCredential, InvalidInput, InvalidToken, NotFound
@@ -31,10 +41,12 @@ STEP_UP_EVENT = "mfa.step_up"
 
 @dataclass(frozen=True, kw_only=True)
 class Proof:
-    """The proof a caller presents: a TOTP code, or a WebAuthn assertion with its challenge id."""
+    """The proof a caller presents: a TOTP code, a WebAuthn assertion with its challenge id, or
+    a backup code."""
 
     factor_id: str | None = None
     code: str | None = None
+    backup_code: str | None = None
     credential: dict[str, Any] | None = None
     challenge_id: str | None = None
 
@@ -165,7 +177,13 @@ def verify(
         _reject_unknown_key(
             svc, user, event_type=event_type, now=now, context=context, reason="factor_mismatch"
         )
-    expected_type = webauthn.TYPE if assertion is not None else "totp"
+    expected_type = (
+        webauthn.TYPE
+        if assertion is not None
+        else backup_codes.TYPE
+        if proof.backup_code is not None
+        else "totp"
+    )
     if factor is None or factor.status != "active" or factor.type != expected_type:
         if assertion is not None:
             _reject_unknown_key(
@@ -181,6 +199,8 @@ def verify(
     attempt = _Attempt(svc, principal, user, factor, event_type=event_type, context=context)
     if assertion is not None:
         checked = attempt.check_assertion(assertion, read.challenge, now=now)
+    elif proof.backup_code is not None:
+        checked = attempt.check_backup_code(proof.backup_code, now=now)
     else:
         checked = attempt.check_code(proof.code or "", now=now)
 
@@ -243,10 +263,11 @@ def _complete(
     except ConditionFailed as exc:
         attempt.explain_lost_race(exc, now=now)
     ids = {"org_id": user.org_id, "user_id": user.user_id, "factor_id": factor.factor_id}
+    extra = _backup_code_notice(checked)
     if pair is not None:
         telemetry.count(telemetry.MFA_VERIFIED)
         logger.info("MFA verified", extra={**ids, "acr": checked.acr})
-        return {"status": "authenticated", **pair.as_json()}
+        return {"status": "authenticated", **pair.as_json(), **extra}
 
     session.mfa_time, session.amr, session.acr = now, checked.amr, checked.acr
     telemetry.count(telemetry.STEP_UP_VERIFIED)
@@ -258,7 +279,21 @@ def _complete(
         "expires_in": svc.settings.access_token_seconds,
         "acr": checked.acr,
         "mfa_time": int(now),
+        **extra,
     }
+
+
+def _backup_code_notice(checked: _Checked) -> dict[str, Any]:
+    """Tell the user how many backup codes remain after using one, with a warning when few do."""
+    remaining = checked.details.get("backup_codes_remaining")
+    if remaining is None:
+        return {}
+    notice: dict[str, Any] = {"backup_codes_remaining": remaining}
+    if remaining <= backup_codes.LOW_WATERMARK:
+        notice["warning"] = (
+            f"Only {remaining} backup codes remain; generate a new set at /v1/me/backup-codes."
+        )
+    return notice
 
 
 class _Attempt:
@@ -294,6 +329,25 @@ class _Attempt:
             amr=["pwd", "otp", "mfa"],
             acr="aal2",
             details={},
+        )
+
+    def check_backup_code(self, code: str, *, now: float) -> _Checked:
+        hashes = self.factor.code_digests()
+        match = backup_codes.find(self.svc.pepper, code, hashes)
+        if match is None:
+            self.fail(now=now, reason="invalid_backup_code")
+        if hashes[match]:
+            self.reject_replay(now=now, reason="backup_code_used")
+        remaining = sum(1 for used in hashes.values() if not used) - 1
+        return _Checked(
+            factor_actions=[
+                FactorModel.code_hashes[match].set(now),
+                FactorModel.last_used_at.set(now),
+            ],
+            factor_condition=FactorModel.code_hashes[match] == 0,
+            amr=["pwd", "mfa"],
+            acr="aal2",
+            details={"backup_codes_remaining": remaining},
         )
 
     def check_assertion(
@@ -443,6 +497,8 @@ class _Attempt:
         if "factor" in exc.failed:
             if self.factor.type == "totp":
                 self.reject_replay(now=now, reason="code_replayed")
+            if self.factor.type == backup_codes.TYPE:
+                self.reject_replay(now=now, reason="backup_code_used")
             self.reject_replay(now=now, reason="concurrent_use", error=InvalidCredential())
         raise InvalidToken() from exc
 
@@ -506,6 +562,8 @@ def _factor_id(principal: Principal, proof: Proof, assertion: Any) -> tuple[str,
 
     A security key's factor follows from its credential id.
     """
+    if proof.backup_code is not None:
+        return backup_codes.FACTOR_ID, False
     if assertion is None:
         if proof.factor_id is None:
             raise InvalidInput("Field 'factor_id' is required with a code.", field="factor_id")

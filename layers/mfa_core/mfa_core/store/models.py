@@ -109,7 +109,7 @@ class FactorModel(Model):
     factor_id = UnicodeAttribute(range_key=True)
     org_id = UnicodeAttribute()
     user_id = UnicodeAttribute()
-    type = UnicodeAttribute()  # totp | webauthn
+    type = UnicodeAttribute()  # totp | webauthn | backup_codes
     status = UnicodeAttribute()  # pending | active
     label = UnicodeAttribute()
     created_at = NumberAttribute()
@@ -132,6 +132,17 @@ class FactorModel(Model):
     backup_state = BooleanAttribute(null=True)
     # Set when an assertion's signature counter failed to increase: a possible cloned key.
     clone_suspected_at = NumberAttribute(null=True)
+    # Backup codes: HMAC-SHA256 digest of each code -> 0 while unused, else when it was used.
+    code_hashes: MapAttribute[str, Any] = MapAttribute(null=True)
+
+    def code_digests(self) -> dict[str, float]:
+        """Return the backup code digests as a plain dict: digest -> 0 or the time of use."""
+        value: Any = self.code_hashes
+        if value is None:
+            return {}
+        if isinstance(value, MapAttribute):
+            value = value.as_dict()
+        return {str(k): float(v) for k, v in value.items()}
 
 
 class ChallengeModel(Model):

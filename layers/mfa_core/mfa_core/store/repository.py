@@ -262,6 +262,7 @@ class Store:
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+        backup_codes: FactorModel | None = None,
     ) -> None:
         """Activate a pending TOTP factor and end the user's other sessions.
 
@@ -291,6 +292,7 @@ class Store:
                 keep_session_id=keep_session_id,
                 first_factor=first_factor,
                 revoked_sessions=revoked_sessions,
+                backup_codes=backup_codes,
             )
         self._revoke_rest(rest, factor, reason="factor_added", now=now)
 
@@ -304,6 +306,7 @@ class Store:
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+        backup_codes: FactorModel | None = None,
     ) -> None:
         """Store a verified security key as an active factor and spend its registration challenge.
 
@@ -328,8 +331,15 @@ class Store:
                 keep_session_id=keep_session_id,
                 first_factor=first_factor,
                 revoked_sessions=revoked_sessions,
+                backup_codes=backup_codes,
             )
         self._revoke_rest(rest, factor, reason="factor_added", now=now)
+
+    def replace_backup_codes(self, codes: FactorModel, events: list[AuditEvent]) -> None:
+        """Store a new set of backup codes in place of the user's current one."""
+        with self._transaction() as tx:
+            tx.put("backup_codes", codes, condition=None)
+            self._audit(tx, events)
 
     def remove_factor(
         self,
@@ -385,6 +395,7 @@ class Store:
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+        backup_codes: FactorModel | None,
     ) -> list[tuple[SessionModel, AuditEvent]]:
         """Add the user-side writes of a new active factor to `tx`; return the sessions left.
 
@@ -392,7 +403,8 @@ class Store:
         before, listed or not. The session `keep_session_id` is confirmed and stays valid. With
         `first_factor`, the user must still have no active factor. The first
         SESSIONS_PER_TRANSACTION listed sessions are marked revoked in this transaction; the
-        caller marks the returned rest after it.
+        caller marks the returned rest after it. A first factor comes with `backup_codes`, which
+        replace any earlier set.
         """
         user_condition = _not_locked(now)
         if first_factor:
@@ -413,6 +425,8 @@ class Store:
             condition=user_condition,
         )
         self._confirm_session(tx, keep_session_id, now)
+        if backup_codes is not None:
+            tx.put("backup_codes", backup_codes, condition=None)
         self._audit(tx, events)
         self._revoke(tx, first, reason="factor_added", now=now)
         return rest

@@ -143,6 +143,7 @@ def settings() -> Settings:
         challenges_table="bench-challenges",
         sessions_table="bench-sessions",
         audit_table="bench-audit",
+        counters_table="bench-counters",
         kms_key_id=KMS_KEY_ID,
         signing_key_secret="bench-signing-keys",
         jwks_parameter="bench-jwks",

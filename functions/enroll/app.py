@@ -42,6 +42,12 @@ class RegisterKeyRequest:
     label: str | None = field(default=None, metadata=http.limits(max_length=256))
 
 
+@dataclass(frozen=True)
+class EnrollSmsRequest:
+    phone_number: str = field(metadata=http.limits(min_length=1, max_length=32))
+    label: str | None = field(default=None, metadata=http.limits(max_length=256))
+
+
 @app.get("/v1/me/factors")
 def list_factors() -> Response[str]:
     svc = services()
@@ -107,6 +113,33 @@ def remove_factor(factor_id: str) -> Response[str]:
     )
     enrollment.remove_factor(svc, principal, factor_id=factor_id, context=http.request_context(app))
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@app.post("/v1/me/factors/sms")
+def enroll_sms() -> Response[str]:
+    body = http.parse_body(app, EnrollSmsRequest)
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    result = enrollment.enroll_sms(
+        svc,
+        principal,
+        phone_number=body.phone_number,
+        label=body.label,
+        context=http.request_context(app),
+    )
+    return http.json_response(result, status=201)
+
+
+@app.post("/v1/me/factors/sms/<factor_id>/confirm")
+def confirm_sms(factor_id: str) -> Response[str]:
+    body = http.parse_body(app, ConfirmRequest)
+    code = http.totp_code(body.code)
+    svc = services()
+    principal = sessions.authenticate(svc, http.bearer_token(app), accept=ACCEPTED)
+    result = enrollment.confirm_sms(
+        svc, principal, factor_id=factor_id, code=code, context=http.request_context(app)
+    )
+    return http.json_response(result)
 
 
 @app.get("/v1/me/backup-codes")

@@ -71,7 +71,9 @@ def _proof(body: VerifyRequest) -> verification.Proof:
     if body.code is not None:
         if body.factor_id is None:
             raise InvalidInput("Field 'factor_id' is required with a code.", field="factor_id")
-        return verification.Proof(factor_id=body.factor_id, code=http.totp_code(body.code))
+        return verification.Proof(
+            factor_id=body.factor_id, code=http.totp_code(body.code), challenge_id=body.challenge_id
+        )
     if body.challenge_id is None:
         raise InvalidInput(
             "Field 'challenge_id' is required with a credential; it comes from "

@@ -240,9 +240,10 @@ def test_no_secret_in_logs_or_tables(
         assert not _contains(logs, value), f"{name} found in the logs"
 
     dynamodb = boto3.client("dynamodb", endpoint_url=stack.aws_endpoint_url)
-    for table in stack.table_names.values():
+    for logical_id, table in stack.table_names.items():
         dump = str(dynamodb.scan(TableName=table)["Items"])
-        assert dump != "[]"
+        # The flow sends no SMS, so nothing is counted.
+        assert dump != "[]" or logical_id == "CountersTable"
         for name, value in secrets.items():
             assert not _contains(dump, value), f"{name} found in {table}"
 

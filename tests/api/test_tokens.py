@@ -26,6 +26,8 @@ BODIES: dict[str, Any] = {
     "POST /v1/me/factors/totp/{factor_id}/confirm": {"code": "123456"},
     "POST /v1/orgs/{org_id}/users": {"email": "new@acme.example", "role": "viewer"},
     "POST /v1/me/factors/webauthn": {"challenge_id": "c_x", "credential": {"id": "x"}},
+    "POST /v1/me/factors/sms": {"phone_number": "+447400123456"},
+    "POST /v1/me/factors/sms/{factor_id}/confirm": {"code": "123456"},
 }
 
 
@@ -66,6 +68,8 @@ def test_protected_routes_are_listed() -> None:
         "POST /v1/me/factors/webauthn/options",
         "POST /v1/me/factors/webauthn",
         "DELETE /v1/me/factors/{factor_id}",
+        "POST /v1/me/factors/sms",
+        "POST /v1/me/factors/sms/{factor_id}/confirm",
         "GET /v1/me/backup-codes",
         "POST /v1/me/backup-codes",
         "POST /v1/orgs/{org_id}/users",

@@ -15,6 +15,7 @@ from mfa_core import (
     lockout,
     policy,
     sessions,
+    sms,
     telemetry,
     tokens,
     totp,
@@ -408,6 +409,97 @@ def register_key(
     return body
 
 
+def enroll_sms(
+    svc: Services,
+    principal: Principal,
+    *,
+    phone_number: str,
+    label: str | None,
+    context: RequestContext,
+) -> dict[str, Any]:
+    """Create a pending SMS factor for a phone number and send the code that confirms it."""
+    label = sms.validate_label(label)
+    user = _current_user(svc, principal)
+    authorize_factor_change(svc, principal, user)
+    now = svc.clock.now()
+    lockout.reject_if_locked(svc, user, now=now, event_type="factor.enroll", context=context)
+    _check_factor_limit(svc, user, now)
+    return sms.start_enrollment(
+        svc,
+        principal,
+        user,
+        raw_number=phone_number,
+        label=label,
+        binding=binding(principal),
+        context=context,
+    )
+
+
+def confirm_sms(
+    svc: Services, principal: Principal, *, factor_id: str, code: str, context: RequestContext
+) -> dict[str, Any]:
+    """Activate a pending SMS factor with the code sent to it."""
+    now = svc.clock.now()
+    user = _current_user(svc, principal)
+    first_factor = authorize_factor_change(svc, principal, user)
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type="factor.confirm", factor_id=factor_id, context=context
+    )
+    factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
+    if factor is None or factor.type != sms.TYPE or not _is_usable(factor, now):
+        raise NotFound("No SMS factor with this id.")
+    if factor.status != "pending":
+        raise Conflict("This factor is already active.")
+    sms.ensure_not_sole_factor(svc, user, factor)
+
+    record = svc.store.get_challenge(factor.sms_code_id) if factor.sms_code_id else None
+    reason = sms.check_code(svc, factor, record, code, now=now)
+    if reason is None and record is not None and record.bound_to != binding(principal):
+        reason = "code_not_bound"
+    if reason is not None or record is None:
+        failure = _event(now, factor, "factor.confirm", "failure", context, reason=reason)
+        locked = lockout.record_failure(svc, user, failure=failure, context=context)
+        telemetry.count(telemetry.MFA_FAILED)
+        logger.info("SMS confirmation failed", extra={**_ids(factor), "reason": reason})
+        if locked is not None:
+            raise locked
+        raise InvalidCode()
+
+    success = _event(now, factor, "factor.activate", "success", context)
+    others = _other_live_sessions(svc, principal, user, now)
+    codes = backup_codes.generate() if first_factor else None
+    try:
+        svc.store.activate_factor(
+            factor,
+            step=None,
+            now=now,
+            events=[success],
+            keep_session_id=principal.session_id,
+            first_factor=first_factor,
+            revoked_sessions=sessions.revocations(
+                svc, others, reason="factor_added", context=context
+            ),
+            backup_codes=_backup_item(svc, user, codes, now) if codes else None,
+            code_id=record.challenge_id,
+        )
+    except ConditionFailed as exc:
+        if "user" in exc.failed:
+            fresh = svc.store.get_user(user.org_id, user.user_id)
+            if fresh is not None:
+                lockout.check_not_locked(fresh, now)
+            raise Conflict(
+                "Another factor was activated meanwhile; adding one more needs a recent MFA."
+            ) from exc
+        raise InvalidCode() from exc
+    telemetry.count(telemetry.FACTOR_ACTIVATED)
+    logger.info("SMS factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
+    body = factor_json(factor)
+    body["status"] = "active"
+    if codes:
+        body["backup_codes"] = codes
+    return body
+
+
 def backup_code_status(svc: Services, principal: Principal) -> dict[str, Any]:
     """Count the caller's unused backup codes."""
     item = svc.store.get_factor(principal.org_id, principal.user_id, backup_codes.FACTOR_ID)
@@ -559,6 +651,10 @@ def factor_json(factor: FactorModel) -> dict[str, Any]:
         "confirmed_at": int(factor.confirmed_at) if factor.confirmed_at else None,
         "last_used_at": int(factor.last_used_at) if factor.last_used_at else None,
     }
+    if factor.type == sms.TYPE and factor.phone_number:
+        from mfa_core.phone import mask  # noqa: PLC0415 - see mfa_core.sms
+
+        body["phone_number"] = mask(factor.phone_number)
     if factor.type == webauthn.TYPE:
         body.update(
             {

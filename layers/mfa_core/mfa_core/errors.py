@@ -126,6 +126,17 @@ class LockedOut(MfaError):
         self.retry_after = max(1, retry_after)
 
 
+class Throttled(MfaError):
+    """A rate limit is reached; retry after `retry_after` seconds. `limit` names the limit."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int, limit: str) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+        self.limit = limit
+
+
 class DependencyFailed(MfaError):
     """An AWS dependency failed; nothing was half-written, and the request can be retried."""
 

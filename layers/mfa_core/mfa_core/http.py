@@ -36,6 +36,7 @@ from mfa_core.errors import (
     MfaError,
     NotFound,
     StepUpRequired,
+    Throttled,
     UnsupportedMediaType,
 )
 from mfa_core.settings import settings
@@ -58,6 +59,7 @@ STATUS: dict[type[MfaError], tuple[int, str]] = {
     NotFound: (404, "Not found"),
     Conflict: (409, "Conflict"),
     LockedOut: (429, "Too many attempts"),
+    Throttled: (429, "Too many requests"),
     DependencyFailed: (503, "Service unavailable"),
     ConfigurationError: (500, "Internal error"),
     MfaError: (500, "Internal error"),
@@ -92,9 +94,11 @@ def problem(error: MfaError) -> Response[str]:
     headers: dict[str, str] = {"Cache-Control": "no-store"}
     if isinstance(error, InvalidInput) and error.field is not None:
         body["field"] = error.field
-    if isinstance(error, LockedOut):
+    if isinstance(error, LockedOut | Throttled):
         body["retry_after"] = error.retry_after
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Throttled):
+        body["limit"] = error.limit
     if isinstance(error, StepUpRequired):
         body["max_mfa_age"] = error.max_mfa_age
     if isinstance(error, InvalidToken | AuthenticationFailed | InvalidCredential):

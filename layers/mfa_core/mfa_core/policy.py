@@ -61,6 +61,84 @@ class WebAuthnPolicy:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class SmsPolicy:
+    """An org's rules for SMS codes.
+
+    `allowed_countries` (ISO 3166 region codes; empty means any) limits where codes go,
+    `daily_cap` how many the org sends a day, and `fallback_only` keeps SMS from being a
+    user's only active factor.
+    """
+
+    allowed_countries: tuple[str, ...] = ()
+    daily_cap: int = 1000
+    fallback_only: bool = True
+
+    def as_item(self) -> dict[str, Any]:
+        return {
+            "allowed_countries": list(self.allowed_countries),
+            "daily_cap": self.daily_cap,
+            "fallback_only": self.fallback_only,
+        }
+
+
+def sms_policy(org: OrgModel | None) -> SmsPolicy:
+    if org is None or org.sms is None:
+        return SmsPolicy()
+    value: Any = org.sms
+    if not isinstance(value, Mapping):
+        value = value.as_dict()
+    return SmsPolicy(
+        allowed_countries=tuple(str(c) for c in value.get("allowed_countries") or ()),
+        daily_cap=int(value.get("daily_cap", 1000)),
+        fallback_only=bool(value.get("fallback_only", True)),
+    )
+
+
+def set_sms_policy(
+    svc: Services,
+    *,
+    org_id: str,
+    allowed_countries: Iterable[str] | None = None,
+    daily_cap: int | None = None,
+    fallback_only: bool | None = None,
+    actor: str = "operator",
+    context: RequestContext = audit.SYSTEM,
+) -> SmsPolicy:
+    """Change an org's SMS settings, audited with the values before and after.
+
+    A setting given as None keeps its current value.
+    """
+    from mfa_core.phone import validate_country_list  # noqa: PLC0415 - phonenumbers is large
+
+    org = svc.store.get_org(org_id)
+    if org is None:
+        raise NotFound("No org with this id.")
+    before = sms_policy(org)
+    if daily_cap is not None and not 0 <= daily_cap <= 1_000_000:
+        raise InvalidInput("Use a daily cap from 0 to 1000000.", field="daily_cap")
+    after = SmsPolicy(
+        allowed_countries=(
+            before.allowed_countries
+            if allowed_countries is None
+            else validate_country_list(allowed_countries)
+        ),
+        daily_cap=before.daily_cap if daily_cap is None else daily_cap,
+        fallback_only=before.fallback_only if fallback_only is None else fallback_only,
+    )
+    event = audit.event(
+        now=svc.clock.now(),
+        event_type="policy.sms",
+        outcome="success",
+        org_id=org_id,
+        actor=actor,
+        context=context,
+        details={"before": before.as_item(), "after": after.as_item()},
+    )
+    svc.store.set_org_sms(org_id, after.as_item(), [event])
+    return after
+
+
 def webauthn_policy(org: OrgModel | None) -> WebAuthnPolicy:
     if org is None or org.webauthn is None:
         return WebAuthnPolicy()

@@ -14,6 +14,7 @@ from typing import Any
 from mfa_core.adapters import aws
 from mfa_core.adapters.keys import SigningKeys
 from mfa_core.adapters.kms import EnvelopeCipher
+from mfa_core.adapters.sns import SmsSender, SnsSmsSender
 from mfa_core.clock import Clock, SystemClock
 from mfa_core.errors import ConfigurationError
 from mfa_core.settings import Settings
@@ -51,6 +52,14 @@ class Services:
     @cached_property
     def cipher(self) -> EnvelopeCipher:
         return EnvelopeCipher(self.kms, self.settings.kms_key_id)
+
+    @cached_property
+    def sns(self) -> Any:
+        return aws.client("sns", self.settings)
+
+    @cached_property
+    def sms_sender(self) -> SmsSender:
+        return SnsSmsSender(lambda: self.sns, sender_id=self.settings.sms_sender_id)
 
     @cached_property
     def pepper(self) -> bytes:

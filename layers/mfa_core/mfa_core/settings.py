@@ -51,6 +51,7 @@ class Settings:
     challenges_table: str
     sessions_table: str
     audit_table: str
+    counters_table: str
     kms_key_id: str
     signing_key_secret: str
     jwks_parameter: str
@@ -65,6 +66,11 @@ class Settings:
     webauthn_rp_name: str
     webauthn_origins: tuple[str, ...]
     webauthn_challenge_seconds: int = 2 * 60
+    # SMS: the sender id shown on phones that support one, and the per-user and per-IP limits.
+    sms_sender_id: str | None = None
+    sms_user_per_hour: int = 5
+    sms_ip_per_hour: int = 20
+    sms_phone_per_day: int = 10
     access_token_seconds: int = 15 * 60
     mfa_token_seconds: int = 5 * 60
     enrollment_token_seconds: int = 15 * 60
@@ -90,6 +96,7 @@ class Settings:
             challenges_table=_required("MFA_CHALLENGES_TABLE"),
             sessions_table=_required("MFA_SESSIONS_TABLE"),
             audit_table=_required("MFA_AUDIT_TABLE"),
+            counters_table=_required("MFA_COUNTERS_TABLE"),
             kms_key_id=_required("MFA_KMS_KEY_ID"),
             signing_key_secret=_required("MFA_SIGNING_KEY_SECRET"),
             jwks_parameter=_required("MFA_JWKS_PARAMETER"),
@@ -100,6 +107,8 @@ class Settings:
             webauthn_rp_id=_required("MFA_WEBAUTHN_RP_ID"),
             webauthn_rp_name=os.environ.get("MFA_WEBAUTHN_RP_NAME", "").strip() or "Agent Console",
             webauthn_origins=_origins("MFA_WEBAUTHN_ORIGINS"),
+            sms_sender_id=os.environ.get("MFA_SMS_SENDER_ID", "").strip() or None,
+            sms_ip_per_hour=_int("MFA_SMS_IP_PER_HOUR", 20),
             access_token_seconds=_int("MFA_ACCESS_TOKEN_SECONDS", 15 * 60),
             session_seconds=_int("MFA_SESSION_SECONDS", 12 * 60 * 60),
             lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),

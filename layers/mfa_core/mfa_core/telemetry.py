@@ -27,6 +27,8 @@ FACTOR_ACTIVATED = "FactorActivated"
 FACTOR_REMOVED = "FactorRemoved"
 STEP_UP_VERIFIED = "StepUpVerified"
 WEBAUTHN_CLONE_SUSPECTED = "WebAuthnCloneSuspected"
+SMS_SENT = "SmsSent"
+SMS_THROTTLED = "SmsThrottled"
 REFRESH_TOKEN_REUSED = "RefreshTokenReused"  # noqa: S105 - a metric name
 
 

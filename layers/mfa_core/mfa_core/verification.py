@@ -20,6 +20,7 @@ from mfa_core import (
     lockout,
     policy,
     sessions,
+    sms,
     telemetry,
     tokens,
     totp,
@@ -60,14 +61,17 @@ class _Checked:
     amr: list[str]
     acr: str
     details: dict[str, Any]
+    # The challenge or SMS code that the verification spends.
+    spends: str | None = None
 
 
 def start_challenge(
     svc: Services, principal: Principal, *, factor_id: str | None, context: RequestContext
-) -> CeremonyOptions:
-    """Store a WebAuthn authentication challenge and return the request options.
+) -> CeremonyOptions | sms.SentCode:
+    """Send an SMS code, or store a WebAuthn challenge and return the request options.
 
-    With `factor_id`, the options allow that key only; without, any of the user's keys.
+    With the `factor_id` of a phone, a new code is sent and the previous one stops working.
+    With a key's `factor_id`, the options allow that key only; without, any of the user's keys.
     """
     now = svc.clock.now()
     if principal.token_type == tokens.MFA_PENDING:
@@ -92,6 +96,13 @@ def start_challenge(
     if factor_id is not None:
         if factor_id not in factors:
             raise NotFound("No active factor with this id.")
+        if factors[factor_id].get("type") == sms.TYPE:
+            phone_factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
+            if phone_factor is None or phone_factor.status != "active":
+                raise NotFound("No active factor with this id.")
+            return sms.send_code(
+                svc, user, phone_factor, binding=binding(principal), context=context
+            )
         if factors[factor_id].get("type") != webauthn.TYPE:
             raise InvalidInput(
                 "This factor needs no challenge; send its code to /v1/auth/mfa/verify.",
@@ -160,7 +171,7 @@ def verify(
         transaction_id=transaction_id,
         session_id=None if at_login else principal.session_id,
         factor_id=factor_id,
-        challenge_id=proof.challenge_id if assertion is not None else None,
+        challenge_id=proof.challenge_id if proof.backup_code is None else None,
     )
     user, factor = read.user, read.factor
     if (
@@ -177,14 +188,14 @@ def verify(
         _reject_unknown_key(
             svc, user, event_type=event_type, now=now, context=context, reason="factor_mismatch"
         )
-    expected_type = (
-        webauthn.TYPE
+    expected_types = (
+        {webauthn.TYPE}
         if assertion is not None
-        else backup_codes.TYPE
+        else {backup_codes.TYPE}
         if proof.backup_code is not None
-        else "totp"
+        else {"totp", sms.TYPE}
     )
-    if factor is None or factor.status != "active" or factor.type != expected_type:
+    if factor is None or factor.status != "active" or factor.type not in expected_types:
         if assertion is not None:
             _reject_unknown_key(
                 svc,
@@ -201,6 +212,8 @@ def verify(
         checked = attempt.check_assertion(assertion, read.challenge, now=now)
     elif proof.backup_code is not None:
         checked = attempt.check_backup_code(proof.backup_code, now=now)
+    elif factor.type == sms.TYPE:
+        checked = attempt.check_sms(proof.code or "", read.challenge, now=now)
     else:
         checked = attempt.check_code(proof.code or "", now=now)
 
@@ -254,7 +267,7 @@ def _complete(
             factor_actions=checked.factor_actions,
             factor_condition=checked.factor_condition,
             transaction_id=transaction_id,
-            challenge_id=proof.challenge_id if proof.credential is not None else None,
+            challenge_id=checked.spends,
             new_session=session if transaction_id is not None else None,
             step_up=step_up,
             now=now,
@@ -329,6 +342,27 @@ class _Attempt:
             amr=["pwd", "otp", "mfa"],
             acr="aal2",
             details={},
+        )
+
+    def check_sms(self, code: str, record: ChallengeModel | None, *, now: float) -> _Checked:
+        factor = self.factor
+        if record is None and factor.sms_code_id:
+            record = self.svc.store.get_challenge(factor.sms_code_id)
+        reason = sms.check_code(self.svc, factor, record, code, now=now)
+        if reason is None and record is not None and record.bound_to != binding(self.principal):
+            reason = "code_not_bound"
+        if reason == "code_used":
+            self.reject_replay(now=now, reason=reason)
+        if reason is not None or record is None:
+            self.fail(now=now, reason=reason or "code_unknown")
+        return _Checked(
+            factor_actions=[FactorModel.last_used_at.set(now)],
+            factor_condition=(FactorModel.status == "active")
+            & (FactorModel.sms_code_id == record.challenge_id),
+            amr=["pwd", "sms", "mfa"],
+            acr="aal2",
+            details={},
+            spends=record.challenge_id,
         )
 
     def check_backup_code(self, code: str, *, now: float) -> _Checked:
@@ -421,6 +455,7 @@ class _Attempt:
             amr=amr,
             acr=acr,
             details={"user_verified": result.user_verified, "sign_count": result.sign_count},
+            spends=challenge.challenge_id,
         )
 
     def fail(self, *, now: float, reason: str, error: Exception | None = None) -> NoReturn:
@@ -492,13 +527,17 @@ class _Attempt:
             fresh = self.svc.store.get_user(self.user.org_id, self.user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
+        is_key = self.factor.type == webauthn.TYPE
         if "challenge" in exc.failed:
-            self.reject_replay(now=now, reason="challenge_used", error=InvalidCredential())
+            error = InvalidCredential() if is_key else InvalidCode()
+            self.reject_replay(now=now, reason="challenge_used", error=error)
         if "factor" in exc.failed:
             if self.factor.type == "totp":
                 self.reject_replay(now=now, reason="code_replayed")
             if self.factor.type == backup_codes.TYPE:
                 self.reject_replay(now=now, reason="backup_code_used")
+            if self.factor.type == sms.TYPE:
+                self.reject_replay(now=now, reason="code_superseded")
             self.reject_replay(now=now, reason="concurrent_use", error=InvalidCredential())
         raise InvalidToken() from exc
 

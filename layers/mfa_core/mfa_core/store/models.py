@@ -41,6 +41,8 @@ class OrgModel(Model):
     created_at = NumberAttribute()
     # WebAuthn settings, read by mfa_core.policy.WebAuthnPolicy; absent means the defaults.
     webauthn: MapAttribute[str, Any] = MapAttribute(null=True)
+    # SMS settings, read by mfa_core.policy.SmsPolicy; absent means the defaults.
+    sms: MapAttribute[str, Any] = MapAttribute(null=True)
 
 
 class UserEmailIndex(GlobalSecondaryIndex["UserModel"]):
@@ -134,6 +136,9 @@ class FactorModel(Model):
     clone_suspected_at = NumberAttribute(null=True)
     # Backup codes: HMAC-SHA256 digest of each code -> 0 while unused, else when it was used.
     code_hashes: MapAttribute[str, Any] = MapAttribute(null=True)
+    # SMS: the E.164 number, and the id of the code sent last, the only one that counts.
+    phone_number = UnicodeAttribute(null=True)
+    sms_code_id = UnicodeAttribute(null=True)
 
     def code_digests(self) -> dict[str, float]:
         """Return the backup code digests as a plain dict: digest -> 0 or the time of use."""
@@ -169,6 +174,8 @@ class ChallengeModel(Model):
     user_verification = UnicodeAttribute(null=True)
     factor_ids: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     label = UnicodeAttribute(null=True)
+    # SMS codes: how many verifications the code has had.
+    attempts = NumberAttribute(null=True)
 
 
 class SessionUserIndex(GlobalSecondaryIndex["SessionModel"]):
@@ -242,6 +249,18 @@ class AuditModel(Model):
     expires_at = NumberAttribute()
 
 
+class CounterModel(Model):
+    """A rate-limit counter for one key and time window, or a cool-down (`until`)."""
+
+    class Meta(_Unbound):
+        pass
+
+    counter_key = UnicodeAttribute(hash_key=True)
+    uses = NumberAttribute(null=True)
+    until = NumberAttribute(null=True)
+    expires_at = NumberAttribute()
+
+
 ALL_MODELS: dict[str, type[Model]] = {
     "orgs_table": OrgModel,
     "users_table": UserModel,
@@ -249,4 +268,5 @@ ALL_MODELS: dict[str, type[Model]] = {
     "challenges_table": ChallengeModel,
     "sessions_table": SessionModel,
     "audit_table": AuditModel,
+    "counters_table": CounterModel,
 }

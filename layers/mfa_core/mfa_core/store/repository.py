@@ -25,6 +25,7 @@ from mfa_core.errors import Conflict, DependencyFailed, MfaError, NotFound
 from mfa_core.store.models import (
     AuditModel,
     ChallengeModel,
+    CounterModel,
     EmailClaimModel,
     FactorModel,
     OrgModel,
@@ -96,6 +97,18 @@ class Verification:
     user: UserModel | None
     factor: FactorModel | None
     challenge: ChallengeModel | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterLimit:
+    """One rate limit as the store counts it: a fixed window, or a cool-down when `cooldown`."""
+
+    name: str
+    key: str
+    limit: int
+    window: int
+    window_end: float
+    cooldown: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,6 +260,16 @@ class Store:
             )
             self._audit(tx, events)
 
+    def set_org_sms(self, org_id: str, settings: dict[str, Any], events: list[AuditEvent]) -> None:
+        with self._transaction({"org": _no_such_org}) as tx:
+            tx.update(
+                "org",
+                OrgModel(org_id),
+                actions=[OrgModel.sms.set(settings)],
+                condition=OrgModel.org_id.exists(),
+            )
+            self._audit(tx, events)
+
     def add_pending_factor(self, factor: FactorModel, events: list[AuditEvent]) -> None:
         with self._transaction() as tx:
             tx.put("factor", factor, condition=FactorModel.factor_id.does_not_exist())
@@ -256,33 +279,42 @@ class Store:
         self,
         factor: FactorModel,
         *,
-        step: int,
+        step: int | None,
         now: float,
         events: list[AuditEvent],
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
         backup_codes: FactorModel | None = None,
+        code_id: str | None = None,
     ) -> None:
-        """Activate a pending TOTP factor and end the user's other sessions.
+        """Activate a pending TOTP or SMS factor and end the user's other sessions.
 
-        The factor is activated with the time step its confirmation code used. Raises
+        A TOTP factor is activated with the time step its confirmation code used; an SMS factor
+        spends the code `code_id`, which must still be its latest. Raises
         ConditionFailed naming "factor" when the factor is no longer pending (confirmed
         concurrently or expired), and "user" when the user is locked out or, with
         `first_factor`, gained a factor meanwhile. See `_factor_added` for the sessions.
         """
+        actions = [
+            FactorModel.status.set("active"),
+            FactorModel.confirmed_at.set(now),
+            FactorModel.expires_at.remove(),
+        ]
+        condition = (FactorModel.status == "pending") & (FactorModel.expires_at > now)
+        if step is not None:
+            actions.append(FactorModel.last_step.set(step))
+        if code_id is not None:
+            condition &= FactorModel.sms_code_id == code_id
         with self._transaction() as tx:
-            tx.update(
-                "factor",
-                factor,
-                actions=[
-                    FactorModel.status.set("active"),
-                    FactorModel.last_step.set(step),
-                    FactorModel.confirmed_at.set(now),
-                    FactorModel.expires_at.remove(),
-                ],
-                condition=(FactorModel.status == "pending") & (FactorModel.expires_at > now),
-            )
+            tx.update("factor", factor, actions=actions, condition=condition)
+            if code_id is not None:
+                tx.update(
+                    "challenge",
+                    ChallengeModel(code_id),
+                    actions=[ChallengeModel.consumed_at.set(now)],
+                    condition=_unspent(now),
+                )
             rest = self._factor_added(
                 tx,
                 factor,
@@ -334,6 +366,97 @@ class Store:
                 backup_codes=backup_codes,
             )
         self._revoke_rest(rest, factor, reason="factor_added", now=now)
+
+    def reserve_counters(self, limits: list[CounterLimit], *, now: float) -> None:
+        """Count one use against every limit in one transaction, or against none.
+
+        Raises ConditionFailed naming the limits that are reached.
+        """
+        with self._transaction() as tx:
+            for limit in limits:
+                if limit.cooldown:
+                    tx.update(
+                        limit.name,
+                        CounterModel(limit.key),
+                        actions=[
+                            CounterModel.until.set(now + limit.window),
+                            CounterModel.expires_at.set(int(now) + limit.window + 60),
+                        ],
+                        condition=CounterModel.until.does_not_exist() | (CounterModel.until <= now),
+                    )
+                else:
+                    tx.update(
+                        limit.name,
+                        CounterModel(limit.key),
+                        actions=[
+                            CounterModel.uses.add(1),
+                            CounterModel.expires_at.set(int(limit.window_end) + 60),
+                        ],
+                        condition=CounterModel.uses.does_not_exist()
+                        | (CounterModel.uses < limit.limit),
+                    )
+
+    def release_counters(self, limits: list[CounterLimit]) -> None:
+        """Give back a use counted by `reserve_counters`, for an action that did not happen."""
+        with self._transaction() as tx:
+            for limit in limits:
+                actions = (
+                    [CounterModel.until.remove()] if limit.cooldown else [CounterModel.uses.add(-1)]
+                )
+                tx.update(
+                    limit.name,
+                    CounterModel(limit.key),
+                    actions=actions,
+                    condition=CounterModel.counter_key.exists(),
+                )
+
+    def get_counter(self, key: str) -> CounterModel | None:
+        with _dynamodb_errors():
+            try:
+                return CounterModel.get(key, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+    def start_sms_factor(
+        self, factor: FactorModel, code: ChallengeModel, events: list[AuditEvent]
+    ) -> None:
+        """Store a pending SMS factor with the code sent to confirm it."""
+        with self._transaction() as tx:
+            tx.put("factor", factor, condition=FactorModel.factor_id.does_not_exist())
+            tx.put("challenge", code, condition=ChallengeModel.challenge_id.does_not_exist())
+            self._audit(tx, events)
+
+    def issue_sms_code(
+        self, factor: FactorModel, code: ChallengeModel, events: list[AuditEvent]
+    ) -> None:
+        """Store a new SMS code and make it the factor's only valid one."""
+        with self._transaction() as tx:
+            tx.put("challenge", code, condition=ChallengeModel.challenge_id.does_not_exist())
+            tx.update(
+                "factor",
+                factor,
+                actions=[FactorModel.sms_code_id.set(code.challenge_id)],
+                condition=FactorModel.factor_id.exists(),
+            )
+            self._audit(tx, events)
+
+    def count_code_attempt(self, code_id: str, *, now: float, max_attempts: int) -> bool:
+        """Count one verification of an SMS code; False when it is spent, expired or used up."""
+        try:
+            with self._transaction() as tx:
+                tx.update(
+                    "challenge",
+                    ChallengeModel(code_id),
+                    actions=[ChallengeModel.attempts.add(1)],
+                    condition=_unspent(now)
+                    & (
+                        ChallengeModel.attempts.does_not_exist()
+                        | (ChallengeModel.attempts < max_attempts)
+                    ),
+                )
+        except ConditionFailed:
+            return False
+        return True
 
     def replace_backup_codes(self, codes: FactorModel, events: list[AuditEvent]) -> None:
         """Store a new set of backup codes in place of the user's current one."""

@@ -1,0 +1,75 @@
+"""Text messages through Amazon SNS, sent straight to a phone number (no topic)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mfa_core.errors import ConfigurationError, DependencyFailed
+
+logger = Logger(child=True)
+
+# Sender IDs as the SNS guide to publishing SMS defines them: 3 to 11 letters and digits, at
+# least one of them a letter.
+_SENDER_ID = re.compile(r"(?=[0-9]*[A-Za-z])[A-Za-z0-9]{3,11}")
+
+
+class SmsSender(Protocol):
+    def send(self, *, phone_number: str, message: str) -> str:
+        """Send `message` to `phone_number` (E.164); return the provider's message id."""
+        ...
+
+
+class SnsSmsSender:
+    """Sender of transactional SMS through SNS Publish.
+
+    `client_factory` returns an SNS client and is called on each send, so the client is built
+    only when a code is actually sent. `sender_id` is the alphanumeric sender shown on the
+    phone in countries that support one; None leaves the choice to SNS.
+    """
+
+    def __init__(self, client_factory: Callable[[], Any], *, sender_id: str | None) -> None:
+        if sender_id is not None and not _SENDER_ID.fullmatch(sender_id):
+            raise ConfigurationError(
+                "the SMS sender id is invalid: use 3 to 11 letters and digits, one or more of "
+                "them letters"
+            )
+        self._client_factory = client_factory
+        self._attributes: dict[str, dict[str, str]] = {
+            # Transactional: SNS optimizes delivery for reliability rather than for cost.
+            "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"},
+        }
+        if sender_id is not None:
+            self._attributes["AWS.SNS.SMS.SenderID"] = {
+                "DataType": "String",
+                "StringValue": sender_id,
+            }
+
+    def send(self, *, phone_number: str, message: str) -> str:
+        """Publish `message` to `phone_number`; return SNS's message id.
+
+        Raises DependencyFailed when SNS or the connection to it fails. The message carries a
+        one-time code and SNS's InvalidParameter error repeats the number, so only the error
+        code is logged and the SNS error is not chained to the raised one.
+        """
+        try:
+            response = self._client_factory().publish(
+                PhoneNumber=phone_number,
+                Message=message,
+                MessageAttributes=self._attributes,
+            )
+        except ClientError as exc:
+            error_code = str(exc.response.get("Error", {}).get("Code") or "unknown")
+        except BotoCoreError as exc:
+            error_code = type(exc).__name__
+        else:
+            return str(response["MessageId"])
+
+        logger.error("SMS send failed", extra={"error_code": error_code})
+        # Raised after the except blocks, so a traceback logged further up cannot print the
+        # SNS error's text.
+        raise DependencyFailed("Sending the SMS failed. Retry the request.")

@@ -20,8 +20,10 @@ from local.functions import LocalFunction
 from local.intrinsics import resolve
 from local.stack import LocalStack
 from local.template import parse_yaml
+from tests.api.conftest import add_member
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
+from tests.api.test_sms import enroll_phone, last_code
 
 Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
 TRANSACT_ACTIONS = {
@@ -89,6 +91,8 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
         return [(f"kms:{operation}", arn)]
     if service == "secretsmanager":
         return [(f"secretsmanager:{operation}", params["SecretId"])]
+    if service == "sns" and operation == "Publish" and "PhoneNumber" in params:
+        return [("sns:Publish", "*")]  # SMS to a phone number has no resource ARN
     if service == "ssm":
         name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
         return [(f"ssm:{operation}", f"arn:aws:ssm:{region}:{account}:parameter{name}")]
@@ -146,6 +150,40 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     member.factor_id, member.totp_secret = second.body["factor_id"], second.body["secret"]
     flow.next_step()  # past the step that confirmed the spare factor
     _run_key_flow(client, flow, member)
+    _run_sms_flow(client, flow)
+
+
+def _run_sms_flow(client: Client, flow: Flow) -> None:
+    """Enroll a phone after TOTP, and sign in and regenerate backup codes with it."""
+    member = add_member("acme", "phone@acme.example")
+    flow.clock.advance(60)
+    access, factor_id = enroll_phone(flow, member)
+    codes = client.get("/v1/me/backup-codes", token=access)
+    assert codes.status == 200
+    flow.clock.advance(31)
+    mfa_token = flow.mfa_token(member)
+    challenge = client.post("/v1/auth/mfa/challenge", {"factor_id": factor_id}, token=mfa_token)
+    assert challenge.status == 200, challenge.text
+    login = client.post(
+        "/v1/auth/mfa/verify",
+        {
+            "factor_id": factor_id,
+            "code": last_code(),
+            "challenge_id": challenge.body["challenge_id"],
+        },
+        token=mfa_token,
+    )
+    assert login.status == 200, login.text
+    regenerated = client.post("/v1/me/backup-codes", {}, token=login.body["access_token"])
+    assert regenerated.status == 201, regenerated.text
+    assert (
+        flow.client.post(
+            "/v1/auth/mfa/verify",
+            {"backup_code": regenerated.body["backup_codes"][0]},
+            token=flow.mfa_token(member),
+        ).status
+        == 200
+    )
 
 
 def test_policies_cover_every_call(

@@ -6,6 +6,7 @@ in this process.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from typing import Any
@@ -17,7 +18,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sns.models import sns_backends
 
 from local.stack import LocalStack
-from mfa_core import policy, runtime
+from mfa_core import cli, policy, runtime
 from tests.api.conftest import START, add_member
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.api.test_audit_and_logs import captured_logs
@@ -296,3 +297,41 @@ def test_phone_number_absent_from_logs_and_audit(
     assert '"message":"SMS code sent"' in stream.getvalue()
     assert digits not in stream.getvalue()
     assert digits[-9:] not in str(audit_items(stack, "acme"))
+
+
+def test_last_non_sms_factor_stays_where_sms_is_a_fallback(
+    client: Client, flow: Flow, acme: Member, stack: LocalStack
+) -> None:
+    access, _ = enroll_phone(flow, acme)
+    refused = client.delete(f"/v1/me/factors/{acme.factor_id}", token=access)
+    assert refused.status == 409
+    assert "fallback" in refused.body["detail"]
+    assert ("denied", "sms_fallback_only") in audited(stack, "acme", "factor.remove")
+
+
+def test_hourly_cap_per_source_ip(
+    client: Client, flow: Flow, acme: Member, monkeypatch: Any
+) -> None:
+    svc = runtime.services()
+    monkeypatch.setattr(svc, "settings", dataclasses.replace(svc.settings, sms_ip_per_hour=2))
+    policy.set_sms_policy(svc, org_id="acme", fallback_only=False)
+    numbers = [PHONE, OTHER_PHONE, "+12015550123"]
+    replies = []
+    for index, number in enumerate(numbers):
+        member = add_member("acme", f"user{index}@acme.example")
+        access = flow.login_ok(member, "authenticated")["access_token"]
+        replies.append(client.post("/v1/me/factors/sms", {"phone_number": number}, token=access))
+    assert [reply.status for reply in replies] == [201, 201, 429]
+    assert replies[2].body["limit"] == "ip_per_hour"
+
+
+def test_operator_cli_sets_the_org_sms_rules(
+    acme: Member, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["org", "sms", "--org-id", "acme", "--allow-country", "de", "--daily-cap", "50"]
+    assert cli.main([*args, "--no-fallback-only"]) == 0
+    assert '"allowed_countries": ["DE"]' in capsys.readouterr().out
+    rules = policy.sms_policy(runtime.services().store.get_org("acme"))
+    assert (rules.allowed_countries, rules.daily_cap, rules.fallback_only) == (("DE",), 50, False)
+    assert cli.main(["org", "sms", "--org-id", "acme", "--allow-country", "XX"]) == 1
+    assert "sms_countries" in capsys.readouterr().err

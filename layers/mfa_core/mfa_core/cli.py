@@ -82,6 +82,23 @@ def _parser() -> argparse.ArgumentParser:
         "--attestation direct; repeat for several. The list given replaces the current one",
     )
 
+    phones = org_commands.add_parser("sms", help="set the org's SMS rules")
+    phones.add_argument("--org-id", required=True)
+    phones.add_argument(
+        "--allow-country",
+        action="append",
+        metavar="CC",
+        help="an ISO 3166 region code that SMS codes may go to; repeat for several. The list "
+        "given replaces the current one; without any, every country is allowed",
+    )
+    phones.add_argument("--any-country", action="store_true", help="remove the country allow-list")
+    phones.add_argument("--daily-cap", type=int, help="SMS the org may send per day")
+    phones.add_argument(
+        "--fallback-only",
+        action=argparse.BooleanOptionalAction,
+        help="keep SMS from being a user's only factor (default: on)",
+    )
+
     user = commands.add_parser("user", help="manage members")
     user_commands = user.add_subparsers(dest="action", required=True)
     create = user_commands.add_parser("create", help="create a member of an org")
@@ -129,6 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             shown = {**settings.as_item(), "attestation_roots": len(settings.attestation_roots)}
             print(json.dumps({"org_id": args.org_id, "webauthn": shown}))
+        elif args.command == "org" and args.action == "sms":
+            countries = [] if args.any_country else args.allow_country
+            rules = policy.set_sms_policy(
+                svc,
+                org_id=args.org_id,
+                allowed_countries=countries,
+                daily_cap=args.daily_cap,
+                fallback_only=args.fallback_only,
+            )
+            print(json.dumps({"org_id": args.org_id, "sms": rules.as_item()}))
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,

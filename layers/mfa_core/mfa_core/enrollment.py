@@ -602,12 +602,25 @@ def _remove(
 ) -> None:
     """Remove `factor`; raise ConditionFailed naming "factor" if it changed since it was read."""
     active = factor.status == "active"
-    keep_another = active and policy.mfa_required(svc.store.get_org(user.org_id))
+    org = svc.store.get_org(user.org_id)
+    keep_another = active and policy.mfa_required(org)
     summaries = user.factor_summaries()
     blocked = {fid for fid, info in summaries.items() if info.get("blocked")}
     usable_others = set(summaries) - blocked - {factor.factor_id}
     if keep_another and not usable_others:
         _reject_last_factor_removal(svc, factor, context, now=now)
+    # NOTE: read, not a write condition: a concurrent change can still leave SMS alone.
+    only_sms_left = usable_others and all(
+        summaries[fid].get("type") == sms.TYPE for fid in usable_others
+    )
+    if active and only_sms_left and policy.sms_policy(org).fallback_only:
+        svc.store.record(
+            _event(now, factor, "factor.remove", "denied", context, reason="sms_fallback_only")
+        )
+        raise Conflict(
+            "This org allows SMS only as a fallback, and this is your last other factor; add "
+            "an authenticator app or a security key before removing it."
+        )
 
     others = _other_live_sessions(svc, principal, user, now) if active else []
     removed = _event(now, factor, "factor.remove", "success", context)

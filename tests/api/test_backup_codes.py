@@ -204,3 +204,17 @@ def test_backup_codes_are_not_a_listed_or_removable_factor(
     assert [f["type"] for f in listed] == ["totp"]
     removal = client.delete(f"/v1/me/factors/{backup_codes.FACTOR_ID}", token=access)
     assert removal.status == 404
+
+
+def test_backup_code_without_any_set_looks_like_a_wrong_code(
+    flow: Flow, acme: Member, stack: LocalStack
+) -> None:
+    first_factor_codes(flow, acme)
+    store = runtime.services().store
+    item = store.get_factor("acme", acme.user_id, backup_codes.FACTOR_ID)
+    assert item is not None
+    item.delete()
+    reply = use(flow, acme, "ABCDE-FGH23")
+    assert reply.status == 401
+    assert reply.body["code"] == "invalid_code"
+    assert ("failure", "backup_codes_missing") in audited(stack, "acme", "login.mfa")

@@ -107,21 +107,19 @@ def test_phone_enrolls_and_signs_in(client: Client, flow: Flow, acme: Member) ->
 
 def test_sms_cannot_be_the_only_factor_by_default(client: Client, flow: Flow, acme: Member) -> None:
     access = flow.login_ok(acme, "authenticated")["access_token"]
+    refused = client.post("/v1/me/factors/sms", {"phone_number": PHONE}, token=access)
+    assert refused.status == 409
+    assert "fallback" in refused.body["detail"]
+    assert sent() == []
+    policy.set_sms_policy(runtime.services(), org_id="acme", fallback_only=False)
     reply = client.post("/v1/me/factors/sms", {"phone_number": PHONE}, token=access)
+    assert reply.status == 201, reply.text
     confirm = client.post(
         f"/v1/me/factors/sms/{reply.body['factor_id']}/confirm",
         {"code": last_code()},
         token=access,
     )
-    assert confirm.status == 409
-    assert "fallback" in confirm.body["detail"]
-    policy.set_sms_policy(runtime.services(), org_id="acme", fallback_only=False)
-    again = client.post(
-        f"/v1/me/factors/sms/{reply.body['factor_id']}/confirm",
-        {"code": last_code()},
-        token=access,
-    )
-    assert again.status == 200, again.text
+    assert confirm.status == 200, confirm.text
 
 
 def test_second_send_within_thirty_seconds_is_throttled(
@@ -335,3 +333,87 @@ def test_operator_cli_sets_the_org_sms_rules(
     assert (rules.allowed_countries, rules.daily_cap, rules.fallback_only) == (("DE",), 50, False)
     assert cli.main(["org", "sms", "--org-id", "acme", "--allow-country", "XX"]) == 1
     assert "sms_countries" in capsys.readouterr().err
+
+
+def _pending_phone(flow: Flow, member: Member) -> tuple[str, str]:
+    """Give the member TOTP and a pending phone; return a fresh access token and its id."""
+    access = flow.login_ok(member, "authenticated")["access_token"]
+    flow.enroll(member, access)
+    flow.next_step()
+    access = flow.verify(member, flow.mfa_token(member)).body["access_token"]
+    reply = flow.client.post("/v1/me/factors/sms", {"phone_number": PHONE}, token=access)
+    assert reply.status == 201, reply.text
+    return access, reply.body["factor_id"]
+
+
+def _at_once(*calls: Any) -> list[int]:
+    barrier = threading.Barrier(len(calls))
+    statuses: dict[int, int] = {}
+
+    def run(index: int, call: Any) -> None:
+        barrier.wait()
+        statuses[index] = call().status
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [statuses[index] for index in range(len(calls))]
+
+
+def test_confirming_sms_while_removing_the_other_factor_never_leaves_sms_alone(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    access, phone_id = _pending_phone(flow, acme)
+    code = last_code()
+    statuses = _at_once(
+        lambda: client.post(f"/v1/me/factors/sms/{phone_id}/confirm", {"code": code}, token=access),
+        lambda: client.delete(f"/v1/me/factors/{acme.factor_id}", token=access),
+    )
+    assert sorted(statuses) in ([200, 409], [204, 409]), statuses
+    user = runtime.services().store.get_user("acme", acme.user_id)
+    assert user is not None
+    types = [info["type"] for info in user.factor_summaries().values()]
+    assert types != ["sms"]
+
+
+def test_two_removals_never_leave_sms_alone(client: Client, flow: Flow, acme: Member) -> None:
+    access, _ = enroll_phone(flow, acme)
+    flow.next_step()
+    spare = client.post("/v1/me/factors/totp", {}, token=access).body
+    confirm = client.post(
+        f"/v1/me/factors/totp/{spare['factor_id']}/confirm",
+        {"code": flow.code(spare["secret"])},
+        token=access,
+    )
+    assert confirm.status == 200, confirm.text
+    statuses = _at_once(
+        lambda: client.delete(f"/v1/me/factors/{acme.factor_id}", token=access),
+        lambda: client.delete(f"/v1/me/factors/{spare['factor_id']}", token=access),
+    )
+    assert sorted(statuses) == [204, 409], statuses
+    user = runtime.services().store.get_user("acme", acme.user_id)
+    assert user is not None
+    assert sorted(info["type"] for info in user.factor_summaries().values()) == ["sms", "totp"]
+
+
+def test_retry_after_names_the_longest_limit(flow: Flow, acme: Member) -> None:
+    _, factor_id = enroll_phone(flow, acme)  # the first send of the hour
+    for _ in range(4):
+        flow.clock.advance(31)
+        assert send_code(flow, flow.mfa_token(acme), factor_id).status == 200
+    throttled = send_code(flow, flow.mfa_token(acme), factor_id)
+    assert throttled.status == 429
+    assert throttled.body["limit"] == "user_per_hour"
+    assert int(throttled.headers["retry-after"]) > 30
+
+
+def test_sms_confirmation_reports_the_activation(client: Client, flow: Flow, acme: Member) -> None:
+    access, phone_id = _pending_phone(flow, acme)
+    reply = client.post(
+        f"/v1/me/factors/sms/{phone_id}/confirm", {"code": last_code()}, token=access
+    )
+    assert reply.status == 200, reply.text
+    assert reply.body["status"] == "active"
+    assert reply.body["confirmed_at"] == int(flow.clock.now())

@@ -230,6 +230,7 @@ def confirm_totp(
             events=[success],
             keep_session_id=principal.session_id,
             first_factor=first_factor,
+            factors_version=user.factors_version,
             revoked_sessions=revoked,
             backup_codes=_backup_item(svc, user, codes, now) if codes else None,
         )
@@ -381,6 +382,7 @@ def register_key(
             events=[success],
             keep_session_id=principal.session_id,
             first_factor=first_factor,
+            factors_version=user.factors_version,
             revoked_sessions=sessions.revocations(
                 svc, others, reason="factor_added", context=context
             ),
@@ -450,7 +452,7 @@ def confirm_sms(
         raise NotFound("No SMS factor with this id.")
     if factor.status != "pending":
         raise Conflict("This factor is already active.")
-    sms.ensure_not_sole_factor(svc, user, factor)
+    sms.ensure_not_sole_factor(svc, user)
 
     record = svc.store.get_challenge(factor.sms_code_id) if factor.sms_code_id else None
     reason = sms.check_code(svc, factor, record, code, now=now)
@@ -476,6 +478,7 @@ def confirm_sms(
             events=[success],
             keep_session_id=principal.session_id,
             first_factor=first_factor,
+            factors_version=user.factors_version,
             revoked_sessions=sessions.revocations(
                 svc, others, reason="factor_added", context=context
             ),
@@ -493,8 +496,8 @@ def confirm_sms(
         raise InvalidCode() from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("SMS factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
+    factor.status, factor.confirmed_at, factor.expires_at = "active", now, None
     body = factor_json(factor)
-    body["status"] = "active"
     if codes:
         body["backup_codes"] = codes
     return body
@@ -629,6 +632,7 @@ def _remove(
             factor,
             keep_another=keep_another,
             blocked=len(blocked - {factor.factor_id}),
+            factors_version=user.factors_version,
             now=now,
             events=[removed],
             keep_session_id=principal.session_id,
@@ -638,7 +642,13 @@ def _remove(
         )
     except ConditionFailed as exc:
         if "user" in exc.failed and "factor" not in exc.failed:
-            _reject_last_factor_removal(svc, factor, context, now=now)
+            fresh = svc.store.get_user(user.org_id, user.user_id)
+            left = set(fresh.factor_summaries()) - {factor.factor_id} if fresh else set()
+            if keep_another and not left:
+                _reject_last_factor_removal(svc, factor, context, now=now)
+            raise Conflict(
+                "Your factors changed while this one was being removed; list them and retry."
+            ) from exc
         raise
     telemetry.count(telemetry.FACTOR_REMOVED)
     logger.info("Factor removed", extra={**_ids(factor), "sessions_revoked": len(others)})

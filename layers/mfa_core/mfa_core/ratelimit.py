@@ -3,10 +3,14 @@
 Each send counts against every limit in one DynamoDB transaction, so concurrent functions can
 never send more than a limit allows, and a send over any limit counts against none. A send that
 then fails gives its uses back.
+
+NOTE: the hourly and daily limits count per clock hour and per UTC day (fixed windows), so a
+burst that straddles a window boundary can reach twice a limit within one hour or day.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 
@@ -58,9 +62,24 @@ def sms_limits(
     ]
     if source_ip:
         counters.append(
-            _window("ip_per_hour", f"sms#ip#{source_ip}", limits.ip_per_hour, HOUR, now)
+            _window("ip_per_hour", f"sms#ip#{_network(source_ip)}", limits.ip_per_hour, HOUR, now)
         )
     return counters
+
+
+def _network(source_ip: str) -> str:
+    """Return the unit an IP limit counts: the address, or for IPv6 its /64 network.
+
+    One IPv6 subscriber usually holds a whole /64, so counting addresses would give them
+    billions of separate limits.
+    """
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return source_ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def reserve(svc: Services, counters: list[CounterLimit], *, now: float) -> None:
@@ -68,11 +87,13 @@ def reserve(svc: Services, counters: list[CounterLimit], *, now: float) -> None:
     try:
         svc.store.reserve_counters(counters, now=now)
     except ConditionFailed as exc:
-        reached = next(c for c in counters if c.name in exc.failed)
+        # Of several limits reached, the one that lasts longest says when to retry.
+        waits = {c.name: _retry_after(svc, c, now) for c in counters if c.name in exc.failed}
+        reached = max(waits, key=lambda name: waits[name])
         raise Throttled(
             "Too many codes were sent; wait before asking for another.",
-            retry_after=_retry_after(svc, reached, now),
-            limit=reached.name,
+            retry_after=waits[reached],
+            limit=reached,
         ) from exc
 
 

@@ -55,7 +55,7 @@ class Services:
 
     @cached_property
     def sns(self) -> Any:
-        return aws.client("sns", self.settings)
+        return aws.client("sns", self.settings, retry=False)
 
     @cached_property
     def sms_sender(self) -> SmsSender:

@@ -109,6 +109,8 @@ class Settings:
             webauthn_origins=_origins("MFA_WEBAUTHN_ORIGINS"),
             sms_sender_id=os.environ.get("MFA_SMS_SENDER_ID", "").strip() or None,
             sms_ip_per_hour=_int("MFA_SMS_IP_PER_HOUR", 20),
+            sms_user_per_hour=_int("MFA_SMS_USER_PER_HOUR", 5),
+            sms_phone_per_day=_int("MFA_SMS_PHONE_PER_DAY", 10),
             access_token_seconds=_int("MFA_ACCESS_TOKEN_SECONDS", 15 * 60),
             session_seconds=_int("MFA_SESSION_SECONDS", 12 * 60 * 60),
             lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),

@@ -85,6 +85,8 @@ def start_enrollment(
 
     org_policy = policy.sms_policy(svc.store.get_org(user.org_id))
     number = phone.normalize(raw_number, allowed_countries=org_policy.allowed_countries or None)
+    # Refused before any code is sent: an SMS that can never be confirmed only costs money.
+    ensure_not_sole_factor(svc, user)
     now = svc.clock.now()
     factor = FactorModel(
         user_key(user.org_id, user.user_id),
@@ -226,9 +228,17 @@ def _send(
     return record
 
 
-def ensure_not_sole_factor(svc: Services, user: UserModel, factor: FactorModel) -> None:
-    """Reject activating SMS as the user's only factor where the org keeps SMS a fallback."""
-    others = [fid for fid in user.factor_summaries() if fid != factor.factor_id]
+def ensure_not_sole_factor(svc: Services, user: UserModel) -> None:
+    """Reject SMS as the user's only usable factor where the org keeps SMS a fallback.
+
+    Usable means active, not SMS and not blocked as a suspected clone. The caller's write
+    carries the user's factors version, so a concurrent change cannot slip past this check.
+    """
+    others = [
+        info
+        for info in user.factor_summaries().values()
+        if info.get("type") != TYPE and not info.get("blocked")
+    ]
     if not others and policy.sms_policy(svc.store.get_org(user.org_id)).fallback_only:
         raise Conflict(
             "This org allows SMS only as a fallback; add an authenticator app or a security "

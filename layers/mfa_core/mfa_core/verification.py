@@ -28,7 +28,14 @@ from mfa_core import (
 )
 from mfa_core.audit import RequestContext
 from mfa_core.enrollment import CeremonyOptions, binding, open_totp_secret
-from mfa_core.errors import InvalidCode, InvalidCredential, InvalidInput, InvalidToken, NotFound
+from mfa_core.errors import (
+    InvalidCode,
+    InvalidCredential,
+    InvalidInput,
+    InvalidToken,
+    MfaError,
+    NotFound,
+)
 from mfa_core.runtime import Services
 from mfa_core.store.models import ChallengeModel, FactorModel, SessionModel, UserModel
 from mfa_core.store.repository import ConditionFailed, StepUp
@@ -204,6 +211,17 @@ def verify(
                 now=now,
                 context=context,
                 reason="credential_unknown",
+            )
+        if proof.backup_code is not None:
+            # The same answer as a wrong code, so it does not tell whether codes exist.
+            _reject_unknown_key(
+                svc,
+                user,
+                event_type=event_type,
+                now=now,
+                context=context,
+                reason="backup_codes_missing",
+                error=InvalidCode(),
             )
         raise NotFound("No active factor with this id.")
 
@@ -570,8 +588,10 @@ def _reject_unknown_key(
     now: float,
     context: RequestContext,
     reason: str,
+    error: MfaError | None = None,
 ) -> NoReturn:
-    """Reject an assertion from a key that is not the user's, or not the factor named.
+    """Reject a proof for a factor the user does not have: an assertion from a key that is
+    not the user's or not the factor named, or a backup code of a user without any.
 
     It counts as a failure towards the lockout.
     """
@@ -593,7 +613,7 @@ def _reject_unknown_key(
     )
     if locked is not None:
         raise locked
-    raise InvalidCredential()
+    raise error or InvalidCredential()
 
 
 def _factor_id(principal: Principal, proof: Proof, assertion: Any) -> tuple[str, bool]:

@@ -22,12 +22,18 @@ _CONFIG = Config(
     # Validation only repeats checks that the services make anyway, at a CPU cost per call.
     parameter_validation=False,
 )
+# SNS publishes are not idempotent: a retried publish whose first attempt was delivered after
+# all would send the code twice, and count it once.
+_SINGLE_ATTEMPT = _CONFIG.merge(Config(retries={"total_max_attempts": 1, "mode": "standard"}))
 _lock = threading.Lock()
 _session: botocore.session.Session | None = None
 
 
-def client(service: str, settings: Settings) -> Any:
-    """Return a new botocore client for `service` from the process-wide session."""
+def client(service: str, settings: Settings, *, retry: bool = True) -> Any:
+    """Return a new botocore client for `service` from the process-wide session.
+
+    With `retry` False, a failed request is not sent again.
+    """
     global _session  # noqa: PLW0603 - one botocore session per process, by design
     # Creating clients from one session is not thread-safe in botocore.
     with _lock:
@@ -37,5 +43,5 @@ def client(service: str, settings: Settings) -> Any:
             service,
             region_name=settings.region,
             endpoint_url=settings.aws_endpoint_url,
-            config=_CONFIG,
+            config=_CONFIG if retry else _SINGLE_ATTEMPT,
         )

@@ -74,6 +74,9 @@ class UserModel(Model):
     # and WebAuthn challenges learn a user's factors without another read.
     active_factors: MapAttribute[str, Any] = MapAttribute(default=dict)
     last_mfa_at = NumberAttribute(null=True)
+    # Incremented by every change to active_factors, so that a change decided on a read of
+    # the factors fails when another change came first.
+    factors_version = NumberAttribute(null=True)
     # Sessions created before this time are no longer valid, unless re-confirmed after it (see
     # SessionModel.confirmed_at). Set when the user's factors change.
     sessions_valid_after = NumberAttribute(null=True)

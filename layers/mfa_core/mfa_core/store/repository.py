@@ -285,6 +285,7 @@ class Store:
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+        factors_version: float | None = None,
         backup_codes: FactorModel | None = None,
         code_id: str | None = None,
     ) -> None:
@@ -324,6 +325,7 @@ class Store:
                 keep_session_id=keep_session_id,
                 first_factor=first_factor,
                 revoked_sessions=revoked_sessions,
+                factors_version=factors_version,
                 backup_codes=backup_codes,
             )
         self._revoke_rest(rest, factor, reason="factor_added", now=now)
@@ -338,6 +340,7 @@ class Store:
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+        factors_version: float | None = None,
         backup_codes: FactorModel | None = None,
     ) -> None:
         """Store a verified security key as an active factor and spend its registration challenge.
@@ -363,6 +366,7 @@ class Store:
                 keep_session_id=keep_session_id,
                 first_factor=first_factor,
                 revoked_sessions=revoked_sessions,
+                factors_version=factors_version,
                 backup_codes=backup_codes,
             )
         self._revoke_rest(rest, factor, reason="factor_added", now=now)
@@ -470,6 +474,7 @@ class Store:
         *,
         keep_another: bool,
         blocked: int,
+        factors_version: float | None,
         now: float,
         events: list[AuditEvent],
         keep_session_id: str | None,
@@ -487,7 +492,9 @@ class Store:
                 tx.delete("factor", factor, condition=FactorModel.status == "pending")
                 self._audit(tx, events)
             return
-        user_condition = UserModel.active_factors[factor.factor_id].exists()
+        user_condition = UserModel.active_factors[factor.factor_id].exists() & _factors_version_is(
+            factors_version
+        )
         if keep_another:
             user_condition &= size(UserModel.active_factors) > 1 + blocked
         first, rest = _split(revoked_sessions)
@@ -499,6 +506,7 @@ class Store:
                 actions=[
                     UserModel.active_factors[factor.factor_id].remove(),
                     UserModel.sessions_valid_after.set(now),
+                    UserModel.factors_version.add(1),
                 ],
                 condition=user_condition,
             )
@@ -518,6 +526,7 @@ class Store:
         keep_session_id: str | None,
         first_factor: bool,
         revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+        factors_version: float | None,
         backup_codes: FactorModel | None,
     ) -> list[tuple[SessionModel, AuditEvent]]:
         """Add the user-side writes of a new active factor to `tx`; return the sessions left.
@@ -529,7 +538,7 @@ class Store:
         caller marks the returned rest after it. A first factor comes with `backup_codes`, which
         replace any earlier set.
         """
-        user_condition = _not_locked(now)
+        user_condition = _not_locked(now) & _factors_version_is(factors_version)
         if first_factor:
             user_condition &= UserModel.active_factors.does_not_exist() | (
                 size(UserModel.active_factors) == 0
@@ -544,6 +553,7 @@ class Store:
                 UserModel.locked_until.remove(),
                 UserModel.last_mfa_at.set(now),
                 UserModel.sessions_valid_after.set(now),
+                UserModel.factors_version.add(1),
             ],
             condition=user_condition,
         )
@@ -672,7 +682,10 @@ class Store:
             tx.update(
                 "user",
                 UserModel(factor.org_id, factor.user_id),
-                actions=[UserModel.active_factors[factor.factor_id]["blocked"].set(True)],
+                actions=[
+                    UserModel.active_factors[factor.factor_id]["blocked"].set(True),
+                    UserModel.factors_version.add(1),
+                ],
                 condition=UserModel.active_factors[factor.factor_id].exists(),
             )
             tx.update(
@@ -850,6 +863,13 @@ def _revoked(reason: str, now: float) -> list[Any]:
         SessionModel.revoked_at.set(now),
         SessionModel.revoke_reason.set(reason),
     ]
+
+
+def _factors_version_is(version: float | None) -> Any:
+    """Require that the user's factors did not change since `version` was read."""
+    if version is None:
+        return UserModel.factors_version.does_not_exist()
+    return UserModel.factors_version == version
 
 
 def _unspent(now: float) -> Any:

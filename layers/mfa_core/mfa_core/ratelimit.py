@@ -70,7 +70,7 @@ def sms_limits(
 def _network(source_ip: str) -> str:
     """Return the unit an IP limit counts: the address, or for IPv6 its /64 network.
 
-    One IPv6 subscriber usually holds a whole /64, so counting addresses would give them
+    One IPv6 subscriber usually gets a whole /64, so counting addresses would give them
     billions of separate limits.
     """
     try:
@@ -87,7 +87,7 @@ def reserve(svc: Services, counters: list[CounterLimit], *, now: float) -> None:
     try:
         svc.store.reserve_counters(counters, now=now)
     except ConditionFailed as exc:
-        # Of several limits reached, the one that lasts longest says when to retry.
+        # Of several limits reached, the one that lasts longest sets when to retry.
         waits = {c.name: _retry_after(svc, c, now) for c in counters if c.name in exc.failed}
         reached = max(waits, key=lambda name: waits[name])
         raise Throttled(

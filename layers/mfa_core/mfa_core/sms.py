@@ -2,7 +2,7 @@
 
 SMS is a fallback: its codes can be intercepted or redirected, so an org may keep it from
 being a user's only factor. A code is 6 digits from `secrets`, valid for 5 minutes and for 5
-verifications, and stored only as a digest keyed with the pepper; sending a new code voids the
+verifications, and stored only as a digest keyed with the pepper. Sending a new code voids the
 previous one. Phone numbers never reach logs or audit details.
 
 `mfa_core.phone` is imported where it is used: its phonenumbers metadata adds about 12 ms to
@@ -110,7 +110,7 @@ def start_enrollment(
         "type": TYPE,
         "status": "pending",
         "label": label,
-        # The owner's own enrollment is the one answer that shows the whole number.
+        # The owner's own enrollment is the only response that shows the whole number.
         "phone_number": number.e164,
         "challenge_id": record.challenge_id,
         "expires_in": CODE_SECONDS,

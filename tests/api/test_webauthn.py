@@ -967,3 +967,38 @@ def test_cli_rejects_unreadable_roots_and_conflicting_options(
                 AAGUID_TEXT,
             ]
         )
+
+
+def test_concurrent_removals_beside_a_blocked_key_audit_the_last_factor(
+    client: Client, flow: Flow, stack: LocalStack
+) -> None:
+    add_org("strict", enforcement="required")
+    admin = Member("strict", "admin@strict.example", "correct horse battery staple", "")
+    flow.enroll(admin, flow.login_ok(admin, "enrollment_required")["enrollment_token"])
+    flow.next_step()
+    access = flow.verify(admin, flow.mfa_token(admin)).body["access_token"]
+    kept, flagged = SoftAuthenticator(), SoftAuthenticator()
+    kept_factor = flow.register_key(access, kept, label="Kept")
+    flow.register_key(access, flagged, label="Flagged")
+    assert flow.login_with_key(admin, flagged).status == 200
+    clone = SoftAuthenticator(credential_id=flagged.credential_id, sign_count=0)
+    clone.key, clone.user_handle = flagged.key, flagged.user_handle
+    assert_rejected(flow.login_with_key(admin, clone))
+
+    barrier = threading.Barrier(2)
+    statuses: dict[str, Reply] = {}
+
+    def remove(factor_id: str) -> None:
+        barrier.wait()
+        statuses[factor_id] = client.delete(f"/v1/me/factors/{factor_id}", token=access)
+
+    ids = [admin.factor_id or "", kept_factor["factor_id"]]
+    threads = [threading.Thread(target=remove, args=(fid,)) for fid in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    replies = sorted(statuses.values(), key=lambda reply: reply.status)
+    assert [reply.status for reply in replies] == [204, 409]
+    assert replies[1].body["code"] == "last_factor"
+    assert ("denied", "last_factor") in audited(stack, "strict", "factor.remove")

@@ -239,9 +239,7 @@ def confirm_totp(
             fresh = svc.store.get_user(user.org_id, user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
-            raise Conflict(
-                "Another factor was activated meanwhile; adding one more needs a recent MFA."
-            ) from exc
+            raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
         raise Conflict("This factor is no longer pending; list your factors.") from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("TOTP factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
@@ -395,9 +393,7 @@ def register_key(
             fresh = svc.store.get_user(user.org_id, user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
-            raise Conflict(
-                "Another factor was activated meanwhile; adding one more needs a recent MFA."
-            ) from exc
+            raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
         raise RegistrationRejected(
             "The registration challenge is unknown, used or expired; request new options.",
             reason="challenge_invalid",
@@ -490,9 +486,7 @@ def confirm_sms(
             fresh = svc.store.get_user(user.org_id, user.user_id)
             if fresh is not None:
                 lockout.check_not_locked(fresh, now)
-            raise Conflict(
-                "Another factor was activated meanwhile; adding one more needs a recent MFA."
-            ) from exc
+            raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
         raise InvalidCode() from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("SMS factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
@@ -643,7 +637,12 @@ def _remove(
     except ConditionFailed as exc:
         if "user" in exc.failed and "factor" not in exc.failed:
             fresh = svc.store.get_user(user.org_id, user.user_id)
-            left = set(fresh.factor_summaries()) - {factor.factor_id} if fresh else set()
+            left = (
+                {fid for fid, info in fresh.factor_summaries().items() if not info.get("blocked")}
+                - {factor.factor_id}
+                if fresh
+                else set()
+            )
             if keep_another and not left:
                 _reject_last_factor_removal(svc, factor, context, now=now)
             raise Conflict(

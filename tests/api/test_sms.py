@@ -297,7 +297,7 @@ def test_phone_number_absent_from_logs_and_audit(
     assert digits[-9:] not in str(audit_items(stack, "acme"))
 
 
-def test_last_non_sms_factor_stays_where_sms_is_a_fallback(
+def test_fallback_keeps_last_other_factor(
     client: Client, flow: Flow, acme: Member, stack: LocalStack
 ) -> None:
     access, _ = enroll_phone(flow, acme)
@@ -362,9 +362,7 @@ def _at_once(*calls: Any) -> list[int]:
     return [statuses[index] for index in range(len(calls))]
 
 
-def test_confirming_sms_while_removing_the_other_factor_never_leaves_sms_alone(
-    client: Client, flow: Flow, acme: Member
-) -> None:
+def test_confirm_removal_race_keeps_other_factor(client: Client, flow: Flow, acme: Member) -> None:
     access, phone_id = _pending_phone(flow, acme)
     code = last_code()
     statuses = _at_once(
@@ -417,3 +415,18 @@ def test_sms_confirmation_reports_the_activation(client: Client, flow: Flow, acm
     assert reply.status == 200, reply.text
     assert reply.body["status"] == "active"
     assert reply.body["confirmed_at"] == int(flow.clock.now())
+
+
+def test_concurrent_guesses_get_five_checks(flow: Flow, acme: Member, stack: LocalStack) -> None:
+    _, factor_id = enroll_phone(flow, acme)
+    flow.clock.advance(31)
+    mfa_token = flow.mfa_token(acme)
+    challenge = send_code(flow, mfa_token, factor_id).body["challenge_id"]
+    wrong = "000000" if last_code() != "000000" else "111111"
+    statuses = _at_once(
+        *[lambda: verify_code(flow, mfa_token, factor_id, wrong, challenge) for _ in range(8)]
+    )
+    assert statuses.count(200) == 0
+    reasons = [reason for _, reason in audited(stack, "acme", "login.mfa")]
+    assert reasons.count("invalid_code") == 5
+    assert reasons.count("code_attempts_exhausted") == 3

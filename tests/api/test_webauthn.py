@@ -18,6 +18,7 @@ from jose import jwt
 from local.stack import LocalStack
 from mfa_core import cli, policy, runtime
 from mfa_core.errors import InvalidInput
+from mfa_core.store.repository import ConditionFailed
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.authenticator import (
@@ -223,9 +224,7 @@ def test_malformed_credential_json_is_a_400(
     assert reply.body["field"] == "credential"
 
 
-def test_credential_that_is_not_an_object_is_a_400(
-    client: Client, flow: Flow, keyed: Member
-) -> None:
+def test_credential_not_object_is_400(client: Client, flow: Flow, keyed: Member) -> None:
     reply = client.post(
         "/v1/auth/mfa/verify",
         {"challenge_id": "c", "credential": "a string"},
@@ -419,7 +418,7 @@ def test_key_that_always_reports_zero_keeps_working(
     assert claims["amr"] == ["pwd", "swk", "mfa"]
 
 
-def test_concurrent_uses_of_one_assertion_let_exactly_one_through(
+def test_concurrent_assertion_uses_one_wins(
     flow: Flow, keyed: Member, key: SoftAuthenticator
 ) -> None:
     mfa_token = flow.mfa_token(keyed)
@@ -478,7 +477,7 @@ def test_challenge_names_only_the_chosen_key(
     assert len(both) == 2
     one = flow.key_challenge(mfa_token, factor["factor_id"])
     assert len(one["options"]["allowCredentials"]) == 1
-    # The first key cannot answer a challenge that names only the second.
+    # The first key cannot respond to a challenge that names only the second.
     with pytest.raises(Exception, match=r"NotAllowedError|allowCredentials"):
         key.authenticate(one["options"], origin=flow.origin)
     forced = key.authenticate({**one["options"], "allowCredentials": []}, origin=flow.origin)
@@ -488,7 +487,7 @@ def test_challenge_names_only_the_chosen_key(
 # -- org settings ------------------------------------------------------------------------------
 
 
-def test_org_requiring_user_verification_rejects_a_key_without_it(
+def test_required_uv_rejects_key_without_uv(
     flow: Flow, keyed: Member, key: SoftAuthenticator, stack: LocalStack
 ) -> None:
     policy.set_webauthn_policy(runtime.services(), org_id="acme", user_verification="required")
@@ -589,9 +588,7 @@ def test_user_can_hold_totp_and_several_keys(
     assert flow.verify(keyed, login["mfa_token"]).status == 200
 
 
-def test_step_up_with_a_key_returns_a_fresh_access_token(
-    flow: Flow, keyed: Member, key: SoftAuthenticator
-) -> None:
+def test_key_step_up_returns_fresh_token(flow: Flow, keyed: Member, key: SoftAuthenticator) -> None:
     login = flow.login_with_key(keyed, key).body
     flow.clock.advance(600)
     challenge = flow.key_challenge(login["access_token"])
@@ -878,9 +875,7 @@ def test_removal_racing_a_confirmation_keeps_factors_consistent(
     assert client.delete(f"/v1/me/factors/{pending['factor_id']}", token=access).status == 204
 
 
-def test_concurrent_removals_never_leave_a_required_org_without_factors(
-    client: Client, flow: Flow, stack: LocalStack
-) -> None:
+def test_concurrent_removals_keep_one_factor(client: Client, flow: Flow, stack: LocalStack) -> None:
     add_org("strict", enforcement="required")
     admin = Member("strict", "admin@strict.example", "correct horse battery staple", "")
     first, second = SoftAuthenticator(), SoftAuthenticator()
@@ -906,7 +901,7 @@ def test_concurrent_removals_never_leave_a_required_org_without_factors(
     assert len(remaining) == 1
 
 
-def test_blocked_key_does_not_count_as_a_spare_factor(
+def test_blocked_key_not_a_spare(
     client: Client, flow: Flow, key: SoftAuthenticator, stack: LocalStack
 ) -> None:
     add_org("strict", enforcement="required")
@@ -969,7 +964,7 @@ def test_cli_rejects_unreadable_roots_and_conflicting_options(
         )
 
 
-def test_concurrent_removals_beside_a_blocked_key_audit_the_last_factor(
+def test_removal_race_with_blocked_key_audited(
     client: Client, flow: Flow, stack: LocalStack
 ) -> None:
     add_org("strict", enforcement="required")
@@ -1002,3 +997,47 @@ def test_concurrent_removals_beside_a_blocked_key_audit_the_last_factor(
     assert [reply.status for reply in replies] == [204, 409]
     assert replies[1].body["code"] == "last_factor"
     assert ("denied", "last_factor") in audited(stack, "strict", "factor.remove")
+
+
+def test_spent_challenge_cannot_flag_a_key(
+    flow: Flow, keyed: Member, key: SoftAuthenticator
+) -> None:
+    mfa_token = flow.mfa_token(keyed)
+    challenge = flow.key_challenge(mfa_token)
+    credential = key.authenticate(challenge["options"], origin=flow.origin)
+    assert flow.key_verify(mfa_token, challenge, credential).status == 200
+    store = runtime.services().store
+    factor = store.get_factor("acme", keyed.user_id, keyed.factor_id or "")
+    assert factor is not None
+    with pytest.raises(ConditionFailed):
+        store.flag_suspected_clone(
+            factor, challenge_id=challenge["challenge_id"], now=flow.clock.now(), events=[]
+        )
+    flagged = store.get_factor("acme", keyed.user_id, keyed.factor_id or "")
+    assert flagged is not None
+    assert flagged.clone_suspected_at is None
+
+
+def test_registration_in_a_frame_is_rejected(
+    client: Client, flow: Flow, acme: Member, key: SoftAuthenticator, stack: LocalStack
+) -> None:
+    access = flow.login_ok(acme, "authenticated")["access_token"]
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=access).body
+    credential = with_client_data(
+        key.register(options["options"], origin=flow.origin), crossOrigin=True
+    )
+    reply = client.post(
+        "/v1/me/factors/webauthn",
+        {"challenge_id": options["challenge_id"], "credential": credential},
+        token=access,
+    )
+    assert_rejected(reply, status=400, code="registration_rejected")
+    assert ("failure", "cross_origin") in audited(stack, "acme", "factor.register")
+
+
+def test_user_handle_of_another_user_is_rejected(
+    flow: Flow, keyed: Member, key: SoftAuthenticator, stack: LocalStack
+) -> None:
+    key.user_handle = b"u_000000000000000000000000"
+    assert_rejected(flow.login_with_key(keyed, key))
+    assert ("failure", "user_handle_mismatch") in audited(stack, "acme", "login.mfa")

@@ -213,7 +213,7 @@ def verify(
                 reason="credential_unknown",
             )
         if proof.backup_code is not None:
-            # The same answer as a wrong code, so it does not tell whether codes exist.
+            # The same response as a wrong code, so that it does not reveal whether codes exist.
             _reject_unknown_key(
                 svc,
                 user,
@@ -529,9 +529,12 @@ class _Attempt:
             reason="sign_count_not_increased",
             details={"stored_sign_count": stored, "reported_sign_count": reported},
         )
-        self.svc.store.flag_suspected_clone(
-            self.factor, challenge_id=challenge.challenge_id, now=now, events=[event]
-        )
+        try:
+            self.svc.store.flag_suspected_clone(
+                self.factor, challenge_id=challenge.challenge_id, now=now, events=[event]
+            )
+        except ConditionFailed:
+            self.reject_replay(now=now, reason="challenge_used", error=InvalidCredential())
         telemetry.count(telemetry.WEBAUTHN_CLONE_SUSPECTED)
         logger.warning(
             "Security key signature counter did not increase; possible cloned key",

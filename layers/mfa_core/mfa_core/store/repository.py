@@ -291,11 +291,13 @@ class Store:
     ) -> None:
         """Activate a pending TOTP or SMS factor and end the user's other sessions.
 
-        A TOTP factor is activated with the time step its confirmation code used; an SMS factor
-        spends the code `code_id`, which must still be its latest. Raises
-        ConditionFailed naming "factor" when the factor is no longer pending (confirmed
-        concurrently or expired), and "user" when the user is locked out or, with
-        `first_factor`, gained a factor meanwhile. See `_factor_added` for the sessions.
+        A TOTP factor is activated with the time step its confirmation code used. An SMS factor
+        spends the code `code_id`, which must still be its latest.
+
+        Raises ConditionFailed naming "factor" when the factor is no longer pending (confirmed
+        concurrently or expired). It names "user" when the user is locked out, when the factors
+        changed since `factors_version`, or when, with `first_factor`, the user gained a factor
+        meanwhile. See `_factor_added` for the sessions.
         """
         actions = [
             FactorModel.status.set("active"),
@@ -445,7 +447,11 @@ class Store:
             self._audit(tx, events)
 
     def count_code_attempt(self, code_id: str, *, now: float, max_attempts: int) -> bool:
-        """Count one verification of an SMS code; False when it is spent, expired or used up."""
+        """Count one verification of an SMS code; False when it is spent, expired or used up.
+
+        NOTE: this write carries no audit event. The verification that follows audits its
+        outcome, and the count is bookkeeping of that verification.
+        """
         try:
             with self._transaction() as tx:
                 tx.update(
@@ -482,10 +488,12 @@ class Store:
     ) -> None:
         """Delete a factor; an active one also leaves the user's factor map and ends sessions.
 
-        With `keep_another`, the user must keep at least one other usable factor, one not
-        blocked as a suspected clone; `blocked` is how many of the user's factors are. Raises
-        ConditionFailed naming "factor" when the factor is gone or, for a pending one, was
-        activated meanwhile, and "user" when it was the last one that `keep_another` protects.
+        With `keep_another`, the user must keep at least one other usable factor, that is, one
+        not blocked as a suspected clone. `blocked` is the number of the user's blocked factors.
+
+        Raises ConditionFailed naming "factor" when the factor is gone or, for a pending one, was
+        activated meanwhile. It names "user" when the factor was the last one that
+        `keep_another` protects, or when the factors changed since `factors_version`.
         """
         if factor.status != "active":
             with self._transaction() as tx:
@@ -670,7 +678,8 @@ class Store:
         """Flag a security key whose signature counter went back, and spend the challenge.
 
         The user's factor map marks the key "blocked", so that it no longer counts as a
-        usable factor.
+        usable factor. Raises ConditionFailed naming "challenge" when the challenge was spent
+        meanwhile, so that a replay can never flag a key.
         """
         with self._transaction() as tx:
             tx.update(
@@ -692,7 +701,7 @@ class Store:
                 "challenge",
                 ChallengeModel(challenge_id),
                 actions=[ChallengeModel.consumed_at.set(now)],
-                condition=ChallengeModel.challenge_id.exists(),
+                condition=_unspent(now),
             )
             self._audit(tx, events)
 
@@ -815,7 +824,7 @@ class Store:
     ) -> Iterator[_Transaction]:
         """Run one TransactWriteItems.
 
-        A lost condition on an item named in `errors` raises that item's error; any other lost
+        A lost condition on an item named in `errors` raises that item's error. Any other lost
         condition raises ConditionFailed with the names of the items that lost.
         """
         named: _Transaction | None = None

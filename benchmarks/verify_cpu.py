@@ -19,7 +19,7 @@ collaborators are replaced (see `benchmarks.fakes`):
 - the signing keys are a real `SigningKeys` reading a generated key set from fake clients.
 
 Every call gets a fresh login transaction and a clock one TOTP step further on, so no code is a
-replay. A security key answers a fresh challenge for every call, signed by the software
+replay. A security key responds to a fresh challenge for every call, signed by the software
 authenticator of `tests.authenticator` before the timer starts, and its signature counter goes
 up by one each time. CPU time is read with `time.process_time_ns` around each call.
 """

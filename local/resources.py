@@ -348,7 +348,7 @@ def _create_secret(
     secret_string = properties.get("SecretString", PLACEHOLDER_SECRET_STRING)
     generate = properties.get("GenerateSecretString")
     if isinstance(generate, dict):
-        # CloudFormation generates the value; a random one of the requested length stands in.
+        # CloudFormation generates the value, so a random one of the requested length replaces it.
         length = int(generate.get("PasswordLength", 32))
         secret_string = secrets.token_urlsafe(length)[:length]
     arguments: dict[str, Any] = {

@@ -110,7 +110,7 @@ class SoftAuthenticator:
         challenge: str | None = None,
     ) -> dict[str, Any]:
         """Return RegistrationResponseJSON, as `navigator.credentials.create()` would."""
-        # With an empty list a browser offers ES256 and RS256, as WebAuthn's create() steps say.
+        # With an empty list a browser offers ES256 and RS256, as WebAuthn's create() steps specify.
         params = options.get("pubKeyCredParams") or [{"alg": ES256}, {"alg": RS256}]
         if not any(p.get("alg") == self.algorithm for p in params):
             message = f"pubKeyCredParams does not offer algorithm {self.algorithm}"

@@ -17,7 +17,7 @@ logger = Logger()
 app = APIGatewayHttpResolver()
 http.install(app)
 
-# The mfa_token completes a login; an access token asks for a step-up.
+# The mfa_token completes a login, and an access token requests a step-up.
 ACCEPTED = frozenset({tokens.MFA_PENDING, tokens.ACCESS})
 
 

@@ -176,7 +176,7 @@ class Flow:
         )
 
     def login_with_key(self, member: Member, key: SoftAuthenticator, **kwargs: Any) -> Reply:
-        """Sign in with the password, then answer a key challenge with `key`."""
+        """Sign in with the password, then respond to a key challenge with `key`."""
         mfa_token = self.mfa_token(member)
         challenge = self.key_challenge(mfa_token)
         kwargs.setdefault("origin", self.origin)

@@ -131,7 +131,7 @@ def test_fifty_concurrent_uses_let_exactly_one_through(flow: Flow, acme: Member)
     assert statuses.count(401) == 49
 
 
-def test_regenerating_needs_recent_mfa_and_voids_the_old_set(
+def test_regeneration_voids_old_set(
     client: Client, flow: Flow, acme: Member, stack: LocalStack
 ) -> None:
     access, old = first_factor_codes(flow, acme)
@@ -194,9 +194,7 @@ def test_code_serves_a_step_up(client: Client, flow: Flow, acme: Member) -> None
     assert claims["mfa_time"] == int(flow.clock.now())
 
 
-def test_backup_codes_are_not_a_listed_or_removable_factor(
-    client: Client, flow: Flow, acme: Member
-) -> None:
+def test_backup_codes_not_listed_or_removable(client: Client, flow: Flow, acme: Member) -> None:
     first_factor_codes(flow, acme)
     flow.next_step()
     access = flow.verify(acme, flow.mfa_token(acme)).body["access_token"]
@@ -206,9 +204,7 @@ def test_backup_codes_are_not_a_listed_or_removable_factor(
     assert removal.status == 404
 
 
-def test_backup_code_without_any_set_looks_like_a_wrong_code(
-    flow: Flow, acme: Member, stack: LocalStack
-) -> None:
+def test_missing_set_looks_like_wrong_code(flow: Flow, acme: Member, stack: LocalStack) -> None:
     first_factor_codes(flow, acme)
     store = runtime.services().store
     item = store.get_factor("acme", acme.user_id, backup_codes.FACTOR_ID)

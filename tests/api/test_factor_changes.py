@@ -82,7 +82,7 @@ def test_enrollment_token_spent_after_first_factor(client: Client, flow: Flow) -
 
 
 def test_mfa_off_org_adds_factor_after_step_up(client: Client, flow: Flow) -> None:
-    """Login asks for no factor where enforcement is off, but a factor change still does."""
+    """Login requests no factor where enforcement is off, but a factor change still does."""
     member = add_org("umbrella", enforcement="off")
     flow.enroll(member, flow.login_ok(member, "authenticated")["access_token"])
     password_only = flow.login_ok(member, "authenticated")["access_token"]

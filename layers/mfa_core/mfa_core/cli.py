@@ -144,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 allowed_aaguids=[] if args.clear_aaguids else args.allow_aaguid,
                 attestation_roots=roots,
             )
-            shown = {**settings.as_item(), "attestation_roots": len(settings.attestation_roots)}
-            print(json.dumps({"org_id": args.org_id, "webauthn": shown}))
+            summary = {**settings.as_item(), "attestation_roots": len(settings.attestation_roots)}
+            print(json.dumps({"org_id": args.org_id, "webauthn": summary}))
         elif args.command == "org" and args.action == "sms":
             countries = [] if args.any_country else args.allow_country
             rules = policy.set_sms_policy(

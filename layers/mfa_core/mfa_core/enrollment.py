@@ -235,11 +235,7 @@ def confirm_totp(
             backup_codes=_backup_item(svc, user, codes, now) if codes else None,
         )
     except ConditionFailed as exc:
-        if "user" in exc.failed:
-            fresh = svc.store.get_user(user.org_id, user.user_id)
-            if fresh is not None:
-                lockout.check_not_locked(fresh, now)
-            raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
+        _raise_if_user_changed(svc, user, exc, now=now)
         raise Conflict("This factor is no longer pending; list your factors.") from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("TOTP factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
@@ -389,11 +385,7 @@ def register_key(
     except ConditionFailed as exc:
         if "factor" in exc.failed:
             raise Conflict("This security key is already registered for this user.") from exc
-        if "user" in exc.failed:
-            fresh = svc.store.get_user(user.org_id, user.user_id)
-            if fresh is not None:
-                lockout.check_not_locked(fresh, now)
-            raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
+        _raise_if_user_changed(svc, user, exc, now=now)
         raise RegistrationRejected(
             "The registration challenge is unknown, used or expired; request new options.",
             reason="challenge_invalid",
@@ -482,11 +474,7 @@ def confirm_sms(
             code_id=record.challenge_id,
         )
     except ConditionFailed as exc:
-        if "user" in exc.failed:
-            fresh = svc.store.get_user(user.org_id, user.user_id)
-            if fresh is not None:
-                lockout.check_not_locked(fresh, now)
-            raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
+        _raise_if_user_changed(svc, user, exc, now=now)
         raise InvalidCode() from exc
     telemetry.count(telemetry.FACTOR_ACTIVATED)
     logger.info("SMS factor activated", extra={**_ids(factor), "sessions_revoked": len(others)})
@@ -702,6 +690,18 @@ def binding(principal: Principal) -> str:
     if principal.token_type == tokens.ENROLLMENT and isinstance(token_id, str):
         return f"enrollment:{token_id}"
     raise InvalidToken()
+
+
+def _raise_if_user_changed(
+    svc: Services, user: UserModel, exc: ConditionFailed, *, now: float
+) -> None:
+    """Explain a lost condition on the user item: a lockout, or a concurrent factor change."""
+    if "user" not in exc.failed:
+        return
+    fresh = svc.store.get_user(user.org_id, user.user_id)
+    if fresh is not None:
+        lockout.check_not_locked(fresh, now)
+    raise Conflict("Your factors changed meanwhile; list them and retry.") from exc
 
 
 def _check_factor_limit(svc: Services, user: UserModel, now: float) -> None:

@@ -65,8 +65,8 @@ class WebAuthnPolicy:
 class SmsPolicy:
     """An org's rules for SMS codes.
 
-    `allowed_countries` (ISO 3166 region codes; empty means any) limits where codes go,
-    `daily_cap` how many the org sends a day, and `fallback_only` keeps SMS from being a
+    `allowed_countries` (ISO 3166 region codes, empty for any) limits where codes go.
+    `daily_cap` is how many the org may send a day. `fallback_only` keeps SMS from being a
     user's only active factor.
     """
 

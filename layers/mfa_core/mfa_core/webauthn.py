@@ -308,7 +308,7 @@ def verify_assertion(
 
     The checks whose failures the audit trail records by name run first, on the parsed data.
     py_webauthn then repeats them and checks the signature. User verification and the signature
-    counter are left to the caller, which knows the org's rule and the stored count. Raises
+    counter are left to the caller, which has the org's rule and the stored count. Raises
     AssertionRejected.
     """
     from webauthn import verify_authentication_response  # noqa: PLC0415

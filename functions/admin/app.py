@@ -1,4 +1,4 @@
-"""Org administration: members."""
+"""Org administration: members and the MFA policy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mfa_core import http, members, sessions, telemetry, tokens
+from mfa_core import http, members, policy, sessions, telemetry, tokens
 from mfa_core.runtime import services
 
 logger = Logger()
@@ -50,6 +50,40 @@ def create_member(org_id: str) -> Response[str]:
     if member.generated_password is not None:
         result["initial_password"] = member.generated_password
     return http.json_response(result, status=201)
+
+
+@app.get("/v1/orgs/<org_id>/mfa-policy")
+def get_mfa_policy(org_id: str) -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    current = policy.read_policy(svc, principal, org_id)
+    return _policy_response(current)
+
+
+@app.put("/v1/orgs/<org_id>/mfa-policy")
+def put_mfa_policy(org_id: str) -> Response[str]:
+    document = http.parse_object(app)
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    changed = policy.replace_policy(
+        svc,
+        principal,
+        org_id,
+        document,
+        if_match=app.current_event.headers.get("if-match"),
+        context=http.request_context(app),
+    )
+    return _policy_response(changed)
+
+
+def _policy_response(current: policy.MfaPolicy) -> Response[str]:
+    response = http.json_response({"policy": current.as_json(), "version": current.version})
+    response.headers["ETag"] = policy.etag(current)
+    return response
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,4 +1,4 @@
-"""Password login, token refresh, logout, the caller's sessions, and the public JWKS."""
+"""Password login, password change, token refresh, logout, the caller's sessions, and the JWKS."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mfa_core import auth, http, sessions, telemetry, tokens
+from mfa_core import account, auth, http, sessions, telemetry, tokens
 from mfa_core.runtime import services
 
 logger = Logger()
@@ -23,6 +23,14 @@ class LoginRequest:
     org_id: str = field(metadata=http.limits(min_length=1, max_length=63))
     email: str = field(metadata=http.limits(min_length=3, max_length=254))
     password: str = field(metadata=http.limits(min_length=1, max_length=1024))
+    device_id: str | None = field(default=None, metadata=http.limits(max_length=128))
+    remember_device_token: str | None = field(default=None, metadata=http.limits(max_length=4096))
+
+
+@dataclass(frozen=True)
+class ChangePasswordRequest:
+    current_password: str = field(metadata=http.limits(min_length=1, max_length=1024))
+    new_password: str = field(metadata=http.limits(min_length=1, max_length=1024))
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ def login() -> Response[str]:
         email=body.email,
         password=body.password,
         context=http.request_context(app),
+        device_id=body.device_id,
+        remember_device_token=body.remember_device_token,
     )
     return http.json_response(result.as_json())
 
@@ -78,6 +88,23 @@ def revoke_session(sid: str) -> Response[str]:
         svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
     )
     sessions.revoke_own_session(svc, principal, sid, context=http.request_context(app))
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@app.put("/v1/me/password")
+def change_password() -> Response[str]:
+    body = http.parse_body(app, ChangePasswordRequest)
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    account.change_password(
+        svc,
+        principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        context=http.request_context(app),
+    )
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 

@@ -28,6 +28,8 @@ BODIES: dict[str, Any] = {
     "POST /v1/me/factors/webauthn": {"challenge_id": "c_x", "credential": {"id": "x"}},
     "POST /v1/me/factors/sms": {"phone_number": "+447400123456"},
     "POST /v1/me/factors/sms/{factor_id}/confirm": {"code": "123456"},
+    "PUT /v1/me/password": {"current_password": "x" * 12, "new_password": "y" * 12},
+    "PUT /v1/orgs/{org_id}/mfa-policy": {"enforcement": "required"},
 }
 
 
@@ -47,7 +49,7 @@ def _call(client: Client, method: str, path: str, token: str, member: Member) ->
         .replace("{sid}", "s_x")
     )
     body = BODIES.get(f"{method} {path}")
-    if method == "POST" and body is None:
+    if method in ("POST", "PUT") and body is None:
         body = {}
     if path == "/v1/auth/mfa/verify":
         body = {"factor_id": member.factor_id, "code": "123456"}
@@ -73,6 +75,9 @@ def test_protected_routes_are_listed() -> None:
         "GET /v1/me/backup-codes",
         "POST /v1/me/backup-codes",
         "POST /v1/orgs/{org_id}/users",
+        "GET /v1/orgs/{org_id}/mfa-policy",
+        "PUT /v1/orgs/{org_id}/mfa-policy",
+        "PUT /v1/me/password",
     }
 
 

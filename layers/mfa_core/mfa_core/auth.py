@@ -8,12 +8,24 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, lockout, passwords, sessions, telemetry, tokens
+from mfa_core import (
+    anomalies,
+    audit,
+    lockout,
+    passwords,
+    policy,
+    remember,
+    sessions,
+    telemetry,
+    tokens,
+    webauthn,
+)
 from mfa_core.audit import RequestContext
 from mfa_core.errors import AuthenticationFailed
 from mfa_core.identity import normalize_email, normalize_org_id
 from mfa_core.runtime import Services
 from mfa_core.store.models import ChallengeModel, UserModel
+from mfa_core.store.repository import ConditionFailed
 
 logger = Logger(child=True)
 
@@ -32,15 +44,30 @@ class LoginResult:
 
 
 def login(
-    svc: Services, *, org_id: str, email: str, password: str, context: RequestContext
+    svc: Services,
+    *,
+    org_id: str,
+    email: str,
+    password: str,
+    context: RequestContext,
+    device_id: str | None = None,
+    remember_device_token: str | None = None,
 ) -> LoginResult:
-    """Check the password and decide the next step from the org's enforcement setting.
+    """Check the password and decide the next step from the org's policy, role and factors.
 
     An unknown email, a disabled account and a wrong password all raise the same
-    AuthenticationFailed after the same argon2 work.
+    AuthenticationFailed after the same argon2 work. The decision:
+    - enforcement off, or optional for a user without a factor: a session (aal1);
+    - a usable factor: MFA (mfa_required), unless the policy re-verifies only before
+      sensitive operations, or a valid remember-device token stands in for it;
+    - required without a usable factor: a session with a deadline during the grace period,
+      then enrollment_required;
+    - a role that must use a security key, without one: MFA with the factors it has, and past
+      the grace period an enrollment token for a key instead of a session.
     """
     org_id = normalize_org_id(org_id)
     email = normalize_email(email)
+    device = remember.device_hash(device_id)
     now = svc.clock.now()
 
     # NOTE: wrong passwords are not counted per account (that would let anyone lock an account
@@ -69,87 +96,228 @@ def login(
 
     lockout.reject_if_locked(svc, user, now=now, event_type="login.password", context=context)
 
-    org = svc.store.get_org(org_id)
-    enforcement = org.enforcement if org else "required"
-    factors = user.factor_summaries()
+    org_policy = policy.mfa_policy(svc.store.get_org(org_id))
+    rule = org_policy.rule_for(role=user.role, now=now)
+    anomaly = anomalies.assess_login(svc, user, org_policy, context=context, now=now)
+    login = _Login(svc, user, org_policy, context=context, now=now, anomaly=anomaly)
+    factors = allowed_factors(user, rule.methods)
 
-    if factors and enforcement != "off":
-        return _start_mfa(svc, user=user, factors=factors, now=now, context=context)
-    if enforcement == "required":
-        return _require_enrollment(svc, user=user, now=now, context=context)
-
-    session, pair = sessions.new_session(
-        svc, user=user, amr=["pwd"], acr="aal1", auth_time=now, mfa_time=None, context=context
-    )
-    svc.store.open_session(
-        session,
-        [_event(now, user, "login", "success", context, session_id=session.session_id)],
-    )
-    logger.info("Login succeeded", extra={"org_id": org_id, "user_id": user.user_id, "acr": "aal1"})
-    telemetry.count(telemetry.LOGIN_SUCCEEDED)
-    body: dict[str, Any] = pair.as_json()
-    if not factors:
-        body["mfa_enrollment_recommended"] = enforcement == "optional"
-    return LoginResult(AUTHENTICATED, body)
-
-
-def _start_mfa(
-    svc: Services, *, user: UserModel, factors: dict[str, Any], now: float, context: RequestContext
-) -> LoginResult:
-    transaction_id = secrets.token_urlsafe(24)
-    lifetime = svc.settings.mfa_token_seconds
-    challenge = ChallengeModel(
-        transaction_id,
-        kind="login",
-        org_id=user.org_id,
-        user_id=user.user_id,
-        created_at=now,
-        expires_at=int(now) + lifetime,
-        auth_time=now,
-        amr=["pwd"],
-    )
-    svc.store.save_challenge(
-        challenge, [_event(now, user, "login.password", "success", context, reason="mfa_required")]
-    )
-    mfa_token = svc.tokens.issue(
-        token_type=tokens.MFA_PENDING,
-        org_id=user.org_id,
-        user_id=user.user_id,
-        lifetime=lifetime,
-        txn=transaction_id,
-    )
-    logger.info(
-        "Password accepted; MFA required", extra={"org_id": user.org_id, "user_id": user.user_id}
-    )
-    listed = [
-        {"factor_id": factor_id, "type": info.get("type"), "label": info.get("label")}
-        for factor_id, info in sorted(factors.items())
-    ]
-    return LoginResult(
-        MFA_REQUIRED, {"mfa_token": mfa_token, "expires_in": lifetime, "factors": listed}
-    )
+    if rule.enforcement == "off":
+        return login.open_session()
+    if factors:
+        keys = {fid: info for fid, info in factors.items() if info.get("type") == webauthn.TYPE}
+        key_deadline = None
+        if rule.security_key and not keys:
+            key_deadline = _grace_deadline(svc, user, org_policy, now=now, context=context)
+        key_overdue = key_deadline is not None and now >= key_deadline
+        if not key_overdue and not anomaly.step_up:
+            if org_policy.reauthentication == "sensitive_only":
+                return login.open_session(extra={"reauthentication": "sensitive_only"})
+            if org_policy.reauthentication == "every_24h" and remember_device_token:
+                remembered = remember.check(svc, remember_device_token, user=user, device=device)
+                if remembered is not None:
+                    return login.open_session(remembered=remembered)
+        return login.start_mfa(
+            factors=keys if keys and rule.security_key else factors,
+            device=device if org_policy.reauthentication == "every_24h" else None,
+            next_step=REGISTER_SECURITY_KEY if key_overdue else None,
+            key_deadline=None if key_overdue else key_deadline,
+        )
+    if rule.enforcement == "optional":
+        return login.open_session(extra={"mfa_enrollment_recommended": True})
+    deadline = _grace_deadline(svc, user, org_policy, now=now, context=context)
+    if now < deadline:
+        return login.open_session(extra={"mfa_enrollment_deadline": int(deadline)})
+    return login.require_enrollment(methods=sorted(rule.methods))
 
 
-def _require_enrollment(
-    svc: Services, *, user: UserModel, now: float, context: RequestContext
-) -> LoginResult:
-    svc.store.record(
-        _event(now, user, "login.password", "success", context, reason="enrollment_required")
-    )
+REGISTER_SECURITY_KEY = "register_security_key"
+
+
+def allowed_factors(user: UserModel, methods: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """Return the user's active factors of the methods that the policy allows.
+
+    A key blocked as a suspected clone stays in: it must not turn a login into a password-only
+    one, and verification rejects it with its own reason (backup codes still work).
+    """
+    return {
+        fid: info for fid, info in user.factor_summaries().items() if info.get("type") in methods
+    }
+
+
+def _grace_deadline(
+    svc: Services,
+    user: UserModel,
+    org_policy: policy.MfaPolicy,
+    *,
+    now: float,
+    context: RequestContext,
+) -> float:
+    """Return when the user's grace period ends, starting it at this login if it has not."""
+    started = user.grace_started_at
+    if started is None:
+        event = _event(now, user, "mfa.grace_started", "success", context)
+        try:
+            svc.store.start_grace(user, now=now, events=[event])
+            started = now
+        except ConditionFailed:
+            # A concurrent login started it first.
+            fresh = svc.store.get_user(user.org_id, user.user_id)
+            started = fresh.grace_started_at if fresh and fresh.grace_started_at else now
+        user.grace_started_at = started
+    return org_policy.grace_deadline(started)
+
+
+class _Login:
+    """The outcomes of a login whose password passed."""
+
+    def __init__(
+        self,
+        svc: Services,
+        user: UserModel,
+        org_policy: policy.MfaPolicy,
+        *,
+        context: RequestContext,
+        now: float,
+        anomaly: anomalies.LoginRisk,
+    ) -> None:
+        self.svc, self.user, self.policy = svc, user, org_policy
+        self.context, self.now, self.anomaly = context, now, anomaly
+
+    def open_session(
+        self,
+        *,
+        extra: dict[str, Any] | None = None,
+        remembered: remember.RememberedMfa | None = None,
+    ) -> LoginResult:
+        svc, user, now, context = self.svc, self.user, self.now, self.context
+        revoke = sessions.make_room(
+            svc,
+            user=user,
+            max_sessions=self.policy.max_sessions,
+            action=self.policy.session_limit_action,
+            context=context,
+        )
+        if remembered is None:
+            amr, acr, mfa_time, reason = ["pwd"], "aal1", None, None
+        else:
+            amr, acr = remembered.amr, remembered.acr
+            mfa_time, reason = float(remembered.mfa_time), "remembered_device"
+        session, pair = sessions.new_session(
+            svc, user=user, amr=amr, acr=acr, auth_time=now, mfa_time=mfa_time, context=context
+        )
+        events = [
+            *self.anomaly.events,
+            _event(
+                now, user, "login", "success", context, session_id=session.session_id, reason=reason
+            ),
+        ]
+        svc.store.open_session(
+            session, events, revocations=revoke, user_update=self.anomaly.history_update
+        )
+        logger.info(
+            "Login succeeded",
+            extra={"org_id": user.org_id, "user_id": user.user_id, "acr": acr, "reason": reason},
+        )
+        telemetry.count(telemetry.LOGIN_SUCCEEDED)
+        body: dict[str, Any] = pair.as_json()
+        body.update(extra or {})
+        return LoginResult(AUTHENTICATED, body)
+
+    def start_mfa(
+        self,
+        *,
+        factors: dict[str, Any],
+        device: str | None,
+        next_step: str | None,
+        key_deadline: float | None,
+    ) -> LoginResult:
+        svc, user, now = self.svc, self.user, self.now
+        transaction_id = secrets.token_urlsafe(24)
+        lifetime = svc.settings.mfa_token_seconds
+        challenge = ChallengeModel(
+            transaction_id,
+            kind="login",
+            org_id=user.org_id,
+            user_id=user.user_id,
+            created_at=now,
+            expires_at=int(now) + lifetime,
+            auth_time=now,
+            amr=["pwd"],
+            factor_ids=sorted(factors),
+            device=device,
+            next_step=next_step,
+            location=self.anomaly.location_item,
+        )
+        reason = "mfa_required" if not self.anomaly.step_up else "anomaly_step_up"
+        events = [
+            *self.anomaly.events,
+            _event(now, user, "login.password", "success", self.context, reason=reason),
+        ]
+        svc.store.save_challenge(challenge, events)
+        mfa_token = svc.tokens.issue(
+            token_type=tokens.MFA_PENDING,
+            org_id=user.org_id,
+            user_id=user.user_id,
+            lifetime=lifetime,
+            txn=transaction_id,
+        )
+        logger.info(
+            "Password accepted; MFA required",
+            extra={"org_id": user.org_id, "user_id": user.user_id, "reason": reason},
+        )
+        listed = [
+            {"factor_id": factor_id, "type": info.get("type"), "label": info.get("label")}
+            for factor_id, info in sorted(factors.items())
+        ]
+        body: dict[str, Any] = {"mfa_token": mfa_token, "expires_in": lifetime, "factors": listed}
+        if next_step is not None:
+            body["next_step"] = next_step
+        if key_deadline is not None:
+            body["security_key_deadline"] = int(key_deadline)
+        if self.anomaly.step_up:
+            body["reason"] = "unusual_sign_in"
+        return LoginResult(MFA_REQUIRED, body)
+
+    def require_enrollment(self, *, methods: list[str]) -> LoginResult:
+        svc, user, now = self.svc, self.user, self.now
+        svc.store.record(
+            *self.anomaly.events,
+            _event(
+                now, user, "login.password", "success", self.context, reason="enrollment_required"
+            ),
+        )
+        token, lifetime = enrollment_token(svc, user, methods=methods)
+        logger.info(
+            "Password accepted; enrollment required",
+            extra={"org_id": user.org_id, "user_id": user.user_id},
+        )
+        return LoginResult(
+            ENROLLMENT_REQUIRED,
+            {"enrollment_token": token, "expires_in": lifetime, "allowed_methods": methods},
+        )
+
+
+def enrollment_token(
+    svc: Services, user: UserModel, *, methods: list[str], mfa_time: float | None = None
+) -> tuple[str, int]:
+    """Sign an enrollment token that lets `user` add a factor of one of `methods`.
+
+    With `mfa_time` (after an MFA at login, for a user who must add a security key), it also
+    serves a user who already has factors.
+    """
     lifetime = svc.settings.enrollment_token_seconds
-    enrollment_token = svc.tokens.issue(
+    claims: dict[str, Any] = {"methods": methods}
+    if mfa_time is not None:
+        claims["mfa_time"] = int(mfa_time)
+    token = svc.tokens.issue(
         token_type=tokens.ENROLLMENT,
         org_id=user.org_id,
         user_id=user.user_id,
         lifetime=lifetime,
+        **claims,
     )
-    logger.info(
-        "Password accepted; enrollment required",
-        extra={"org_id": user.org_id, "user_id": user.user_id},
-    )
-    return LoginResult(
-        ENROLLMENT_REQUIRED, {"enrollment_token": enrollment_token, "expires_in": lifetime}
-    )
+    return token, lifetime
 
 
 def _event(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from aws_lambda_powertools import Logger
 
@@ -29,12 +29,13 @@ from mfa_core.errors import (
     InvalidInput,
     InvalidToken,
     LastFactor,
+    MethodNotAllowed,
     NotFound,
     RegistrationRejected,
     StepUpRequired,
 )
 from mfa_core.runtime import Services
-from mfa_core.store.models import ChallengeModel, FactorModel, UserModel, user_key
+from mfa_core.store.models import ChallengeModel, FactorModel, OrgModel, UserModel, user_key
 from mfa_core.store.repository import ConditionFailed
 from mfa_core.tokens import Principal
 
@@ -100,20 +101,47 @@ def _current_user(svc: Services, principal: Principal) -> UserModel:
     return user
 
 
-def authorize_factor_change(svc: Services, principal: Principal, user: UserModel) -> bool:
+def authorize_factor_change(
+    svc: Services,
+    principal: Principal,
+    user: UserModel,
+    *,
+    factor_type: str,
+    org: OrgModel | Literal[False] | None = False,
+) -> bool:
     """Allow a change to a user's factors; return whether the user has no active factor yet.
 
     Once a user has a factor, a change needs an MFA in the last FACTOR_CHANGE_MAX_MFA_AGE
     seconds, in every org. Otherwise a password alone, through an older password-only
     session or an enrollment token, could add a factor of its own next to the owner's and
-    then step up with it. Enrollment tokens serve only users without an active factor. Where
-    login asks for no factor (enforcement "off"), a step-up at /v1/auth/mfa/verify gives the
-    session a recent MFA.
+    then step up with it. An enrollment token serves a user without an active factor of the
+    methods it names, or, when it records an MFA at login (a role that must add a security
+    key), a user with factors. Where login asks for no factor (enforcement "off"), a step-up
+    at /v1/auth/mfa/verify gives the session a recent MFA.
+
+    With `org` (the user's org, read by the caller), a method that the org's policy does not
+    allow is refused.
     """
-    if not user.factor_summaries():
-        return True
+    if org is not False:
+        rule = policy.mfa_policy(org).rule_for(role=user.role, now=svc.clock.now())
+        if factor_type not in rule.methods:
+            raise MethodNotAllowed(
+                f"Your org's policy does not allow {factor_type} factors; use one of: "
+                f"{', '.join(sorted(rule.methods))}."
+            )
+    first_factor = not user.factor_summaries()
     if principal.token_type == tokens.ENROLLMENT:
+        methods = principal.claims.get("methods")
+        if isinstance(methods, list) and factor_type not in methods:
+            raise MethodNotAllowed(f"This enrollment token is for: {', '.join(map(str, methods))}.")
+        if "mfa_time" in principal.claims or first_factor:
+            return first_factor
+        usable = {info.get("type") for info in user.factor_summaries().values()}
+        if isinstance(methods, list) and not usable & set(methods):
+            return first_factor
         raise InvalidToken("The enrollment token is spent: the user already has an active factor.")
+    if first_factor:
+        return True
     require_recent_mfa(svc, principal, action="Changing factors")
     return False
 
@@ -145,7 +173,9 @@ def enroll_totp(
     """Create a pending TOTP factor; the secret is returned here once and stored sealed."""
     label = validate_label(label)
     user = _current_user(svc, principal)
-    authorize_factor_change(svc, principal, user)
+    authorize_factor_change(
+        svc, principal, user, factor_type=totp.TYPE, org=svc.store.get_org(user.org_id)
+    )
     now = svc.clock.now()
     _check_factor_limit(svc, user, now)
 
@@ -197,7 +227,7 @@ def confirm_totp(
     """Activate a pending TOTP factor with a valid code; wrong codes count towards lockout."""
     now = svc.clock.now()
     user = _current_user(svc, principal)
-    first_factor = authorize_factor_change(svc, principal, user)
+    first_factor = authorize_factor_change(svc, principal, user, factor_type=totp.TYPE)
     lockout.reject_if_locked(
         svc, user, now=now, event_type="factor.confirm", factor_id=factor_id, context=context
     )
@@ -256,12 +286,13 @@ def start_key_registration(
     """Store a registration challenge and return the creation options for the browser."""
     label = validate_label(label, default=webauthn.DEFAULT_LABEL)
     user = _current_user(svc, principal)
-    authorize_factor_change(svc, principal, user)
+    org = svc.store.get_org(user.org_id)
+    authorize_factor_change(svc, principal, user, factor_type=webauthn.TYPE, org=org)
     now = svc.clock.now()
     lockout.reject_if_locked(svc, user, now=now, event_type="factor.register", context=context)
     _check_factor_limit(svc, user, now)
 
-    org_policy = policy.webauthn_policy(svc.store.get_org(user.org_id))
+    org_policy = policy.webauthn_policy(org)
     lifetime = svc.settings.webauthn_challenge_seconds
     record = ChallengeModel(
         secrets.token_urlsafe(24),
@@ -313,7 +344,8 @@ def register_key(
     parsed = webauthn.parse_registration(credential)
     label = validate_label(label) if label is not None else None
     user = _current_user(svc, principal)
-    first_factor = authorize_factor_change(svc, principal, user)
+    org = svc.store.get_org(user.org_id)
+    first_factor = authorize_factor_change(svc, principal, user, factor_type=webauthn.TYPE, org=org)
     now = svc.clock.now()
     lockout.reject_if_locked(svc, user, now=now, event_type="factor.register", context=context)
     record = svc.store.get_challenge(challenge_id)
@@ -333,7 +365,7 @@ def register_key(
             reason="challenge_invalid",
             field="challenge_id",
         )
-    org_policy = policy.webauthn_policy(svc.store.get_org(user.org_id))
+    org_policy = policy.webauthn_policy(org)
     try:
         key = webauthn.verify_registration(
             webauthn.relying_party(svc.settings),
@@ -410,7 +442,9 @@ def enroll_sms(
     """Create a pending SMS factor for a phone number and send the code that confirms it."""
     label = sms.validate_label(label)
     user = _current_user(svc, principal)
-    authorize_factor_change(svc, principal, user)
+    authorize_factor_change(
+        svc, principal, user, factor_type=sms.TYPE, org=svc.store.get_org(user.org_id)
+    )
     now = svc.clock.now()
     lockout.reject_if_locked(svc, user, now=now, event_type="factor.enroll", context=context)
     _check_factor_limit(svc, user, now)
@@ -431,7 +465,7 @@ def confirm_sms(
     """Activate a pending SMS factor with the code sent to it."""
     now = svc.clock.now()
     user = _current_user(svc, principal)
-    first_factor = authorize_factor_change(svc, principal, user)
+    first_factor = authorize_factor_change(svc, principal, user, factor_type=sms.TYPE)
     lockout.reject_if_locked(
         svc, user, now=now, event_type="factor.confirm", factor_id=factor_id, context=context
     )
@@ -588,7 +622,7 @@ def _remove(
     """Remove `factor`; raise ConditionFailed naming "factor" if it changed since it was read."""
     active = factor.status == "active"
     org = svc.store.get_org(user.org_id)
-    keep_another = active and policy.mfa_required(org)
+    keep_another = active and policy.mfa_required(org, role=user.role, now=now)
     summaries = user.factor_summaries()
     blocked = {fid for fid, info in summaries.items() if info.get("blocked")}
     usable_others = set(summaries) - blocked - {factor.factor_id}

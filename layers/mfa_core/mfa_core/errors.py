@@ -89,6 +89,12 @@ class Forbidden(MfaError):
     code = "forbidden"
 
 
+class MethodNotAllowed(Forbidden):
+    """The org's policy, or the enrollment token, does not allow this kind of factor."""
+
+    code = "method_not_allowed"
+
+
 class StepUpRequired(Forbidden):
     """The caller is authenticated, but the operation needs a more recent MFA verification."""
 
@@ -105,6 +111,24 @@ class NotFound(MfaError):
 
 class Conflict(MfaError):
     code = "conflict"
+
+
+class SessionLimitReached(Conflict):
+    """The user has as many sessions as the org allows, and the org rejects new ones."""
+
+    code = "session_limit_reached"
+
+
+class LoginBlocked(Forbidden):
+    """The org's policy blocks a login that looks anomalous (a new country, impossible travel)."""
+
+    code = "login_blocked"
+
+
+class PreconditionFailed(MfaError):
+    """The resource changed since the caller read it (an If-Match that no longer matches)."""
+
+    code = "precondition_failed"
 
 
 class LastFactor(Conflict):

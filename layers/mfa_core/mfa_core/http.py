@@ -35,6 +35,7 @@ from mfa_core.errors import (
     LockedOut,
     MfaError,
     NotFound,
+    PreconditionFailed,
     StepUpRequired,
     Throttled,
     UnsupportedMediaType,
@@ -58,6 +59,7 @@ STATUS: dict[type[MfaError], tuple[int, str]] = {
     Forbidden: (403, "Forbidden"),
     NotFound: (404, "Not found"),
     Conflict: (409, "Conflict"),
+    PreconditionFailed: (412, "Precondition failed"),
     LockedOut: (429, "Too many attempts"),
     Throttled: (429, "Too many requests"),
     DependencyFailed: (503, "Service unavailable"),
@@ -157,6 +159,11 @@ def install(app: APIGatewayHttpResolver) -> None:
 
 def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
     """Parse the JSON body into `model`, or raise InvalidInput naming the offending field."""
+    return _build(model, parse_object(app))
+
+
+def parse_object(app: APIGatewayHttpResolver) -> dict[str, Any]:
+    """Return the body as a JSON object, or raise InvalidInput (never echoing the body)."""
     event = app.current_event
     # Requiring JSON keeps browsers from sending these requests cross-site without a CORS
     # preflight, as they may with text/plain or form bodies.
@@ -189,7 +196,7 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
         raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from exc
     if not isinstance(document, dict):
         raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
-    return _build(model, document)
+    return document
 
 
 class _DuplicateKeyError(ValueError):

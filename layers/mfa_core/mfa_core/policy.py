@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives import hashes
 
 from mfa_core import audit
 from mfa_core.audit import RequestContext
-from mfa_core.errors import InvalidInput, NotFound
+from mfa_core.errors import InvalidInput, NotFound, PreconditionFailed
 from mfa_core.runtime import Services
 from mfa_core.store.models import OrgModel
+from mfa_core.store.repository import ConditionFailed
+from mfa_core.tokens import Principal
 
 USER_VERIFICATION = ("required", "preferred", "discouraged")
 ATTESTATION = ("none", "direct")
@@ -148,9 +150,9 @@ def webauthn_policy(org: OrgModel | None) -> WebAuthnPolicy:
     return WebAuthnPolicy.from_item(value)
 
 
-def mfa_required(org: OrgModel | None) -> bool:
-    """Tell whether the org requires MFA at login; an unknown org is treated as requiring it."""
-    return org is None or org.enforcement == "required"
+def mfa_required(org: OrgModel | None, *, role: str, now: float) -> bool:
+    """Tell whether the org requires MFA of a member with `role` now; an unknown org does."""
+    return org is None or mfa_policy(org).rule_for(role=role, now=now).enforcement == "required"
 
 
 def validate_webauthn_policy(
@@ -253,3 +255,475 @@ def _audited(policy: WebAuthnPolicy) -> dict[str, Any]:
         for root in policy.attestation_roots
     ]
     return item
+
+
+# -- The org's MFA policy ------------------------------------------------------------------------
+
+ENFORCEMENT = ("off", "optional", "required")
+SCOPES = ("all", "roles")
+REAUTHENTICATION = ("every_login", "every_24h", "sensitive_only")
+METHODS = ("totp", "webauthn", "sms")
+SESSION_LIMIT_ACTIONS = ("reject", "revoke_oldest")
+GEO_ACTIONS = ("flag", "step_up", "block")
+MAX_GRACE_DAYS = 90
+MAX_SESSIONS = 100
+MAX_RESET_APPROVALS = 3
+# RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
+CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
+MAX_CLAIM_VALUES = 20
+REMEMBER_DEVICE_SECONDS = 24 * 60 * 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class SsoTrust:
+    """When the identity provider's own MFA stands in for ours at an SSO login.
+
+    The IdP's MFA counts only with `trust_idp_mfa`, when its token or assertion carries one of
+    `accepted_amr` or `accepted_acr`, and when it authenticated the user no more than
+    `max_auth_age_minutes` ago.
+    """
+
+    trust_idp_mfa: bool = False
+    accepted_amr: tuple[str, ...] = ()
+    accepted_acr: tuple[str, ...] = ()
+    max_auth_age_minutes: int = 60
+
+    def as_item(self) -> dict[str, Any]:
+        return {
+            "trust_idp_mfa": self.trust_idp_mfa,
+            "accepted_amr": list(self.accepted_amr),
+            "accepted_acr": list(self.accepted_acr),
+            "max_auth_age_minutes": self.max_auth_age_minutes,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserRule:
+    """What the policy asks of one user at one moment (see MfaPolicy.rule_for)."""
+
+    enforcement: str
+    methods: frozenset[str]
+    security_key: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class MfaPolicy:
+    """An org's MFA policy: who must use MFA, with what, how often, and what happens at limits.
+
+    `enforcement` "required" with `enforce_after` set means "optional" until that moment and
+    "required" from it, so a rollout needs no change on the day. A member for whom MFA became
+    required has `grace_days` from their first login after that to enroll. `scope` "roles"
+    limits enforcement to `scope_roles`; other members are treated as "optional".
+    """
+
+    enforcement: str = "required"
+    scope: str = "all"
+    scope_roles: tuple[str, ...] = ()
+    enforce_after: int | None = None
+    grace_days: int = 0
+    reauthentication: str = "every_login"
+    step_up_max_age_minutes: int = 5
+    allowed_methods: tuple[str, ...] = METHODS
+    sms_fallback_only: bool = True
+    security_key_roles: tuple[str, ...] = ()
+    max_sessions: int = 0
+    session_limit_action: str = "revoke_oldest"
+    reset_approvals: int | None = None
+    sso: SsoTrust = SsoTrust()
+    geo_anomaly_action: str = "flag"
+    version: int = 0
+
+    def rule_for(self, *, role: str, now: float) -> UserRule:
+        """Return the effective rule for a member with `role` at time `now`."""
+        enforcement = self.enforcement
+        if (
+            enforcement == "required"
+            and self.enforce_after is not None
+            and now < self.enforce_after
+        ):
+            enforcement = "optional"
+        if enforcement != "off" and self.scope == "roles" and role not in self.scope_roles:
+            enforcement = "optional"
+        return UserRule(
+            enforcement=enforcement,
+            methods=frozenset(self.allowed_methods),
+            security_key=enforcement == "required" and role in self.security_key_roles,
+        )
+
+    def grace_deadline(self, started_at: float) -> float:
+        return started_at + self.grace_days * 86_400
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "enforcement": self.enforcement,
+            "scope": self.scope,
+            "scope_roles": list(self.scope_roles),
+            "enforce_after": _iso(self.enforce_after),
+            "grace_days": self.grace_days,
+            "reauthentication": self.reauthentication,
+            "step_up_max_age_minutes": self.step_up_max_age_minutes,
+            "allowed_methods": list(self.allowed_methods),
+            "sms_fallback_only": self.sms_fallback_only,
+            "security_key_roles": list(self.security_key_roles),
+            "max_sessions": self.max_sessions,
+            "session_limit_action": self.session_limit_action,
+            "reset_approvals": self.reset_approvals,
+            "sso": self.sso.as_item(),
+            "geo_anomaly_action": self.geo_anomaly_action,
+        }
+
+    def as_item(self) -> dict[str, Any]:
+        """The Orgs item's `policy` map: every field but enforcement and SMS fallback, which
+        have their own attributes."""
+        item = self.as_json()
+        del item["enforcement"], item["sms_fallback_only"]
+        item["enforce_after"] = self.enforce_after
+        return item
+
+
+def mfa_policy(org: OrgModel | None) -> MfaPolicy:
+    """Read an org's policy; an unknown org gets the strictest reading of the defaults."""
+    if org is None:
+        return MfaPolicy()
+    value: Any = org.policy
+    if value is not None and not isinstance(value, Mapping):
+        value = value.as_dict()
+    item: Mapping[str, Any] = value or {}
+    sso: Mapping[str, Any] = item.get("sso") or {}
+    enforce_after = item.get("enforce_after")
+    approvals = item.get("reset_approvals")
+    return MfaPolicy(
+        enforcement=org.enforcement,
+        scope=str(item.get("scope") or "all"),
+        scope_roles=tuple(str(r) for r in item.get("scope_roles") or ()),
+        enforce_after=None if enforce_after is None else int(enforce_after),
+        grace_days=int(item.get("grace_days", 0)),
+        reauthentication=str(item.get("reauthentication") or "every_login"),
+        step_up_max_age_minutes=int(item.get("step_up_max_age_minutes", 5)),
+        allowed_methods=tuple(str(m) for m in item.get("allowed_methods") or METHODS),
+        sms_fallback_only=sms_policy(org).fallback_only,
+        security_key_roles=tuple(str(r) for r in item.get("security_key_roles") or ()),
+        max_sessions=int(item.get("max_sessions", 0)),
+        session_limit_action=str(item.get("session_limit_action") or "revoke_oldest"),
+        reset_approvals=None if approvals is None else int(approvals),
+        sso=SsoTrust(
+            trust_idp_mfa=bool(sso.get("trust_idp_mfa", False)),
+            accepted_amr=tuple(str(v) for v in sso.get("accepted_amr") or ()),
+            accepted_acr=tuple(str(v) for v in sso.get("accepted_acr") or ()),
+            max_auth_age_minutes=int(sso.get("max_auth_age_minutes", 60)),
+        ),
+        geo_anomaly_action=str(item.get("geo_anomaly_action") or "flag"),
+        version=int(org.policy_version or 0),
+    )
+
+
+def parse_policy(document: Mapping[str, Any]) -> MfaPolicy:
+    """Validate a whole policy document, as sent to PUT /v1/orgs/{org}/mfa-policy.
+
+    Every field is required, so that a change never resets a setting by leaving it out.
+    Raises InvalidInput naming the first field at fault.
+    """
+    reader = _Reader(document)
+    policy = MfaPolicy(
+        enforcement=reader.choice("enforcement", ENFORCEMENT),
+        scope=reader.choice("scope", SCOPES),
+        scope_roles=reader.roles("scope_roles"),
+        enforce_after=reader.timestamp("enforce_after"),
+        grace_days=reader.integer("grace_days", 0, MAX_GRACE_DAYS),
+        reauthentication=reader.choice("reauthentication", REAUTHENTICATION),
+        step_up_max_age_minutes=reader.integer("step_up_max_age_minutes", 1, 60),
+        allowed_methods=reader.choices("allowed_methods", METHODS),
+        sms_fallback_only=reader.boolean("sms_fallback_only"),
+        security_key_roles=reader.roles("security_key_roles"),
+        max_sessions=reader.integer("max_sessions", 0, MAX_SESSIONS),
+        session_limit_action=reader.choice("session_limit_action", SESSION_LIMIT_ACTIONS),
+        reset_approvals=reader.integer("reset_approvals", 0, MAX_RESET_APPROVALS, nullable=True),
+        sso=_parse_sso(reader.object("sso")),
+        geo_anomaly_action=reader.choice("geo_anomaly_action", GEO_ACTIONS),
+    )
+    reader.reject_unknown()
+    _check_consistency(policy)
+    return policy
+
+
+def _check_consistency(policy: MfaPolicy) -> None:
+    if policy.scope == "roles" and not policy.scope_roles:
+        raise InvalidInput(
+            "Scope 'roles' needs at least one role in scope_roles.", field="scope_roles"
+        )
+    if policy.scope == "all" and policy.scope_roles:
+        raise InvalidInput(
+            "Scope 'all' takes no scope_roles; send an empty list, or use scope 'roles'.",
+            field="scope_roles",
+        )
+    if not policy.allowed_methods:
+        raise InvalidInput("Allow at least one method.", field="allowed_methods")
+    if policy.sms_fallback_only and set(policy.allowed_methods) == {"sms"}:
+        raise InvalidInput(
+            "SMS is a fallback only, so it cannot be the only allowed method; allow totp or "
+            "webauthn too, or set sms_fallback_only to false.",
+            field="allowed_methods",
+        )
+    if policy.security_key_roles and "webauthn" not in policy.allowed_methods:
+        raise InvalidInput(
+            "Roles that must use security keys need 'webauthn' among the allowed methods.",
+            field="security_key_roles",
+        )
+    if policy.enforce_after is not None and policy.enforcement != "required":
+        raise InvalidInput(
+            "enforce_after schedules enforcement 'required'; set enforcement to 'required' or "
+            "enforce_after to null.",
+            field="enforce_after",
+        )
+    if policy.sso.trust_idp_mfa and not (policy.sso.accepted_amr or policy.sso.accepted_acr):
+        raise InvalidInput(
+            "Trusting the identity provider's MFA needs at least one accepted amr or acr value.",
+            field="sso.accepted_amr",
+        )
+
+
+def _parse_sso(document: Mapping[str, Any]) -> SsoTrust:
+    reader = _Reader(document, prefix="sso.")
+    trust = SsoTrust(
+        trust_idp_mfa=reader.boolean("trust_idp_mfa"),
+        accepted_amr=reader.strings("accepted_amr"),
+        accepted_acr=reader.strings("accepted_acr"),
+        max_auth_age_minutes=reader.integer("max_auth_age_minutes", 1, 24 * 60),
+    )
+    reader.reject_unknown()
+    return trust
+
+
+class _Reader:
+    """Strict, field-naming access to a JSON object; never echoes a value back."""
+
+    def __init__(self, document: Mapping[str, Any], *, prefix: str = "") -> None:
+        self._document = document
+        self._prefix = prefix
+        self._read: set[str] = set()
+
+    def _value(self, name: str) -> Any:
+        self._read.add(name)
+        if name not in self._document:
+            raise InvalidInput(
+                f"Field '{self._prefix}{name}' is required.", field=self._prefix + name
+            )
+        return self._document[name]
+
+    def _fail(self, name: str, detail: str) -> InvalidInput:
+        return InvalidInput(detail, field=self._prefix + name)
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self._value(name)
+        if value not in allowed:
+            raise self._fail(name, f"Use one of: {', '.join(allowed)}.")
+        return str(value)
+
+    def choices(self, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._value(name)
+        if not isinstance(value, list) or any(item not in allowed for item in value):
+            raise self._fail(name, f"Use a list of: {', '.join(allowed)}.")
+        if len(set(value)) != len(value):
+            raise self._fail(name, "List each value once.")
+        return tuple(sorted(value, key=allowed.index))
+
+    def roles(self, name: str) -> tuple[str, ...]:
+        from mfa_core.identity import ROLES  # noqa: PLC0415 - identity imports errors only
+
+        return self.choices(name, ROLES)
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._value(name)
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_CLAIM_VALUES
+            or not all(isinstance(v, str) and CLAIM_VALUE_PATTERN.match(v) for v in value)
+        ):
+            raise self._fail(
+                name,
+                f"Use a list of at most {MAX_CLAIM_VALUES} values, each 1 to 256 printable "
+                "ASCII characters without spaces.",
+            )
+        return tuple(dict.fromkeys(value))
+
+    def integer(self, name: str, low: int, high: int, *, nullable: bool = False) -> Any:
+        value = self._value(name)
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            null = " or null" if nullable else ""
+            raise self._fail(name, f"Use a whole number from {low} to {high}{null}.")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._value(name)
+        if not isinstance(value, bool):
+            raise self._fail(name, "Use true or false.")
+        return value
+
+    def timestamp(self, name: str) -> int | None:
+        value = self._value(name)
+        if value is None:
+            return None
+        moment = _parse_iso(value) if isinstance(value, str) else None
+        if moment is None:
+            raise self._fail(
+                name,
+                "Use an ISO 8601 time with a UTC offset, such as 2027-03-01T00:00:00Z, or null.",
+            )
+        return moment
+
+    def object(self, name: str) -> Mapping[str, Any]:
+        value = self._value(name)
+        if not isinstance(value, dict):
+            raise self._fail(name, "Use a JSON object.")
+        return value
+
+    def reject_unknown(self) -> None:
+        for name in self._document:
+            if name not in self._read:
+                field = self._prefix + name if _FIELD.match(name) else None
+                shown = f"'{field}' " if field else ""
+                raise InvalidInput(f"Field {shown}is not a policy field; remove it.", field=field)
+
+
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+def _parse_iso(value: str) -> int | None:
+    from datetime import datetime  # noqa: PLC0415 - only policy changes parse times
+
+    if len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp())
+
+
+def _iso(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_mfa_policy(
+    svc: Services,
+    *,
+    org_id: str,
+    policy: MfaPolicy,
+    expected_version: int | None,
+    actor: str,
+    context: RequestContext,
+) -> MfaPolicy:
+    """Replace an org's policy, audited with the values before and after.
+
+    With `expected_version`, the change applies only if the stored policy still has that
+    version (PreconditionFailed otherwise). Two concurrent changes never both apply.
+    """
+    org = svc.store.get_org(org_id)
+    if org is None:
+        raise NotFound("No org with this id.")
+    before = mfa_policy(org)
+    if expected_version is not None and expected_version != before.version:
+        raise PreconditionFailed(
+            "The policy changed since it was read; read it again and reapply the change."
+        )
+    after = MfaPolicy(**{**policy.__dict__, "version": before.version + 1})
+    event = audit.event(
+        now=svc.clock.now(),
+        event_type="policy.mfa",
+        outcome="success",
+        org_id=org_id,
+        actor=actor,
+        context=context,
+        details={"before": before.as_json(), "after": after.as_json(), "version": after.version},
+    )
+    current_sms = sms_policy(org)
+    sms = SmsPolicy(
+        allowed_countries=current_sms.allowed_countries,
+        daily_cap=current_sms.daily_cap,
+        fallback_only=after.sms_fallback_only,
+    )
+    try:
+        svc.store.set_org_policy(
+            org_id,
+            enforcement=after.enforcement,
+            policy=after.as_item(),
+            sms=sms.as_item(),
+            version=after.version,
+            previous_version=org.policy_version,
+            events=[event],
+        )
+    except ConditionFailed as exc:
+        raise PreconditionFailed(
+            "The policy changed while this change was applied; read it again and retry."
+        ) from exc
+    return after
+
+
+def read_policy(svc: Services, principal: Principal, org_id: str) -> MfaPolicy:
+    """Return the org's policy to one of its admins."""
+    from mfa_core import members  # noqa: PLC0415 - members imports this module's callers
+
+    members.require_admin(svc, principal, org_id)
+    return mfa_policy(svc.store.get_org(org_id))
+
+
+def replace_policy(
+    svc: Services,
+    principal: Principal,
+    org_id: str,
+    document: Mapping[str, Any],
+    *,
+    if_match: str | None,
+    context: RequestContext,
+) -> MfaPolicy:
+    """Replace the org's policy for one of its admins, after a recent MFA.
+
+    `if_match` is the ETag of the policy the change was based on, when the client sent one.
+    """
+    from mfa_core import enrollment, members  # noqa: PLC0415 - both import this module
+
+    admin = members.require_admin(svc, principal, org_id)
+    current = mfa_policy(svc.store.get_org(org_id))
+    enrollment.require_recent_mfa(
+        svc,
+        principal,
+        action="Changing the MFA policy",
+        max_age=min(enrollment.FACTOR_CHANGE_MAX_MFA_AGE, current.step_up_max_age_minutes * 60),
+    )
+    new = parse_policy(document)
+    return set_mfa_policy(
+        svc,
+        org_id=org_id,
+        policy=new,
+        expected_version=_version_from_etag(if_match),
+        actor=f"user:{admin.user_id}",
+        context=context,
+    )
+
+
+def etag(policy: MfaPolicy) -> str:
+    return f'"{policy.version}"'
+
+
+def _version_from_etag(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/")
+    if (
+        len(text) < 3
+        or not text.startswith('"')
+        or not text.endswith('"')
+        or not text[1:-1].isdigit()
+    ):
+        raise InvalidInput(
+            'Send If-Match with the ETag from GET, such as "3", or leave it out.', field="If-Match"
+        )
+    return int(text[1:-1])

@@ -17,10 +17,10 @@ from aws_lambda_powertools import Logger
 
 from mfa_core import audit, telemetry, tokens
 from mfa_core.audit import RequestContext
-from mfa_core.errors import InvalidToken, NotFound
+from mfa_core.errors import InvalidToken, NotFound, SessionLimitReached
 from mfa_core.runtime import Services
 from mfa_core.store.models import SessionModel, UserModel, user_key
-from mfa_core.store.repository import ConditionFailed
+from mfa_core.store.repository import SESSIONS_PER_TRANSACTION, ConditionFailed
 from mfa_core.tokens import Principal
 
 logger = Logger(child=True)
@@ -228,6 +228,59 @@ def _revoke_family(
         svc.store.revoke_session(session, reason="token_reuse", now=now, events=[reuse, revoked])
     except ConditionFailed:
         svc.store.record(reuse)
+
+
+def make_room(
+    svc: Services,
+    *,
+    user: UserModel,
+    max_sessions: int,
+    action: str,
+    context: RequestContext,
+) -> list[tuple[SessionModel, audit.AuditEvent]]:
+    """Apply the org's concurrent-session limit before a new session of `user` opens.
+
+    Returns the oldest live sessions to revoke with the new session's write ("revoke_oldest"),
+    or raises SessionLimitReached, audited, when the org rejects new sessions at the limit.
+    A limit of 0 means none, and costs no read.
+    """
+    if max_sessions <= 0:
+        return []
+    now = svc.clock.now()
+    # NOTE: two logins at the same moment can both see room for one more session, so the
+    # limit can be exceeded by the number of concurrent logins until the next login.
+    live = sorted(
+        (s for s in svc.store.list_sessions(user.org_id, user.user_id) if is_valid(s, user, now)),
+        key=lambda s: s.created_at,
+    )
+    excess = len(live) - max_sessions + 1
+    if excess <= 0:
+        return []
+    if action == "reject":
+        svc.store.record(
+            audit.event(
+                now=now,
+                event_type="session.limit",
+                outcome="denied",
+                org_id=user.org_id,
+                user_id=user.user_id,
+                context=context,
+                reason="session_limit",
+                details={"live_sessions": len(live), "max_sessions": max_sessions},
+            )
+        )
+        logger.info(
+            "Login rejected at the session limit",
+            extra={"org_id": user.org_id, "user_id": user.user_id, "max_sessions": max_sessions},
+        )
+        raise SessionLimitReached(
+            f"You already have {len(live)} active sessions, the most your org allows; sign out "
+            "of one (GET and DELETE /v1/me/sessions from a signed-in device) and try again."
+        )
+    # NOTE: at most SESSIONS_PER_TRANSACTION sessions end per login; an org that lowers its
+    # limit far below a user's session count sees the rest end on later logins.
+    oldest = live[: min(excess, SESSIONS_PER_TRANSACTION)]
+    return revocations(svc, oldest, reason="session_limit", context=context)
 
 
 def logout(svc: Services, principal: Principal, *, context: RequestContext) -> None:

@@ -20,7 +20,9 @@ from mfa_core.errors import InvalidToken
 ACCESS = "access"
 MFA_PENDING = "mfa_pending"
 ENROLLMENT = "enrollment"
-TOKEN_TYPES = frozenset({ACCESS, MFA_PENDING, ENROLLMENT})
+# Lets a device skip MFA at login for a day where the org's policy re-verifies every 24 hours.
+REMEMBER_DEVICE = "remember_device"
+TOKEN_TYPES = frozenset({ACCESS, MFA_PENDING, ENROLLMENT, REMEMBER_DEVICE})
 
 _REQUIRED_CLAIMS = ("iss", "aud", "sub", "org", "exp", "iat", "jti", "typ")
 

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 import pyotp
 
 SECRET_BYTES = 20  # 160 bits, the HMAC-SHA1 output size that RFC 4226 §4 recommends
+TYPE = "totp"
 DIGITS = 6
 PERIOD = 30
 # Accept the previous and next step as well, for clock drift (RFC 6238 §5.2).

@@ -15,10 +15,13 @@ from typing import Any, NoReturn
 from aws_lambda_powertools import Logger
 
 from mfa_core import (
+    anomalies,
     audit,
+    auth,
     backup_codes,
     lockout,
     policy,
+    remember,
     sessions,
     sms,
     telemetry,
@@ -29,6 +32,7 @@ from mfa_core import (
 from mfa_core.audit import RequestContext
 from mfa_core.enrollment import CeremonyOptions, binding, open_totp_secret
 from mfa_core.errors import (
+    Forbidden,
     InvalidCode,
     InvalidCredential,
     InvalidInput,
@@ -37,7 +41,7 @@ from mfa_core.errors import (
     NotFound,
 )
 from mfa_core.runtime import Services
-from mfa_core.store.models import ChallengeModel, FactorModel, SessionModel, UserModel
+from mfa_core.store.models import ChallengeModel, FactorModel, OrgModel, SessionModel, UserModel
 from mfa_core.store.repository import ConditionFailed, StepUp
 from mfa_core.tokens import Principal
 
@@ -100,6 +104,8 @@ def start_challenge(
     )
 
     factors = user.factor_summaries()
+    if principal.token_type == tokens.MFA_PENDING and login is not None and login.factor_ids:
+        factors = {fid: info for fid, info in factors.items() if fid in login.factor_ids}
     if factor_id is not None:
         if factor_id not in factors:
             raise NotFound("No active factor with this id.")
@@ -202,6 +208,11 @@ def verify(
         if proof.backup_code is not None
         else {"totp", sms.TYPE}
     )
+    if factor is not None and not _allowed(factor, read.anchor, read.org, user, now):
+        raise Forbidden(
+            "Your org's policy does not accept this factor here; use one of the factors that "
+            "the login response listed."
+        )
     if factor is None or factor.status != "active" or factor.type not in expected_types:
         if assertion is not None:
             _reject_unknown_key(
@@ -235,7 +246,28 @@ def verify(
     else:
         checked = attempt.check_code(proof.code or "", now=now)
 
-    return _complete(svc, attempt, checked, read.anchor, proof, now=now)
+    return _complete(svc, attempt, checked, read.anchor, read.org, now=now)
+
+
+def _allowed(
+    factor: FactorModel,
+    anchor: ChallengeModel | SessionModel | None,
+    org: OrgModel | None,
+    user: UserModel,
+    now: float,
+) -> bool:
+    """Tell whether the org's policy and the login's decision let this factor verify.
+
+    Backup codes are the way back in when factors are lost, so they always count.
+    """
+    if factor.type == backup_codes.TYPE:
+        return True
+    rule = policy.mfa_policy(org).rule_for(role=user.role, now=now)
+    if rule.enforcement != "off" and factor.type not in rule.methods:
+        return False
+    if isinstance(anchor, ChallengeModel) and anchor.factor_ids is not None:
+        return factor.factor_id in anchor.factor_ids
+    return True
 
 
 def _complete(
@@ -243,24 +275,39 @@ def _complete(
     attempt: _Attempt,
     checked: _Checked,
     anchor: ChallengeModel | SessionModel | None,
-    proof: Proof,
+    org: OrgModel | None,
     *,
     now: float,
 ) -> dict[str, Any]:
     """Write the verification's outcome and build the response."""
     user, factor, context = attempt.user, attempt.factor, attempt.context
     transaction_id = anchor.challenge_id if isinstance(anchor, ChallengeModel) else None
+    org_policy = policy.mfa_policy(org)
+    revoke: list[tuple[SessionModel, audit.AuditEvent]] = []
+    user_update: list[Any] = []
+    pair: sessions.TokenPair | None = None
     if isinstance(anchor, ChallengeModel):
-        session, pair = sessions.new_session(
-            svc,
-            user=user,
-            amr=checked.amr,
-            acr=checked.acr,
-            auth_time=anchor.auth_time or now,
-            mfa_time=now,
-            context=context,
-        )
         step_up = None
+        if anchor.next_step == auth.REGISTER_SECURITY_KEY:
+            session = None
+        else:
+            revoke = sessions.make_room(
+                svc,
+                user=user,
+                max_sessions=org_policy.max_sessions,
+                action=org_policy.session_limit_action,
+                context=context,
+            )
+            session, pair = sessions.new_session(
+                svc,
+                user=user,
+                amr=checked.amr,
+                acr=checked.acr,
+                auth_time=anchor.auth_time or now,
+                mfa_time=now,
+                context=context,
+            )
+        user_update = anomalies.history_update(anchor.location, now=now)
     else:
         current = anchor
         assert isinstance(current, SessionModel)
@@ -274,7 +321,7 @@ def _complete(
         org_id=user.org_id,
         user_id=user.user_id,
         factor_id=factor.factor_id,
-        session_id=session.session_id,
+        session_id=session.session_id if session else None,
         context=context,
         details={"type": factor.type, "acr": checked.acr, **checked.details},
     )
@@ -290,15 +337,38 @@ def _complete(
             step_up=step_up,
             now=now,
             events=[success],
+            revocations=revoke,
+            user_update=user_update,
         )
     except ConditionFailed as exc:
         attempt.explain_lost_race(exc, now=now)
     ids = {"org_id": user.org_id, "user_id": user.user_id, "factor_id": factor.factor_id}
     extra = _backup_code_notice(checked)
+    if isinstance(anchor, ChallengeModel) and pair is None:
+        telemetry.count(telemetry.MFA_VERIFIED)
+        logger.info("MFA verified; a security key is required", extra=ids)
+        token, lifetime = auth.enrollment_token(svc, user, methods=[webauthn.TYPE], mfa_time=now)
+        return {
+            "status": auth.ENROLLMENT_REQUIRED,
+            "enrollment_token": token,
+            "expires_in": lifetime,
+            "allowed_methods": [webauthn.TYPE],
+            "next_step": auth.REGISTER_SECURITY_KEY,
+            **extra,
+        }
     if pair is not None:
+        assert isinstance(anchor, ChallengeModel)
         telemetry.count(telemetry.MFA_VERIFIED)
         logger.info("MFA verified", extra={**ids, "acr": checked.acr})
-        return {"status": "authenticated", **pair.as_json(), **extra}
+        body = {"status": "authenticated", **pair.as_json(), **extra}
+        if anchor.device is not None and org_policy.reauthentication == "every_24h":
+            token, lifetime = remember.issue(
+                svc, user=user, device=anchor.device, amr=checked.amr, acr=checked.acr, mfa_time=now
+            )
+            body["remember_device_token"] = token
+            body["remember_device_expires_in"] = lifetime
+        return body
+    assert session is not None
 
     session.mfa_time, session.amr, session.acr = now, checked.amr, checked.acr
     telemetry.count(telemetry.STEP_UP_VERIFIED)

@@ -43,6 +43,10 @@ class OrgModel(Model):
     webauthn: MapAttribute[str, Any] = MapAttribute(null=True)
     # SMS settings, read by mfa_core.policy.SmsPolicy; absent means the defaults.
     sms: MapAttribute[str, Any] = MapAttribute(null=True)
+    # The rest of the MFA policy, read by mfa_core.policy.MfaPolicy; absent means the defaults.
+    policy: MapAttribute[str, Any] = MapAttribute(null=True)
+    # Incremented by every policy change, so that a change based on a stale read fails.
+    policy_version = NumberAttribute(null=True)
 
 
 class UserEmailIndex(GlobalSecondaryIndex["UserModel"]):
@@ -80,6 +84,13 @@ class UserModel(Model):
     # Sessions created before this time are no longer valid, unless re-confirmed after it (see
     # SessionModel.confirmed_at). Set when the user's factors change.
     sessions_valid_after = NumberAttribute(null=True)
+    # Incremented by a password change or reset: remember-device tokens of older values fail.
+    credentials_version = NumberAttribute(null=True)
+    # When MFA enrollment first became required of the user (at a login); the grace period
+    # of the org's policy counts from here.
+    grace_started_at = NumberAttribute(null=True)
+    # Where and when the user signed in before, for anomaly signals (mfa_core.risk).
+    login_history: MapAttribute[str, Any] = MapAttribute(null=True)
 
     def factor_summaries(self) -> dict[str, dict[str, Any]]:
         """Return the active factors as plain dicts: factor_id -> {"type", "label"}."""
@@ -179,6 +190,14 @@ class ChallengeModel(Model):
     label = UnicodeAttribute(null=True)
     # SMS codes: how many verifications the code has had.
     attempts = NumberAttribute(null=True)
+    # Login transactions: what the password step decided for the MFA step. `factor_ids` (above)
+    # lists the factors the policy lets this login use; `device` is the SHA-256 of the
+    # client's device id when a remember-device token may be issued; `next_step` is
+    # "register_security_key" when the user must add a key instead of getting a session.
+    device = UnicodeAttribute(null=True)
+    next_step = UnicodeAttribute(null=True)
+    # Where the password step came from (mfa_core.anomalies), recorded once MFA passes.
+    location: MapAttribute[str, Any] = MapAttribute(null=True)
 
 
 class SessionUserIndex(GlobalSecondaryIndex["SessionModel"]):

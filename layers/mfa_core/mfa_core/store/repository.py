@@ -8,7 +8,7 @@ DependencyFailed, with nothing half-written because every change is one transact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +97,7 @@ class Verification:
     user: UserModel | None
     factor: FactorModel | None
     challenge: ChallengeModel | None
+    org: OrgModel | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,7 +183,7 @@ class Store:
         factor_id: str,
         challenge_id: str | None,
     ) -> Verification:
-        """Read the login transaction (or session), user, factor and challenge in one request."""
+        """Read the login transaction (or session), user, factor, challenge and org at once."""
         anchor: Any
         with _dynamodb_errors(), TransactGet(connection=self._connection) as read:
             if transaction_id is not None:
@@ -192,11 +193,13 @@ class Store:
             user = read.get(UserModel, org_id, user_id)
             factor = read.get(FactorModel, user_key(org_id, user_id), factor_id)
             challenge = read.get(ChallengeModel, challenge_id) if challenge_id else None
+            org = read.get(OrgModel, org_id)
         return Verification(
             anchor=_resolved(anchor),
             user=_resolved(user),
             factor=_resolved(factor),
             challenge=_resolved(challenge) if challenge is not None else None,
+            org=_resolved(org),
         )
 
     def load_login_context(
@@ -243,9 +246,105 @@ class Store:
             tx.put("challenge", challenge, condition=ChallengeModel.challenge_id.does_not_exist())
             self._audit(tx, events)
 
-    def open_session(self, session: SessionModel, events: list[AuditEvent]) -> None:
+    def open_session(
+        self,
+        session: SessionModel,
+        events: list[AuditEvent],
+        *,
+        revocations: Sequence[tuple[SessionModel, AuditEvent]] = (),
+        user_update: Sequence[Any] = (),
+    ) -> None:
+        """Store a new session, revoking `revocations` (the session limit) in the same write.
+
+        `user_update` holds actions on the user item, such as the login history.
+        """
         with self._transaction() as tx:
             tx.put("session", session, condition=SessionModel.session_id.does_not_exist())
+            if user_update:
+                tx.update(
+                    "user",
+                    UserModel(session.org_id, session.user_id),
+                    actions=list(user_update),
+                    condition=UserModel.user_id.exists(),
+                )
+            self._revoke(tx, list(revocations), reason="session_limit", now=session.created_at)
+            self._audit(tx, events)
+
+    def start_grace(self, user: UserModel, *, now: float, events: list[AuditEvent]) -> None:
+        """Record when MFA enrollment became required of a user; ConditionFailed if it was set."""
+        with self._transaction() as tx:
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=[UserModel.grace_started_at.set(now)],
+                condition=UserModel.user_id.exists() & UserModel.grace_started_at.does_not_exist(),
+            )
+            self._audit(tx, events)
+
+    def change_password(
+        self,
+        user: UserModel,
+        *,
+        password_hash: str,
+        keep_session_id: str,
+        now: float,
+        events: list[AuditEvent],
+    ) -> None:
+        """Replace a password, end every other session of the user and forget their devices.
+
+        Sessions end through the user's cut-off (`sessions_valid_after`), which the refresh and
+        the authorizer check, and the remembered devices through `credentials_version`. Raises
+        ConditionFailed when the password changed meanwhile or the session has ended.
+        """
+        with self._transaction() as tx:
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=[
+                    UserModel.password_hash.set(password_hash),
+                    UserModel.credentials_version.add(1),
+                    UserModel.sessions_valid_after.set(now),
+                ],
+                condition=(UserModel.status == "active")
+                & (UserModel.password_hash == user.password_hash),
+            )
+            tx.update(
+                "session",
+                SessionModel(keep_session_id),
+                actions=[SessionModel.confirmed_at.set(now)],
+                condition=(SessionModel.status == "active") & (SessionModel.expires_at > now),
+            )
+            self._audit(tx, events)
+
+    def set_org_policy(
+        self,
+        org_id: str,
+        *,
+        enforcement: str,
+        policy: dict[str, Any],
+        sms: dict[str, Any],
+        version: int,
+        previous_version: float | None,
+        events: list[AuditEvent],
+    ) -> None:
+        """Replace an org's MFA policy if its version is still `previous_version`."""
+        condition = OrgModel.org_id.exists()
+        if previous_version is None:
+            condition &= OrgModel.policy_version.does_not_exist()
+        else:
+            condition &= OrgModel.policy_version == previous_version
+        with self._transaction() as tx:
+            tx.update(
+                "org",
+                OrgModel(org_id),
+                actions=[
+                    OrgModel.enforcement.set(enforcement),
+                    OrgModel.policy.set(policy),
+                    OrgModel.sms.set(sms),
+                    OrgModel.policy_version.set(version),
+                ],
+                condition=condition,
+            )
             self._audit(tx, events)
 
     def set_org_webauthn(
@@ -623,6 +722,8 @@ class Store:
         step_up: StepUp | None,
         now: float,
         events: list[AuditEvent],
+        revocations: Sequence[tuple[SessionModel, AuditEvent]] = (),
+        user_update: Sequence[Any] = (),
     ) -> None:
         """Record a successful MFA verification at login or step-up in one transaction.
 
@@ -654,11 +755,13 @@ class Store:
                     UserModel.failed_count.set(0),
                     UserModel.locked_until.remove(),
                     UserModel.last_mfa_at.set(now),
+                    *user_update,
                 ],
                 condition=(UserModel.status == "active") & _not_locked(now),
             )
             if new_session is not None:
                 tx.put("session", new_session, condition=SessionModel.session_id.does_not_exist())
+                self._revoke(tx, list(revocations), reason="session_limit", now=now)
             if step_up is not None:
                 tx.update(
                     "session",

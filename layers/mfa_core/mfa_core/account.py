@@ -1,0 +1,75 @@
+"""A signed-in user's own credentials: changing the password."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from mfa_core import audit, enrollment, passwords, telemetry
+from mfa_core.audit import RequestContext
+from mfa_core.errors import Conflict, InvalidInput, InvalidToken
+from mfa_core.members import validate_password
+from mfa_core.runtime import Services
+from mfa_core.store.repository import ConditionFailed
+from mfa_core.tokens import Principal
+
+logger = Logger(child=True)
+
+
+def change_password(
+    svc: Services,
+    principal: Principal,
+    *,
+    current_password: str,
+    new_password: str,
+    context: RequestContext,
+) -> None:
+    """Replace the caller's password after a recent MFA and the current password.
+
+    Every other session of the user ends (their refresh fails at once and the authorizer
+    rejects their access tokens), and every remember-device token stops working. The session
+    that made the change stays valid.
+    """
+    session_id = principal.session_id
+    if session_id is None:
+        raise InvalidToken()
+    enrollment.require_recent_mfa(svc, principal, action="Changing the password")
+    validate_password(new_password, field="new_password")
+    user = svc.store.get_user(principal.org_id, principal.user_id)
+    if user is None or user.status != "active":
+        raise InvalidToken()
+    now = svc.clock.now()
+
+    def _event(outcome: str, reason: str | None = None) -> audit.AuditEvent:
+        return audit.event(
+            now=now,
+            event_type="password.change",
+            outcome=outcome,
+            org_id=user.org_id,
+            user_id=user.user_id,
+            session_id=session_id,
+            context=context,
+            reason=reason,
+        )
+
+    if not passwords.verify_password(user.password_hash, current_password):
+        svc.store.record(_event("failure", "wrong_password"))
+        telemetry.count(telemetry.LOGIN_FAILED)
+        raise InvalidInput("The current password is incorrect.", field="current_password")
+    if current_password == new_password:
+        raise InvalidInput("Choose a password other than the current one.", field="new_password")
+    try:
+        svc.store.change_password(
+            user,
+            password_hash=passwords.hash_password(new_password),
+            keep_session_id=session_id,
+            now=now,
+            events=[_event("success")],
+        )
+    except ConditionFailed as exc:
+        if "session" in exc.failed:
+            raise InvalidToken() from exc
+        raise Conflict("The password changed meanwhile; sign in again and retry.") from exc
+    logger.info(
+        "Password changed; other sessions ended",
+        extra={"org_id": user.org_id, "user_id": user.user_id},
+    )

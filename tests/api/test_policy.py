@@ -1,0 +1,367 @@
+"""The org's MFA policy: its API, and the login decisions it drives, through the local gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from local.stack import LocalStack
+from mfa_core import audit, runtime
+from mfa_core.clock import ManualClock
+from mfa_core.policy import MfaPolicy, set_mfa_policy
+from tests.api.conftest import START, add_member, add_org
+from tests.api.harness import Client, Flow, Member
+from tests.api.test_webauthn import audit_items, audited
+from tests.authenticator import SoftAuthenticator
+
+DAY = 86_400
+POLICY_PATH = "/v1/orgs/acme/mfa-policy"
+
+
+def set_policy(org_id: str, **changes: Any) -> MfaPolicy:
+    """Replace an org's policy in-process, as an operator would, starting from the defaults."""
+    return set_mfa_policy(
+        runtime.services(),
+        org_id=org_id,
+        policy=MfaPolicy(**changes),
+        expected_version=None,
+        actor="operator",
+        context=audit.SYSTEM,
+    )
+
+
+def document(**changes: Any) -> dict[str, Any]:
+    """A whole policy document for PUT, the defaults with `changes`."""
+    body = MfaPolicy().as_json()
+    body.update(changes)
+    return body
+
+
+def fresh_mfa_token(flow: Flow, member: Member) -> str:
+    """Sign in with password and TOTP; return an access token with a fresh MFA."""
+    flow.next_step()
+    reply = flow.verify(member, flow.mfa_token(member))
+    assert reply.status == 200, reply.text
+    token: str = reply.body["access_token"]
+    return token
+
+
+# -- The policy API ------------------------------------------------------------------------------
+
+
+def test_admin_reads_the_default_policy(client: Client, flow: Flow, acme: Member) -> None:
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    reply = client.get(POLICY_PATH, token=token)
+    assert reply.status == 200, reply.text
+    assert reply.body["policy"]["enforcement"] == "optional"
+    assert reply.body["policy"]["allowed_methods"] == ["totp", "webauthn", "sms"]
+    assert reply.header("ETag") == '"0"'
+
+
+def test_member_who_is_not_admin_cannot_read_the_policy(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    viewer = add_member("acme", "viewer@acme.example", role="viewer")
+    token = flow.login_ok(viewer, "authenticated")["access_token"]
+    reply = client.get(POLICY_PATH, token=token)
+    assert reply.status == 403
+    assert reply.body["code"] == "forbidden"
+
+
+def test_admin_of_another_org_gets_not_found(client: Client, flow: Flow, acme: Member) -> None:
+    other = add_org("globex")
+    token = flow.login_ok(other, "authenticated")["access_token"]
+    assert client.get(POLICY_PATH, token=token).status == 404
+    put = client.request("PUT", POLICY_PATH, json_body=document(), token=token)
+    assert put.status == 404
+
+
+def test_policy_change_needs_a_recent_mfa(client: Client, flow: Flow, enrolled: Member) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    flow.clock.advance(6 * 60)
+    reply = client.request("PUT", POLICY_PATH, json_body=document(), token=token)
+    assert reply.status == 403
+    assert reply.body["code"] == "step_up_required"
+
+
+def test_policy_change_is_applied_versioned_and_audited(
+    client: Client, flow: Flow, enrolled: Member, stack: LocalStack
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    new = document(grace_days=14, max_sessions=3, geo_anomaly_action="step_up")
+    reply = client.request(
+        "PUT", POLICY_PATH, json_body=new, token=token, headers={"If-Match": '"0"'}
+    )
+    assert reply.status == 200, reply.text
+    assert reply.body["version"] == 1
+    assert reply.header("ETag") == '"1"'
+    assert client.get(POLICY_PATH, token=token).body["policy"] == new
+
+    [event] = [i for i in audit_items(stack, "acme") if i["event_type"] == "policy.mfa"]
+    assert event["actor"] == f"user:{enrolled.user_id}"
+    assert event["details"]["before"]["grace_days"] == 0
+    assert event["details"]["after"]["grace_days"] == 14
+    assert event["details"]["before"]["enforcement"] == "optional"
+
+
+def test_stale_if_match_is_refused(client: Client, flow: Flow, enrolled: Member) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    first = client.request("PUT", POLICY_PATH, json_body=document(), token=token)
+    assert first.status == 200
+    stale = client.request(
+        "PUT", POLICY_PATH, json_body=document(), token=token, headers={"If-Match": '"0"'}
+    )
+    assert stale.status == 412
+    assert stale.body["code"] == "precondition_failed"
+    malformed = client.request(
+        "PUT", POLICY_PATH, json_body=document(), token=token, headers={"If-Match": "v1"}
+    )
+    assert malformed.status == 400
+    assert malformed.body["field"] == "If-Match"
+
+
+def _without(name: str) -> dict[str, Any]:
+    body = document()
+    del body[name]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_without("grace_days"), "grace_days"),
+        (document(extra=1), "extra"),
+        (document(enforcement="mandatory"), "enforcement"),
+        (document(grace_days=91), "grace_days"),
+        (document(grace_days=True), "grace_days"),
+        (document(grace_days="7"), "grace_days"),
+        (document(max_sessions=-1), "max_sessions"),
+        (document(allowed_methods=[]), "allowed_methods"),
+        (document(allowed_methods=["totp", "totp"]), "allowed_methods"),
+        (document(allowed_methods=["email"]), "allowed_methods"),
+        (document(allowed_methods=["sms"]), "allowed_methods"),
+        (document(scope="roles", scope_roles=[]), "scope_roles"),
+        (document(scope="all", scope_roles=["admin"]), "scope_roles"),
+        (document(scope_roles=["owner"]), "scope_roles"),
+        (
+            document(security_key_roles=["admin"], allowed_methods=["totp"]),
+            "security_key_roles",
+        ),
+        (document(enforcement="optional", enforce_after="2027-03-01T00:00:00Z"), "enforce_after"),
+        (document(enforce_after="2027-03-01T00:00:00"), "enforce_after"),
+        (document(enforce_after="next tuesday"), "enforce_after"),
+        (document(reauthentication="weekly"), "reauthentication"),
+        (document(step_up_max_age_minutes=0), "step_up_max_age_minutes"),
+        (document(session_limit_action="ignore"), "session_limit_action"),
+        (document(reset_approvals=4), "reset_approvals"),
+        (document(geo_anomaly_action="alert"), "geo_anomaly_action"),
+        (document(sso={"trust_idp_mfa": True}), "sso.accepted_amr"),
+        (
+            document(
+                sso={
+                    "trust_idp_mfa": True,
+                    "accepted_amr": [],
+                    "accepted_acr": [],
+                    "max_auth_age_minutes": 60,
+                }
+            ),
+            "sso.accepted_amr",
+        ),
+        (
+            document(
+                sso={
+                    "trust_idp_mfa": False,
+                    "accepted_amr": ["has space"],
+                    "accepted_acr": [],
+                    "max_auth_age_minutes": 60,
+                }
+            ),
+            "sso.accepted_amr",
+        ),
+    ],
+)
+def test_invalid_policy_is_refused_naming_the_field(
+    client: Client, flow: Flow, enrolled: Member, body: dict[str, Any], field: str
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    reply = client.request("PUT", POLICY_PATH, json_body=body, token=token)
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == field
+    assert client.get(POLICY_PATH, token=token).body["version"] == 0
+
+
+# -- Login decisions -----------------------------------------------------------------------------
+
+
+def _enroll_totp(flow: Flow, member: Member) -> None:
+    """Give `member` an active TOTP factor while the org's enforcement is optional."""
+    token = flow.login_ok(member, "authenticated")["access_token"]
+    flow.enroll(member, token)
+    flow.next_step()
+
+
+@pytest.mark.parametrize(
+    ("policy", "role", "enrolled_factor", "expected"),
+    [
+        ({"enforcement": "off"}, "operator", False, "authenticated"),
+        ({"enforcement": "off"}, "operator", True, "authenticated"),
+        ({"enforcement": "optional"}, "operator", False, "authenticated"),
+        ({"enforcement": "optional"}, "operator", True, "mfa_required"),
+        ({"enforcement": "required"}, "operator", False, "enrollment_required"),
+        ({"enforcement": "required"}, "operator", True, "mfa_required"),
+        ({"enforcement": "required", "grace_days": 7}, "operator", False, "authenticated"),
+        (
+            {"enforcement": "required", "scope": "roles", "scope_roles": ("admin",)},
+            "operator",
+            False,
+            "authenticated",
+        ),
+        (
+            {"enforcement": "required", "scope": "roles", "scope_roles": ("operator",)},
+            "operator",
+            False,
+            "enrollment_required",
+        ),
+        (
+            {"enforcement": "required", "scope": "roles", "scope_roles": ("admin",)},
+            "operator",
+            True,
+            "mfa_required",
+        ),
+        (
+            {"enforcement": "required", "allowed_methods": ("webauthn",)},
+            "operator",
+            True,
+            "enrollment_required",
+        ),
+        (
+            {"enforcement": "required", "reauthentication": "sensitive_only"},
+            "viewer",
+            True,
+            "authenticated",
+        ),
+    ],
+)
+def test_login_decision_matrix(
+    *,
+    flow: Flow,
+    acme: Member,
+    policy: dict[str, Any],
+    role: str,
+    enrolled_factor: bool,
+    expected: str,
+) -> None:
+    member = add_member("acme", f"{role}@acme.example", role=role)
+    if enrolled_factor:
+        _enroll_totp(flow, member)
+    set_policy("acme", **policy)
+    body = flow.login_ok(member, expected)
+    if expected == "authenticated" and not enrolled_factor:
+        required = policy["enforcement"] == "required" and "scope" not in policy
+        if required:
+            assert body["mfa_enrollment_deadline"] == int(flow.clock.now()) + 7 * DAY
+        elif policy["enforcement"] == "optional" or "scope" in policy:
+            assert body["mfa_enrollment_recommended"] is True
+    if expected == "enrollment_required":
+        assert body["allowed_methods"] == sorted(
+            policy.get("allowed_methods", ["totp", "webauthn", "sms"])
+        )
+    if expected == "authenticated" and enrolled_factor and policy["enforcement"] != "off":
+        assert body["reauthentication"] == "sensitive_only"
+
+
+def test_grace_period_counts_from_the_first_login_after_enforcement(
+    flow: Flow, clock: ManualClock, acme: Member, stack: LocalStack
+) -> None:
+    member = add_member("acme", "late@acme.example")
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(3 * DAY)
+    first = flow.login_ok(member, "authenticated")
+    deadline = START + 3 * DAY + 7 * DAY
+    assert first["mfa_enrollment_deadline"] == deadline
+    clock.advance(6 * DAY)
+    assert flow.login_ok(member, "authenticated")["mfa_enrollment_deadline"] == deadline
+    clock.advance(1 * DAY)
+    assert flow.login_ok(member, "enrollment_required")
+    assert audited(stack, "acme", "mfa.grace_started") == [("success", None)]
+
+
+def test_scheduled_enforcement_switches_on_without_a_change(
+    flow: Flow, clock: ManualClock, acme: Member
+) -> None:
+    member = add_member("acme", "rollout@acme.example")
+    set_policy("acme", enforcement="required", enforce_after=START + 2 * DAY)
+    assert flow.login_ok(member, "authenticated")["mfa_enrollment_recommended"] is True
+    clock.set(START + 2 * DAY - 1)
+    assert flow.login_ok(member, "authenticated")["mfa_enrollment_recommended"] is True
+    clock.set(START + 2 * DAY)
+    body = flow.login_ok(member, "enrollment_required")
+    assert body["enrollment_token"]
+
+
+def test_enrollment_token_refuses_a_method_the_policy_does_not_allow(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    member = add_member("acme", "keyonly@acme.example")
+    set_policy("acme", allowed_methods=("webauthn",))
+    token = flow.login_ok(member, "enrollment_required")["enrollment_token"]
+    reply = client.post("/v1/me/factors/totp", {"label": "Phone"}, token=token)
+    assert reply.status == 403
+    assert reply.body["code"] == "method_not_allowed"
+
+
+def test_disallowed_factor_is_not_accepted_at_verify(flow: Flow, enrolled: Member) -> None:
+    mfa_token = flow.mfa_token(enrolled)
+    set_policy("acme", enforcement="optional", allowed_methods=("webauthn", "sms"))
+    reply = flow.verify(enrolled, mfa_token)
+    assert reply.status == 403, reply.text
+
+
+# -- Roles that must use a security key ----------------------------------------------------------
+
+
+def test_key_role_with_totp_only_must_register_a_key_past_grace(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    set_policy("acme", security_key_roles=("admin",))
+    login = flow.login_ok(enrolled, "mfa_required")
+    assert login["next_step"] == "register_security_key"
+    verified = flow.verify(enrolled, login["mfa_token"])
+    assert verified.status == 200, verified.text
+    assert verified.body["status"] == "enrollment_required"
+    assert "access_token" not in verified.body
+    token = verified.body["enrollment_token"]
+    assert client.post("/v1/me/factors/totp", {}, token=token).body["code"] == (
+        "method_not_allowed"
+    )
+
+    key = SoftAuthenticator()
+    flow.register_key(token, key)
+    again = flow.login_ok(enrolled, "mfa_required")
+    assert [f["type"] for f in again["factors"]] == ["webauthn"]
+    assert "next_step" not in again
+    totp_reply = flow.verify(enrolled, again["mfa_token"])
+    assert totp_reply.status == 403
+    assert flow.login_with_key(enrolled, key).status == 200
+
+
+def test_key_role_within_grace_signs_in_with_a_deadline(
+    flow: Flow, clock: ManualClock, enrolled: Member
+) -> None:
+    set_policy("acme", security_key_roles=("admin",), grace_days=5)
+    login = flow.login_ok(enrolled, "mfa_required")
+    assert login["security_key_deadline"] == int(clock.now()) + 5 * DAY
+    reply = flow.verify(enrolled, login["mfa_token"])
+    assert reply.body["status"] == "authenticated"
+    clock.advance(5 * DAY)
+    assert flow.login_ok(enrolled, "mfa_required")["next_step"] == "register_security_key"
+
+
+def test_key_role_rule_does_not_apply_to_other_roles(flow: Flow, acme: Member) -> None:
+    member = add_member("acme", "ops@acme.example")
+    _enroll_totp(flow, member)
+    set_policy("acme", security_key_roles=("admin",))
+    login = flow.login_ok(member, "mfa_required")
+    assert "next_step" not in login
+    assert flow.verify(member, login["mfa_token"]).body["status"] == "authenticated"

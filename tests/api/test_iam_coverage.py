@@ -20,7 +20,8 @@ from local.functions import LocalFunction
 from local.intrinsics import resolve
 from local.stack import LocalStack
 from local.template import parse_yaml
-from tests.api.conftest import add_member
+from mfa_core.policy import MfaPolicy
+from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
 from tests.api.test_sms import enroll_phone, last_code
@@ -151,6 +152,57 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     flow.next_step()  # past the step that confirmed the spare factor
     _run_key_flow(client, flow, member)
     _run_sms_flow(client, flow)
+    _run_policy_flow(client, flow)
+
+
+def _run_policy_flow(client: Client, flow: Flow) -> None:
+    """In a new org, change the policy, then sign in under it: grace, session limit,
+    remembered device, and a password change."""
+    admin = add_org("globex")
+    flow.enroll(admin, flow.login_ok(admin, "authenticated")["access_token"])
+    flow.next_step()
+    access = flow.verify(admin, flow.mfa_token(admin)).body["access_token"]
+    assert client.get("/v1/orgs/globex/mfa-policy", token=access).status == 200
+    policy = MfaPolicy(grace_days=3, max_sessions=1, reauthentication="every_24h").as_json()
+    changed = client.request("PUT", "/v1/orgs/globex/mfa-policy", json_body=policy, token=access)
+    assert changed.status == 200, changed.text
+    newcomer = add_member("globex", "newcomer@globex.example")
+    assert flow.login_ok(newcomer, "authenticated")["mfa_enrollment_deadline"]
+
+    flow.next_step()
+    login = client.post(
+        "/v1/auth/login",
+        {
+            "org_id": admin.org_id,
+            "email": admin.email,
+            "password": admin.password,
+            "device_id": "device-0123456789abcdef",
+        },
+    ).body
+    verified = flow.verify(admin, login["mfa_token"])
+    assert verified.status == 200, verified.text
+    remembered = client.post(
+        "/v1/auth/login",
+        {
+            "org_id": admin.org_id,
+            "email": admin.email,
+            "password": admin.password,
+            "device_id": "device-0123456789abcdef",
+            "remember_device_token": verified.body["remember_device_token"],
+        },
+    )
+    assert remembered.body["status"] == "authenticated", remembered.text
+    flow.next_step()
+    current = flow.verify(admin, flow.mfa_token(admin)).body["access_token"]
+    new_password = "a new and longer passphrase"
+    changed_password = client.request(
+        "PUT",
+        "/v1/me/password",
+        json_body={"current_password": admin.password, "new_password": new_password},
+        token=current,
+    )
+    assert changed_password.status == 204, changed_password.text
+    admin.password = new_password
 
 
 def _run_sms_flow(client: Client, flow: Flow) -> None:

@@ -118,9 +118,7 @@ def test_remember_token_stops_after_a_password_change(
     assert again["status"] == "mfa_required"
 
 
-def test_tampered_remember_token_is_ignored(
-    client: Client, flow: Flow, daily: Member
-) -> None:
+def test_tampered_remember_token_is_ignored(client: Client, flow: Flow, daily: Member) -> None:
     token = _remembered(client, flow, daily)
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     again = _login(client, daily, device_id=DEVICE, remember_device_token=tampered)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local.stack import LocalStack
-from mfa_core import audit, runtime
+from mfa_core import audit, cli, runtime
 from mfa_core.clock import ManualClock
-from mfa_core.policy import MfaPolicy, set_mfa_policy
+from mfa_core.policy import MfaPolicy, mfa_policy, set_mfa_policy
 from tests.api.conftest import START, add_member, add_org
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_webauthn import audit_items, audited
@@ -311,11 +313,15 @@ def test_enrollment_token_refuses_a_method_the_policy_does_not_allow(
     assert reply.body["code"] == "method_not_allowed"
 
 
-def test_disallowed_factor_is_not_accepted_at_verify(flow: Flow, enrolled: Member) -> None:
+def test_disallowed_factor_is_not_accepted_at_verify(
+    flow: Flow, enrolled: Member, stack: LocalStack
+) -> None:
     mfa_token = flow.mfa_token(enrolled)
     set_policy("acme", enforcement="optional", allowed_methods=("webauthn", "sms"))
     reply = flow.verify(enrolled, mfa_token)
     assert reply.status == 403, reply.text
+    assert reply.body["code"] == "method_not_allowed"
+    assert audited(stack, "acme", "login.mfa") == [("denied", "method_not_allowed")]
 
 
 # -- Roles that must use a security key ----------------------------------------------------------
@@ -343,6 +349,7 @@ def test_key_role_with_totp_only_must_register_a_key_past_grace(
     assert "next_step" not in again
     totp_reply = flow.verify(enrolled, again["mfa_token"])
     assert totp_reply.status == 403
+    assert totp_reply.body["code"] == "method_not_allowed"
     assert flow.login_with_key(enrolled, key).status == 200
 
 
@@ -365,3 +372,25 @@ def test_key_role_rule_does_not_apply_to_other_roles(flow: Flow, acme: Member) -
     login = flow.login_ok(member, "mfa_required")
     assert "next_step" not in login
     assert flow.verify(member, login["mfa_token"]).body["status"] == "authenticated"
+
+
+def test_operator_cli_prints_and_replaces_the_policy(
+    acme: Member, tmp_path: Path, capsys: pytest.CaptureFixture[str], stack: LocalStack
+) -> None:
+    assert cli.main(["org", "policy", "--org-id", "acme"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == 0
+    assert shown["policy"]["enforcement"] == "optional"
+
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document(grace_days=10)), encoding="utf-8")
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"]["grace_days"] == 10
+    stored = mfa_policy(runtime.services().store.get_org("acme"))
+    assert (stored.grace_days, stored.version) == (10, 1)
+    [event] = [i for i in audit_items(stack, "acme") if i["event_type"] == "policy.mfa"]
+    assert event["actor"] == "operator"
+
+    path.write_text(json.dumps(document(grace_days=-1)), encoding="utf-8")
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+    assert "(grace_days)" in capsys.readouterr().err

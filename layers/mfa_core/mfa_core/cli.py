@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mfa_core import audit, members, policy
 from mfa_core.errors import InvalidInput, MfaError
@@ -99,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
         help="keep SMS from being a user's only factor (default: on)",
     )
 
+    org_policy = org_commands.add_parser(
+        "policy", help="print the org's MFA policy, or replace it with a JSON document"
+    )
+    org_policy.add_argument("--org-id", required=True)
+    org_policy.add_argument(
+        "--set",
+        metavar="JSON_FILE",
+        help="replace the policy with this whole document (as PUT /v1/orgs/{org}/mfa-policy "
+        "takes it); without it, print the current policy",
+    )
+
     user = commands.add_parser("user", help="manage members")
     user_commands = user.add_subparsers(dest="action", required=True)
     create = user_commands.add_parser("create", help="create a member of an org")
@@ -156,6 +168,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fallback_only=args.fallback_only,
             )
             print(json.dumps({"org_id": args.org_id, "sms": rules.as_item()}))
+        elif args.command == "org" and args.action == "policy":
+            current = policy.mfa_policy(svc.store.get_org(args.org_id))
+            if args.set is not None:
+                current = policy.set_mfa_policy(
+                    svc,
+                    org_id=args.org_id,
+                    policy=policy.parse_policy(_read_json(args.set)),
+                    expected_version=None,
+                    actor="operator",
+                    context=audit.SYSTEM,
+                )
+            print(
+                json.dumps(
+                    {"org_id": args.org_id, "version": current.version, "policy": current.as_json()}
+                )
+            )
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,
@@ -183,6 +211,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mfa-admin: {exc.code}{where}: {exc.detail}", file=sys.stderr)
         return 1
     return 0
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(
+            f"Cannot read {path} as a JSON file: {exc.__class__.__name__}.", field="policy"
+        ) from exc
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{path} must hold a JSON object.", field="policy")
+    return document
 
 
 def _read_certificate(path: str) -> str:

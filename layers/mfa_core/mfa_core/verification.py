@@ -32,11 +32,11 @@ from mfa_core import (
 from mfa_core.audit import RequestContext
 from mfa_core.enrollment import CeremonyOptions, binding, open_totp_secret
 from mfa_core.errors import (
-    Forbidden,
     InvalidCode,
     InvalidCredential,
     InvalidInput,
     InvalidToken,
+    MethodNotAllowed,
     MfaError,
     NotFound,
 )
@@ -209,7 +209,19 @@ def verify(
         else {"totp", sms.TYPE}
     )
     if factor is not None and not _allowed(factor, read.anchor, read.org, user, now):
-        raise Forbidden(
+        svc.store.record(
+            audit.event(
+                now=now,
+                event_type=event_type,
+                outcome="denied",
+                org_id=user.org_id,
+                user_id=user.user_id,
+                factor_id=factor.factor_id,
+                context=context,
+                reason="method_not_allowed",
+            )
+        )
+        raise MethodNotAllowed(
             "Your org's policy does not accept this factor here; use one of the factors that "
             "the login response listed."
         )

@@ -26,7 +26,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +156,7 @@ def _parse_address(ip: str | None) -> Address | None:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    # An IPv4 client seen through an IPv6 socket: the databases know it by its IPv4 address.
+    # An IPv4 client seen through an IPv6 socket: the databases list it by its IPv4 address.
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
@@ -303,7 +302,7 @@ def country_points() -> dict[str, tuple[float, float, float]]:
 
     country_points.csv states its source. Lines that start with "#" are comments.
     """
-    text = resources.files("mfa_core.adapters").joinpath("country_points.csv").read_text("utf-8")
+    text = Path(__file__).with_name("country_points.csv").read_text(encoding="utf-8")
     rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
     return {
         row["country"]: (float(row["latitude"]), float(row["longitude"]), float(row["radius_km"]))
@@ -381,7 +380,7 @@ def _load_geoip2fast() -> Any:
     # child processes would inherit, so the previous values are put back.
     saved = {name: os.environ.get(name) for name in ("PYTHONWARNINGS", "PYTHONIOENCODING")}
     try:
-        from geoip2fast import GeoIP2Fast  # noqa: PLC0415 - large; loaded on first use
+        import geoip2fast  # noqa: PLC0415 - large; loaded on first use
     finally:
         for name, value in saved.items():
             if value is None:
@@ -392,8 +391,8 @@ def _load_geoip2fast() -> Any:
     # The file is a pickle, so only the one inside the installed package is ever loaded. A
     # bare file name would also be searched for in the working directory.
     # NOTE: geoip2fast 1.2.2 runs `ps` twice while loading, to report its memory use.
-    data_file = resources.files("geoip2fast").joinpath(EMBEDDED_DATA_FILE)
-    database = GeoIP2Fast(geoip2fast_data_file=str(data_file))
+    data_file = Path(geoip2fast.__file__).with_name(EMBEDDED_DATA_FILE)
+    database = geoip2fast.GeoIP2Fast(geoip2fast_data_file=str(data_file))
     logger.info(
         "Embedded geolocation database loaded",
         extra={

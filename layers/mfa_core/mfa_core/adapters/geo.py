@@ -125,9 +125,10 @@ class GeoLocator:
     def locate(self, ip: str | None, headers: Mapping[str, str]) -> Location:
         """Locate the source address `ip`, or the viewer that CloudFront's `headers` describe.
 
-        Header names are matched in any case. Malformed header values are ignored: a bad
-        country sends the lookup on to the databases, a bad latitude, longitude or ASN leaves
-        that value out.
+        The headers are read only when the locator trusts CloudFront, and their names are
+        matched in any case. A malformed country sends the lookup on to the databases. A
+        malformed latitude or longitude gives the country's reference point instead, and a
+        malformed ASN is left out.
         """
         if self._trust_cloudfront:
             located = _from_cloudfront(headers)

@@ -1,9 +1,10 @@
 """Login anomaly signals: a new country, impossible travel, a new network.
 
 Each user has a LoginHistory, stored on the user item as a small map: the countries and
-networks of their recent successful logins, and where and when the last one was. `assess`
-compares a login's location with it, and `record` adds a successful login to it. Both are pure
-functions of their arguments, with the time passed in as seconds since the Unix epoch.
+networks of their recent successful logins, and where and when the last of them with a known
+position was. `assess` compares a login's location with it, and `record` adds a successful
+login to it. Both are pure functions of their arguments, with the time passed in as seconds
+since the Unix epoch.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import cold_init, verify_cpu
+from benchmarks import cold_init, geo, verify_cpu
 from benchmarks import request_counts as aws_requests
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
@@ -80,6 +80,7 @@ def report(
     requests: aws_requests.RequestsResult,
     cold: cold_init.ColdInitResult,
     cpu: verify_cpu.CpuResult,
+    geolocation: geo.GeoResult,
 ) -> str:
     sections = [
         "## Results",
@@ -90,6 +91,8 @@ def report(
         cold.markdown(),
         "### 3. CPU per verification",
         cpu.markdown(),
+        "### 4. Geolocation",
+        geolocation.markdown(),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -136,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     cold = cold_init.measure(args.samples)
     print("counting AWS requests per operation...", file=sys.stderr)
     requests = aws_requests.measure()
+    print("measuring geolocation...", file=sys.stderr)
+    geolocation = geo.measure()
     text = report(
         started=started,
         elapsed_s=time.monotonic() - clock_start,
         requests=requests,
         cold=cold,
         cpu=cpu,
+        geolocation=geolocation,
     )
     print(text, end="")
     if args.write:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from mfa_core.errors import ConfigurationError
 
@@ -38,6 +39,31 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigurationError(f"environment variable {name} must be an integer") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"true", "1", "yes"}:
+        return True
+    if raw in {"false", "0", "no"}:
+        return False
+    raise ConfigurationError(f"environment variable {name} must be true or false")
+
+
+def _file(name: str) -> Path | None:
+    """Read the path of a file that must exist. An unset or empty variable gives None."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigurationError(
+            f"environment variable {name} names {raw}, which is not an existing file: "
+            "correct the path or unset the variable"
+        )
+    return path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +108,13 @@ class Settings:
     max_body_bytes: int = 32 * 1024
     # Seconds the signing keys are cached before Secrets Manager and SSM are read again.
     key_cache_seconds: int = 300
+    # Geolocation of source addresses: MaxMind-format (.mmdb) City or Country and ASN
+    # databases. Without them, the database embedded in the geoip2fast package is used.
+    geoip_database: Path | None = None
+    geoip_asn_database: Path | None = None
+    # Whether CloudFront's viewer location headers are trusted. Only safe when the API can be
+    # reached through CloudFront alone: a direct caller can send any header.
+    geoip_trust_cloudfront: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -116,6 +149,9 @@ class Settings:
             lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),
             lockout_seconds=_int("MFA_LOCKOUT_SECONDS", 30 * 60),
             audit_retention_days=_int("MFA_AUDIT_RETENTION_DAYS", 400),
+            geoip_database=_file("MFA_GEOIP_DATABASE"),
+            geoip_asn_database=_file("MFA_GEOIP_ASN_DATABASE"),
+            geoip_trust_cloudfront=_bool("MFA_GEOIP_TRUST_CLOUDFRONT", False),
         )
 
 

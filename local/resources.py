@@ -83,7 +83,7 @@ def provision(
     parameter_overrides: Mapping[str, str] | None = None,
     api_id: str = DEFAULT_API_ID,
 ) -> ProvisionedStack:
-    """Create the KMS keys, DynamoDB tables, secrets and SSM parameters of `template`.
+    """Create the KMS keys, DynamoDB tables, secrets, SSM parameters and SNS topics of `template`.
 
     The endpoint must start empty: a resource that already exists makes the create call fail.
     """
@@ -119,6 +119,10 @@ def provision(
     ssm = session.client("ssm", endpoint_url=endpoint_url)
     for resource in template.ssm_parameters:
         created[resource.logical_id] = _create_ssm_parameter(ssm, resource, name_prefix, context)
+
+    sns = session.client("sns", endpoint_url=endpoint_url)
+    for resource in template.sns_topics:
+        created[resource.logical_id] = _create_sns_topic(sns, resource, name_prefix, context)
 
     _add_unprovisioned_refs(template, created, name_prefix, context, api_id)
     environments = {
@@ -162,6 +166,10 @@ def delete_resources(template: Template, provisioned: ProvisionedStack) -> None:
     for parameter in template.ssm_parameters:
         name = provisioned.physical_id(parameter.logical_id)
         deletions.append((parameter.logical_id, partial(ssm.delete_parameter, Name=name)))
+    sns = session.client("sns", endpoint_url=endpoint_url)
+    for topic in template.sns_topics:
+        arn = provisioned.physical_id(topic.logical_id)
+        deletions.append((topic.logical_id, partial(sns.delete_topic, TopicArn=arn)))
     for key in template.kms_keys:
         alias = f"alias/{physical_name(provisioned.name_prefix, key.logical_id)}"
         key_id = provisioned.physical_id(key.logical_id)
@@ -383,6 +391,20 @@ def _create_ssm_parameter(
     return PhysicalResource(
         resource.logical_id, name, {"Type": str(properties["Type"]), "Value": arguments["Value"]}
     )
+
+
+def _create_sns_topic(
+    sns: Any, resource: ResourceSpec, name_prefix: str, context: IntrinsicContext
+) -> PhysicalResource:
+    properties = resolve(dict(resource.properties), context)
+    name = str(properties.get("TopicName") or physical_name(name_prefix, resource.logical_id))
+    attributes = {}
+    if "KmsMasterKeyId" in properties:
+        attributes["KmsMasterKeyId"] = str(properties["KmsMasterKeyId"])
+    arn = str(sns.create_topic(Name=name, Attributes=attributes)["TopicArn"])
+    logger.info("created SNS topic", extra={"logical_id": resource.logical_id, "topic_arn": arn})
+    # !Ref of a topic is its ARN; its TopicName attribute is the name.
+    return PhysicalResource(resource.logical_id, arn, {"TopicArn": arn, "TopicName": name})
 
 
 def _add_unprovisioned_refs(

@@ -20,6 +20,7 @@ TABLE_TYPE = "AWS::DynamoDB::Table"
 KMS_KEY_TYPE = "AWS::KMS::Key"
 SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter"
+SNS_TOPIC_TYPE = "AWS::SNS::Topic"
 
 DEFAULT_ROUTE_KEY = "$default"
 ANY_METHOD = "ANY"
@@ -173,6 +174,10 @@ class Template:
     @property
     def ssm_parameters(self) -> tuple[ResourceSpec, ...]:
         return self.resources_of_type(SSM_PARAMETER_TYPE)
+
+    @property
+    def sns_topics(self) -> tuple[ResourceSpec, ...]:
+        return self.resources_of_type(SNS_TOPIC_TYPE)
 
     @property
     def http_apis(self) -> tuple[ResourceSpec, ...]:

@@ -20,6 +20,8 @@ class RequestContext:
     source_ip: str | None = None
     user_agent: str | None = None
     request_id: str | None = None
+    # CloudFront's viewer location headers (lower-case names), for geolocation only.
+    viewer_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def short_user_agent(self) -> str | None:

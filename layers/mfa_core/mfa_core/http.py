@@ -283,10 +283,16 @@ def bearer_token(app: APIGatewayHttpResolver) -> str | None:
 
 def request_context(app: APIGatewayHttpResolver) -> RequestContext:
     http = app.current_event.request_context.http
+    headers = app.current_event.headers or {}
     return RequestContext(
         source_ip=http.source_ip,
         user_agent=http.user_agent,
         request_id=app.current_event.request_context.request_id,
+        viewer_headers=tuple(
+            (name.lower(), value)
+            for name, value in headers.items()
+            if name.lower().startswith("cloudfront-viewer-")
+        ),
     )
 
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mfa_core.adapters import aws
 from mfa_core.adapters.keys import SigningKeys
 from mfa_core.adapters.kms import EnvelopeCipher
-from mfa_core.adapters.sns import SmsSender, SnsSmsSender
+from mfa_core.adapters.sns import SecurityNotifier, SmsSender, SnsSmsSender
 from mfa_core.clock import Clock, SystemClock
 from mfa_core.errors import ConfigurationError
 from mfa_core.settings import Settings
 from mfa_core.store import bind
 from mfa_core.store.repository import Store
 from mfa_core.tokens import TokenService
+
+if TYPE_CHECKING:
+    from mfa_core.adapters.geo import GeoLocator
 
 
 @dataclass
@@ -69,6 +72,17 @@ class Services:
         if len(value) < 32:
             raise ConfigurationError("the pepper secret is missing or shorter than 32 characters")
         return value.encode("utf-8")
+
+    @cached_property
+    def notifier(self) -> SecurityNotifier:
+        return SecurityNotifier(lambda: self.sns, topic_arn=self.settings.security_topic_arn)
+
+    @cached_property
+    def geo(self) -> GeoLocator:
+        """The source-address locator; its database loads on the first lookup that needs it."""
+        from mfa_core.adapters.geo import GeoLocator  # noqa: PLC0415 - only login locates
+
+        return GeoLocator.from_settings(self.settings)
 
     @cached_property
     def signing_keys(self) -> SigningKeys:

@@ -30,6 +30,7 @@ WEBAUTHN_CLONE_SUSPECTED = "WebAuthnCloneSuspected"
 SMS_SENT = "SmsSent"
 SMS_THROTTLED = "SmsThrottled"
 REFRESH_TOKEN_REUSED = "RefreshTokenReused"  # noqa: S105 - a metric name
+LOGIN_ANOMALY = "LoginAnomaly"
 
 
 def count(name: str) -> None:

@@ -319,7 +319,7 @@ def _complete(
                 mfa_time=now,
                 context=context,
             )
-        user_update = anomalies.history_update(anchor.location, now=now)
+        user_update = anomalies.history_update(user, anchor.location, now=now)
     else:
         current = anchor
         assert isinstance(current, SessionModel)

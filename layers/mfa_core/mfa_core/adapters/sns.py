@@ -1,7 +1,9 @@
-"""Text messages through Amazon SNS, sent straight to a phone number (no topic)."""
+"""Amazon SNS: text messages sent straight to a phone number, and security notifications
+published to a topic."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -73,3 +75,45 @@ class SnsSmsSender:
         # Raised after the except blocks, so a traceback logged further up cannot print the
         # SNS error's text.
         raise DependencyFailed("Sending the SMS failed. Retry the request.")
+
+
+class SecurityNotifier:
+    """Publisher of security notifications to the SNS topic that the org's responders read.
+
+    `topic_arn` None (no topic configured) logs the notification's kind only. A failed publish
+    is logged and dropped: the notification follows a decision that is already made and
+    audited, and must not change the response.
+    """
+
+    def __init__(self, client_factory: Callable[[], Any], *, topic_arn: str | None) -> None:
+        self._client_factory = client_factory
+        self._topic_arn = topic_arn
+
+    def login_blocked(self, *, user: Any, signals: tuple[str, ...], country: str | None) -> None:
+        """Tell responders that a login of `user` was blocked for its location."""
+        self._publish(
+            "login.blocked",
+            {
+                "org_id": user.org_id,
+                "user_id": user.user_id,
+                "signals": list(signals),
+                "country": country,
+            },
+        )
+
+    def _publish(self, kind: str, details: dict[str, Any]) -> None:
+        if self._topic_arn is None:
+            logger.info("No security topic configured; notification not sent", extra={"kind": kind})
+            return
+        message = json.dumps({"kind": kind, **details})
+        try:
+            self._client_factory().publish(
+                TopicArn=self._topic_arn,
+                Subject=f"MFA security notification: {kind}",
+                Message=message,
+                MessageAttributes={"kind": {"DataType": "String", "StringValue": kind}},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.error(
+                "Security notification failed", extra={"kind": kind, "error": type(exc).__name__}
+            )

@@ -28,6 +28,7 @@ BODIES: dict[str, Any] = {
     "POST /v1/me/factors/webauthn": {"challenge_id": "c_x", "credential": {"id": "x"}},
     "POST /v1/me/factors/sms": {"phone_number": "+447400123456"},
     "POST /v1/me/factors/sms/{factor_id}/confirm": {"code": "123456"},
+    "POST /v1/auth/authorize": {"method": "PUT", "path": "/v1/agents/a1/config"},
 }
 
 
@@ -60,6 +61,7 @@ def test_protected_routes_are_listed() -> None:
         "POST /v1/auth/mfa/challenge",
         "POST /v1/auth/mfa/verify",
         "POST /v1/auth/logout",
+        "POST /v1/auth/authorize",
         "GET /v1/me/sessions",
         "DELETE /v1/me/sessions/{sid}",
         "GET /v1/me/factors",

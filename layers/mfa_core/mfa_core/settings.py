@@ -40,6 +40,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigurationError(f"environment variable {name} must be an integer") from exc
 
 
+def _non_negative_int(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must be 0 or a positive integer")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     region: str
@@ -82,6 +89,9 @@ class Settings:
     max_body_bytes: int = 32 * 1024
     # Seconds the signing keys are cached before Secrets Manager and SSM are read again.
     key_cache_seconds: int = 300
+    # Seconds the Lambda authorizer reuses a read of a session and its user, or 0 to read every
+    # time. A revocation takes effect in the authorizer within this time.
+    authorizer_cache_seconds: int = 10
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -116,6 +126,7 @@ class Settings:
             lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),
             lockout_seconds=_int("MFA_LOCKOUT_SECONDS", 30 * 60),
             audit_retention_days=_int("MFA_AUDIT_RETENTION_DAYS", 400),
+            authorizer_cache_seconds=_non_negative_int("MFA_AUTHORIZER_CACHE_SECONDS", 10),
         )
 
 

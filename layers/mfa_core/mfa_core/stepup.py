@@ -1,9 +1,10 @@
 """Step-up requirements: the one table of the MFA that each sensitive route needs, and its check.
 
-A route's requirement is an authenticator assurance level (the `acr` claim: aal1, aal2 or aal3)
-and an optional maximum age of the MFA behind the access token (the `mfa_time` claim). The Lambda authorizer applies the
-table to other control-plane APIs, and this service's own handlers apply it to their routes.
-Route keys are API Gateway HTTP API route keys, spelled exactly as in template.yaml.
+A route's requirement is an authenticator assurance level (the `acr` claim: aal1, aal2 or
+aal3) and an optional maximum age of the MFA behind the access token (the `mfa_time` claim).
+The Lambda authorizer applies the table to other control-plane APIs, and this service's own
+handlers apply it to their routes. Route keys are API Gateway HTTP API route keys, spelled
+exactly as in template.yaml.
 """
 
 from __future__ import annotations

@@ -151,6 +151,26 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     flow.next_step()  # past the step that confirmed the spare factor
     _run_key_flow(client, flow, member)
     _run_sms_flow(client, flow)
+    _run_authorizer_flow(client, flow)
+
+
+def _run_authorizer_flow(client: Client, flow: Flow) -> None:
+    """Pass and fail the authorizer, with an audited step-up denial, and ask for the reason."""
+    member = add_member("acme", "agents@acme.example")
+    token = flow.login_ok(member, "authenticated")["access_token"]
+    denied = client.request("PUT", "/v1/agents/a1/config", json_body={}, token=token)
+    assert denied.status == 403
+    reason = client.post(
+        "/v1/auth/authorize", {"method": "PUT", "path": "/v1/agents/a1/config"}, token=token
+    )
+    assert reason.status == 403
+    assert reason.body["code"] == "step_up_required"
+
+    flow.enroll(member, token)
+    flow.next_step()
+    fresh = flow.verify(member, flow.mfa_token(member)).body["access_token"]
+    allowed = client.request("PUT", "/v1/agents/a1/config", json_body={}, token=fresh)
+    assert allowed.status == 200, allowed.text
 
 
 def _run_sms_flow(client: Client, flow: Flow) -> None:
@@ -186,7 +206,14 @@ def test_policies_cover_every_call(
     _drive_every_route(client, flow, acme)
 
     functions = {function for function, *_ in calls}
-    assert functions == {"SessionFunction", "EnrollFunction", "VerifyFunction", "AdminFunction"}
+    # The agents example backend makes no AWS call, so it never appears here.
+    assert functions == {
+        "SessionFunction",
+        "EnrollFunction",
+        "VerifyFunction",
+        "AdminFunction",
+        "AuthorizerFunction",
+    }
     missing = set()
     for function, service, operation, params in calls:
         statements = _statements(stack, function)

@@ -33,12 +33,26 @@ BODIES: dict[str, Any] = {
 
 
 def _protected_routes() -> list[tuple[str, str]]:
+    """Routes whose handlers check the token; tests/api/test_authorizer.py covers the others."""
     routes = []
     for function in load_template().functions:
         for route in function.routes:
-            if route.route_key not in PUBLIC_ROUTES:
+            if route.route_key not in PUBLIC_ROUTES and route.authorizer is None:
                 routes.append((route.method, route.path))
     return sorted(routes)
+
+
+def test_authorizer_guards_agent_routes() -> None:
+    guarded = {
+        route.route_key: route.authorizer.name
+        for function in load_template().functions
+        for route in function.routes
+        if route.authorizer is not None
+    }
+    assert guarded == {
+        "PUT /v1/agents/{agent_id}/config": "MfaAuthorizer",
+        "POST /v1/agents/{agent_id}/credentials": "MfaAuthorizer",
+    }
 
 
 def _call(client: Client, method: str, path: str, token: str, member: Member) -> Reply:

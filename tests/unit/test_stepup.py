@@ -197,4 +197,9 @@ def test_table_spells_template_routes_identically() -> None:
     for key in defined:
         assert by_shape[_shape(key)] == key
     # The check covers the routes that template.yaml defines today, at least these.
-    assert {"DELETE /v1/me/factors/{factor_id}", "POST /v1/me/backup-codes"} <= set(defined)
+    assert {
+        "PUT /v1/agents/{agent_id}/config",
+        "POST /v1/agents/{agent_id}/credentials",
+        "DELETE /v1/me/factors/{factor_id}",
+        "POST /v1/me/backup-codes",
+    } <= set(defined)

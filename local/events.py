@@ -1,9 +1,11 @@
-"""Build HTTP API events (payload format 2.0) and turn Lambda results into HTTP responses."""
+"""Build HTTP API events (payload format 2.0), Lambda authorizer events and their results, and
+turn Lambda results into HTTP responses."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import secrets
 import time
@@ -51,6 +53,14 @@ class ApiSettings:
     account_id: str
     api_id: str
     stage: str = "$default"
+    region: str = "us-east-1"
+
+    def route_arn(self, method: str, raw_path: str) -> str:
+        """Return the ARN that an authorizer event names a request by, as API Gateway forms it."""
+        return (
+            f"arn:aws:execute-api:{self.region}:{self.account_id}:{self.api_id}/{self.stage}/"
+            f"{method}{raw_path}"
+        )
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,61 @@ def _decode_text_body(body: bytes, content_type: str) -> str | None:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+# Fields of the integration event that an authorizer event (payload 2.0) also carries.
+_AUTHORIZER_EVENT_FIELDS = (
+    "routeKey",
+    "rawPath",
+    "rawQueryString",
+    "cookies",
+    "headers",
+    "queryStringParameters",
+    "requestContext",
+    "pathParameters",
+)
+
+
+def build_authorizer_event(
+    event: Mapping[str, Any], *, identity_source: list[str], route_arn: str
+) -> dict[str, Any]:
+    """Return the REQUEST event (payload 2.0) for a Lambda authorizer of the request in `event`.
+
+    `event` is the integration event of the same request. The authorizer event has no body.
+    """
+    authorizer_event: dict[str, Any] = {
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeArn": route_arn,
+        "identitySource": identity_source,
+    }
+    for name in _AUTHORIZER_EVENT_FIELDS:
+        if name in event:
+            authorizer_event[name] = copy.deepcopy(event[name])
+    return authorizer_event
+
+
+def simple_authorizer_result(result: Any) -> tuple[bool, dict[str, Any]]:
+    """Read a simple authorizer response: whether it allows the request, and its context.
+
+    Raises InvalidFunctionResponse unless `isAuthorized` is a boolean and `context`, when
+    present, is an object. API Gateway returns 500 to the client in both cases.
+    """
+    result = _marshal(result)
+    if not isinstance(result, dict) or not isinstance(result.get("isAuthorized"), bool):
+        raise InvalidFunctionResponse("a simple authorizer response needs a boolean isAuthorized")
+    context = result.get("context")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise InvalidFunctionResponse("the authorizer's context must be an object")
+    return result["isAuthorized"], context
+
+
+def message_response(status: int, message: str) -> HttpResponse:
+    """Return API Gateway's own JSON error, such as 403 {"message": "Forbidden"}."""
+    body = json.dumps({"message": message}).encode("utf-8")
+    return HttpResponse(status, [("Content-Type", "application/json")], body)
 
 
 def response_from_result(result: Any) -> HttpResponse:

@@ -1,4 +1,5 @@
-"""HTTP server in place of API Gateway: routes each request to the template's function."""
+"""HTTP server in place of API Gateway: routes each request to the template's function, after
+the route's Lambda authorizer, if it has one, allows it."""
 
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ from local.events import (
     HttpRequest,
     HttpResponse,
     InvalidFunctionResponse,
+    build_authorizer_event,
     build_event,
+    message_response,
     problem_response,
     response_from_result,
+    simple_authorizer_result,
 )
 from local.functions import LocalFunction
 from local.resources import DEFAULT_API_ID, ProvisionedStack
 from local.routing import RouteTable, RouteTarget
 from local.static import StaticFiles
-from local.template import Template
+from local.template import AuthorizerSpec, Template
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +127,12 @@ class ApiGateway:
         target = lookup.match.target
         function = self.functions[target.function_id]
         event = build_event(request, lookup.match, self.api, request_id=request_id)
+        authorizer = target.route.authorizer
+        if authorizer is not None:
+            denied = self._authorize(authorizer, request, event, request_id)
+            if denied is not None:
+                return denied
+
         log_ids = {"request_id": request_id, "function": target.function_id}
         try:
             result = function.invoke(event)
@@ -149,6 +159,64 @@ class ApiGateway:
                 "invalid_function_response",
             )
 
+    def _authorize(
+        self,
+        authorizer: AuthorizerSpec,
+        request: HttpRequest,
+        event: dict[str, Any],
+        request_id: str,
+    ) -> HttpResponse | None:
+        """Run the route's Lambda authorizer as API Gateway does, and return the response that
+        denies the request. When it allows the request, add its context to `event` and return
+        None.
+
+        A missing identity source is 401 without invoking the authorizer, a denial 403, and an
+        authorizer that raises or returns a malformed result 500, each with API Gateway's body.
+        """
+        identity = _identity_values(authorizer, event)
+        if identity is None:
+            return message_response(401, "Unauthorized")
+
+        function = self.functions[authorizer.function_id]
+        log_ids = {"request_id": request_id, "authorizer": authorizer.name}
+        authorizer_event = build_authorizer_event(
+            event,
+            identity_source=identity,
+            route_arn=self.api.route_arn(request.method, request.raw_path),
+        )
+        try:
+            allowed, context = simple_authorizer_result(function.invoke(authorizer_event))
+        except InvalidFunctionResponse as error:
+            logger.error(
+                "authorizer returned an invalid response", extra={**log_ids, "error": str(error)}
+            )
+            return message_response(500, "Internal Server Error")
+        except Exception:
+            logger.exception("authorizer raised an unhandled exception", extra=log_ids)
+            return message_response(500, "Internal Server Error")
+
+        if not allowed:
+            logger.info("authorizer denied the request", extra=log_ids)
+            return message_response(403, "Forbidden")
+        event["requestContext"]["authorizer"] = {"lambda": context}
+        return None
+
+
+def _identity_values(authorizer: AuthorizerSpec, event: Mapping[str, Any]) -> list[str] | None:
+    """Return the values of the authorizer's identity sources, or None if one is missing."""
+    headers = event.get("headers") or {}
+    query = event.get("queryStringParameters") or {}
+    values = []
+    for source in authorizer.identity_sources:
+        if source.kind == "header":
+            value = headers.get(source.name.lower())
+        else:
+            value = query.get(source.name)
+        if not value or not value.strip():
+            return None
+        values.append(value)
+    return values
+
 
 def build_gateway(
     template: Template,
@@ -173,7 +241,9 @@ def build_gateway(
 
     apis = template.http_apis
     api_id = provisioned.physical_id(apis[0].logical_id) if len(apis) == 1 else DEFAULT_API_ID
-    settings = ApiSettings(account_id=provisioned.account_id, api_id=api_id)
+    settings = ApiSettings(
+        account_id=provisioned.account_id, api_id=api_id, region=provisioned.region
+    )
     return ApiGateway(
         RouteTable(targets),
         functions,

@@ -1,4 +1,5 @@
-"""Typed view of the SAM template: functions, their HTTP routes, and the resources they use."""
+"""Typed view of the SAM template: functions, their HTTP routes and authorizers, and the
+resources they use."""
 
 from __future__ import annotations
 
@@ -86,11 +87,37 @@ for _short_name, _long_name in _SHORT_TAGS.items():
 
 
 @dataclass(frozen=True)
+class IdentitySource:
+    """A request value that a Lambda authorizer needs: a header or a query string parameter."""
+
+    kind: str  # "header" or "querystring"
+    name: str
+
+    @property
+    def expression(self) -> str:
+        """Return the selection expression, such as `$request.header.Authorization`."""
+        return f"$request.{self.kind}.{self.name}"
+
+
+@dataclass(frozen=True)
+class AuthorizerSpec:
+    """A Lambda authorizer of an HTTP API, in payload format 2.0 with simple responses."""
+
+    name: str
+    function_id: str
+    identity_sources: tuple[IdentitySource, ...]
+    # API Gateway's cache time for results; the local gateway invokes the authorizer every time.
+    reauthorize_every: int | None
+
+
+@dataclass(frozen=True)
 class HttpRoute:
-    """One route of the HTTP API: a method (or ANY) and a path template such as `/v1/x/{id}`."""
+    """One route of the HTTP API: a method (or ANY) and a path template such as `/v1/x/{id}`,
+    and the Lambda authorizer that guards it, if any."""
 
     method: str
     path: str
+    authorizer: AuthorizerSpec | None = None
 
     @property
     def route_key(self) -> str:
@@ -214,6 +241,11 @@ def load_template(path: Path = DEFAULT_TEMPLATE_PATH) -> Template:
     function_globals: Mapping[str, Any] = globals_section.get("Function") or {}
     raw_resources: Mapping[str, Any] = document.get("Resources") or {}
 
+    api_auth = {
+        logical_id: _parse_api_auth(logical_id, resource.get("Properties") or {})
+        for logical_id, resource in raw_resources.items()
+        if resource.get("Type") == HTTP_API_TYPE
+    }
     functions: list[FunctionSpec] = []
     layers: list[LayerSpec] = []
     resources: list[ResourceSpec] = []
@@ -221,12 +253,23 @@ def load_template(path: Path = DEFAULT_TEMPLATE_PATH) -> Template:
         resource_type = resource.get("Type")
         properties = resource.get("Properties") or {}
         if resource_type == FUNCTION_TYPE:
-            functions.append(_parse_function(logical_id, properties, function_globals, base_dir))
+            functions.append(
+                _parse_function(logical_id, properties, function_globals, base_dir, api_auth)
+            )
         elif resource_type == LAYER_TYPE:
             build_method = (resource.get("Metadata") or {}).get("BuildMethod")
             layers.append(_parse_layer(logical_id, properties, build_method, base_dir))
         else:
             resources.append(ResourceSpec(logical_id, str(resource_type), properties))
+
+    function_ids = {function.logical_id for function in functions}
+    for auth in api_auth.values():
+        for authorizer in auth.authorizers.values():
+            if authorizer.function_id not in function_ids:
+                raise TemplateError(
+                    f"authorizer {authorizer.name}: FunctionArn names {authorizer.function_id}, "
+                    "which is not a function of this template"
+                )
 
     return Template(
         path=path,
@@ -253,6 +296,7 @@ def _parse_function(
     properties: Mapping[str, Any],
     function_globals: Mapping[str, Any],
     base_dir: Path,
+    api_auth: Mapping[str, ApiAuth],
 ) -> FunctionSpec:
     def setting(name: str, default: Any = None) -> Any:
         return properties.get(name, function_globals.get(name, default))
@@ -278,14 +322,16 @@ def _parse_function(
         code_uri=(base_dir / code_uri).resolve(),
         handler=handler,
         environment=environment,
-        routes=_parse_routes(logical_id, properties.get("Events") or {}),
+        routes=_parse_routes(logical_id, properties.get("Events") or {}, api_auth),
         layer_ids=layer_ids,
         memory_size_mb=int(setting("MemorySize", DEFAULT_MEMORY_SIZE_MB)),
         timeout_seconds=int(setting("Timeout", DEFAULT_TIMEOUT_SECONDS)),
     )
 
 
-def _parse_routes(logical_id: str, events: Mapping[str, Any]) -> tuple[HttpRoute, ...]:
+def _parse_routes(
+    logical_id: str, events: Mapping[str, Any], api_auth: Mapping[str, ApiAuth]
+) -> tuple[HttpRoute, ...]:
     routes = []
     for event_name, event in events.items():
         if event.get("Type") != "HttpApi":
@@ -299,14 +345,87 @@ def _parse_routes(logical_id: str, events: Mapping[str, Any]) -> tuple[HttpRoute
             )
         path = properties.get("Path")
         method = properties.get("Method")
+        authorizer = _route_authorizer(f"{logical_id}.{event_name}", properties, api_auth)
         if path is None and method is None:
             # An HttpApi event without Path and Method is the API's $default route.
-            routes.append(HttpRoute(ANY_METHOD, DEFAULT_ROUTE_KEY))
+            routes.append(HttpRoute(ANY_METHOD, DEFAULT_ROUTE_KEY, authorizer))
             continue
         if path is None or method is None:
             raise TemplateError(f"{logical_id}.{event_name}: set both Path and Method, or neither")
-        routes.append(HttpRoute(_normalize_method(str(method)), str(path)))
+        routes.append(HttpRoute(_normalize_method(str(method)), str(path), authorizer))
     return tuple(routes)
+
+
+@dataclass(frozen=True)
+class ApiAuth:
+    """The Lambda authorizers of one HTTP API, and the one its routes use by default."""
+
+    authorizers: Mapping[str, AuthorizerSpec]
+    default: str | None
+
+
+# The authorizer name with which a route opts out of the API's default authorizer.
+NO_AUTHORIZER = "NONE"
+
+
+def _parse_api_auth(logical_id: str, properties: Mapping[str, Any]) -> ApiAuth:
+    auth = properties.get("Auth") or {}
+    authorizers = {
+        name: _parse_authorizer(f"{logical_id}.Auth.Authorizers.{name}", name, spec or {})
+        for name, spec in (auth.get("Authorizers") or {}).items()
+    }
+    default = auth.get("DefaultAuthorizer")
+    if default is not None and default not in authorizers:
+        raise TemplateError(f"{logical_id}: DefaultAuthorizer {default} is not in Authorizers")
+    return ApiAuth(authorizers, default)
+
+
+def _parse_authorizer(where: str, name: str, spec: Mapping[str, Any]) -> AuthorizerSpec:
+    function_arn = spec.get("FunctionArn")
+    target = function_arn.get("Fn::GetAtt") if isinstance(function_arn, dict) else None
+    if not (isinstance(target, list) and len(target) == 2 and target[1] == "Arn"):
+        raise TemplateError(
+            f"{where}: the local stack runs Lambda authorizers only, with FunctionArn given as "
+            "!GetAtt <function>.Arn"
+        )
+    version = str(spec.get("AuthorizerPayloadFormatVersion", ""))
+    if version not in {"2.0", "2"}:
+        raise TemplateError(f"{where}: only AuthorizerPayloadFormatVersion 2.0 is supported")
+    if spec.get("EnableSimpleResponses") is not True:
+        raise TemplateError(
+            f"{where}: only simple responses are supported; set EnableSimpleResponses: true"
+        )
+
+    identity = spec.get("Identity") or {}
+    unsupported = sorted(set(identity) - {"Headers", "QueryStrings", "ReauthorizeEvery"})
+    if unsupported:
+        raise TemplateError(f"{where}: Identity {', '.join(unsupported)} is not supported locally")
+    sources = [IdentitySource("header", str(h)) for h in identity.get("Headers") or []]
+    sources += [IdentitySource("querystring", str(q)) for q in identity.get("QueryStrings") or []]
+    reauthorize_every = identity.get("ReauthorizeEvery")
+    return AuthorizerSpec(
+        name=name,
+        function_id=str(target[0]),
+        identity_sources=tuple(sources),
+        reauthorize_every=None if reauthorize_every is None else int(reauthorize_every),
+    )
+
+
+def _route_authorizer(
+    where: str, properties: Mapping[str, Any], api_auth: Mapping[str, ApiAuth]
+) -> AuthorizerSpec | None:
+    """Return the authorizer of an HttpApi event: its own Auth.Authorizer, or its API's default."""
+    api_ref = properties.get("ApiId")
+    api_id = api_ref.get("Ref") if isinstance(api_ref, dict) else None
+    auth = api_auth.get(api_id) if isinstance(api_id, str) else None
+    name = (properties.get("Auth") or {}).get("Authorizer")
+    if name is None:
+        name = auth.default if auth is not None else None
+    if name is None or name == NO_AUTHORIZER:
+        return None
+    if auth is None or name not in auth.authorizers:
+        raise TemplateError(f"{where}: authorizer {name} is not defined on the route's HttpApi")
+    return auth.authorizers[name]
 
 
 def _normalize_method(method: str) -> str:

@@ -1,4 +1,5 @@
-"""Password login, password change, token refresh, logout, the caller's sessions, and the JWKS."""
+"""Password login and change, token refresh, logout, the caller's sessions, the public JWKS,
+and the authorizer's check for a route."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mfa_core import account, auth, http, sessions, telemetry, tokens
+from mfa_core import account, auth, authorizer, http, sessions, telemetry, tokens
 from mfa_core.runtime import services
 
 logger = Logger()
@@ -36,6 +37,12 @@ class ChangePasswordRequest:
 @dataclass(frozen=True)
 class RefreshRequest:
     refresh_token: str = field(metadata=http.limits(min_length=1, max_length=512))
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    method: str = field(metadata=http.limits(min_length=1, max_length=16))
+    path: str = field(metadata=http.limits(min_length=1, max_length=authorizer.MAX_PATH_LENGTH))
 
 
 @app.post("/v1/auth/login")
@@ -70,6 +77,13 @@ def logout() -> Response[str]:
     )
     sessions.logout(svc, principal, context=http.request_context(app))
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@app.post("/v1/auth/authorize")
+def authorize() -> Response[str]:
+    body = http.parse_body(app, AuthorizeRequest)
+    route_key = authorizer.route_key_for(body.method, body.path)
+    return http.json_response(authorizer.check(services(), http.bearer_token(app), route_key))
 
 
 @app.get("/v1/me/sessions")

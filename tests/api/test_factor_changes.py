@@ -50,6 +50,8 @@ def test_second_factor_needs_recent_mfa(client: Client, flow: Flow, enrolled: Me
     assert stale.status == 403
     assert stale.body["code"] == "step_up_required"
     assert stale.body["max_mfa_age"] == 300
+    assert stale.body["required_acr"] == "aal2"
+    assert stale.body["missing"] == ["mfa_age"]
     pending_id = fresh.body["factor_id"]
     confirm = client.post(
         f"/v1/me/factors/totp/{pending_id}/confirm",
@@ -89,6 +91,7 @@ def test_mfa_off_org_adds_factor_after_step_up(client: Client, flow: Flow) -> No
     refused = client.post("/v1/me/factors/totp", {}, token=password_only)
     assert refused.status == 403
     assert refused.body["code"] == "step_up_required"
+    assert refused.body["missing"] == ["acr", "mfa"]
 
     flow.next_step()
     step_up = flow.verify(member, password_only)

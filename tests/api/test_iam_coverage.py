@@ -152,6 +152,7 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     flow.next_step()  # past the step that confirmed the spare factor
     _run_key_flow(client, flow, member)
     _run_sms_flow(client, flow)
+    _run_authorizer_flow(client, flow)
     _run_policy_flow(client, flow)
 
 
@@ -205,6 +206,25 @@ def _run_policy_flow(client: Client, flow: Flow) -> None:
     admin.password = new_password
 
 
+def _run_authorizer_flow(client: Client, flow: Flow) -> None:
+    """Pass and fail the authorizer, with an audited step-up denial, and ask for the reason."""
+    member = add_member("acme", "agents@acme.example")
+    token = flow.login_ok(member, "authenticated")["access_token"]
+    denied = client.request("PUT", "/v1/agents/a1/config", json_body={}, token=token)
+    assert denied.status == 403
+    reason = client.post(
+        "/v1/auth/authorize", {"method": "PUT", "path": "/v1/agents/a1/config"}, token=token
+    )
+    assert reason.status == 403
+    assert reason.body["code"] == "step_up_required"
+
+    flow.enroll(member, token)
+    flow.next_step()
+    fresh = flow.verify(member, flow.mfa_token(member)).body["access_token"]
+    allowed = client.request("PUT", "/v1/agents/a1/config", json_body={}, token=fresh)
+    assert allowed.status == 200, allowed.text
+
+
 def _run_sms_flow(client: Client, flow: Flow) -> None:
     """Enroll a phone after TOTP, and sign in and regenerate backup codes with it."""
     member = add_member("acme", "phone@acme.example")
@@ -238,7 +258,14 @@ def test_policies_cover_every_call(
     _drive_every_route(client, flow, acme)
 
     functions = {function for function, *_ in calls}
-    assert functions == {"SessionFunction", "EnrollFunction", "VerifyFunction", "AdminFunction"}
+    # The agents example backend makes no AWS call, so it never appears here.
+    assert functions == {
+        "SessionFunction",
+        "EnrollFunction",
+        "VerifyFunction",
+        "AdminFunction",
+        "AuthorizerFunction",
+    }
     missing = set()
     for function, service, operation, params in calls:
         statements = _statements(stack, function)

@@ -30,16 +30,31 @@ BODIES: dict[str, Any] = {
     "POST /v1/me/factors/sms/{factor_id}/confirm": {"code": "123456"},
     "PUT /v1/me/password": {"current_password": "x" * 12, "new_password": "y" * 12},
     "PUT /v1/orgs/{org_id}/mfa-policy": {"enforcement": "required"},
+    "POST /v1/auth/authorize": {"method": "PUT", "path": "/v1/agents/a1/config"},
 }
 
 
 def _protected_routes() -> list[tuple[str, str]]:
+    """Routes whose handlers check the token; tests/api/test_authorizer.py covers the others."""
     routes = []
     for function in load_template().functions:
         for route in function.routes:
-            if route.route_key not in PUBLIC_ROUTES:
+            if route.route_key not in PUBLIC_ROUTES and route.authorizer is None:
                 routes.append((route.method, route.path))
     return sorted(routes)
+
+
+def test_authorizer_guards_agent_routes() -> None:
+    guarded = {
+        route.route_key: route.authorizer.name
+        for function in load_template().functions
+        for route in function.routes
+        if route.authorizer is not None
+    }
+    assert guarded == {
+        "PUT /v1/agents/{agent_id}/config": "MfaAuthorizer",
+        "POST /v1/agents/{agent_id}/credentials": "MfaAuthorizer",
+    }
 
 
 def _call(client: Client, method: str, path: str, token: str, member: Member) -> Reply:
@@ -62,6 +77,7 @@ def test_protected_routes_are_listed() -> None:
         "POST /v1/auth/mfa/challenge",
         "POST /v1/auth/mfa/verify",
         "POST /v1/auth/logout",
+        "POST /v1/auth/authorize",
         "GET /v1/me/sessions",
         "DELETE /v1/me/sessions/{sid}",
         "GET /v1/me/factors",

@@ -58,3 +58,19 @@ def test_missing_rp_id_is_a_configuration_error(environment: pytest.MonkeyPatch)
     environment.delenv("MFA_WEBAUTHN_RP_ID")
     with pytest.raises(ConfigurationError, match="MFA_WEBAUTHN_RP_ID"):
         Settings.from_env()
+
+
+def test_authorizer_cache_defaults_to_ten_seconds(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", "https://console.example.com")
+    assert Settings.from_env().authorizer_cache_seconds == 10
+
+    environment.setenv("MFA_AUTHORIZER_CACHE_SECONDS", "0")
+    assert Settings.from_env().authorizer_cache_seconds == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "ten"])
+def test_invalid_authorizer_cache_rejected(environment: pytest.MonkeyPatch, value: str) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", "https://console.example.com")
+    environment.setenv("MFA_AUTHORIZER_CACHE_SECONDS", value)
+    with pytest.raises(ConfigurationError, match="MFA_AUTHORIZER_CACHE_SECONDS"):
+        Settings.from_env()

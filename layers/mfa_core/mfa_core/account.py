@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, enrollment, passwords, telemetry
+from mfa_core import audit, passwords, policy, stepup, telemetry
 from mfa_core.audit import RequestContext
 from mfa_core.errors import Conflict, InvalidInput, InvalidToken
 from mfa_core.members import validate_password
@@ -13,6 +13,8 @@ from mfa_core.store.repository import ConditionFailed
 from mfa_core.tokens import Principal
 
 logger = Logger(child=True)
+
+CHANGE_PASSWORD_ROUTE = "PUT /v1/me/password"  # noqa: S105 - a route key
 
 
 def change_password(
@@ -32,7 +34,13 @@ def change_password(
     session_id = principal.session_id
     if session_id is None:
         raise InvalidToken()
-    enrollment.require_recent_mfa(svc, principal, action="Changing the password")
+    stepup.require(
+        svc,
+        principal,
+        CHANGE_PASSWORD_ROUTE,
+        action="Changing the password",
+        max_age_cap=policy.step_up_cap(svc.store.get_org(principal.org_id)),
+    )
     validate_password(new_password, field="new_password")
     user = svc.store.get_user(principal.org_id, principal.user_id)
     if user is None or user.status != "active":

@@ -16,6 +16,7 @@ from mfa_core import (
     policy,
     sessions,
     sms,
+    stepup,
     telemetry,
     tokens,
     totp,
@@ -32,7 +33,6 @@ from mfa_core.errors import (
     MethodNotAllowed,
     NotFound,
     RegistrationRejected,
-    StepUpRequired,
 )
 from mfa_core.runtime import Services
 from mfa_core.store.models import ChallengeModel, FactorModel, OrgModel, UserModel, user_key
@@ -47,6 +47,9 @@ MAX_LABEL = 64
 DEFAULT_LABEL = "Authenticator app"
 # Maximum age in seconds of the MFA that lets a user who has a factor add another.
 FACTOR_CHANGE_MAX_MFA_AGE = 5 * 60
+# Route keys of the routes whose requirement mfa_core.stepup declares.
+REMOVE_FACTOR_ROUTE = "DELETE /v1/me/factors/{factor_id}"
+REGENERATE_BACKUP_CODES_ROUTE = "POST /v1/me/backup-codes"
 
 
 @dataclass(frozen=True)
@@ -153,18 +156,11 @@ def require_recent_mfa(
     action: str,
     max_age: int = FACTOR_CHANGE_MAX_MFA_AGE,
 ) -> None:
-    """Raise StepUpRequired unless the access token carries an MFA of the last `max_age` s."""
-    mfa_time = principal.claims.get("mfa_time")
-    if (
-        principal.token_type != tokens.ACCESS
-        or not isinstance(mfa_time, int)
-        or svc.clock.now() - mfa_time > max_age
-    ):
-        raise StepUpRequired(
-            f"{action} needs an MFA verification in the last {max_age // 60} minutes; "
-            "verify with a factor at /v1/auth/mfa/verify and retry with the new access token.",
-            max_mfa_age=max_age,
-        )
+    """Raise StepUpRequired unless the access token carries an MFA of the last `max_age` s.
+
+    Every MFA gives at least aal2, so this is the aal2 requirement with that age limit.
+    """
+    stepup.enforce(svc, principal, stepup.Requirement("aal2", max_age), action=action)
 
 
 def enroll_totp(
@@ -537,7 +533,13 @@ def regenerate_backup_codes(
 ) -> dict[str, Any]:
     """Replace the caller's backup codes with a new set, shown once; needs a recent MFA."""
     user = _current_user(svc, principal)
-    require_recent_mfa(svc, principal, action="Generating backup codes")
+    stepup.require(
+        svc,
+        principal,
+        REGENERATE_BACKUP_CODES_ROUTE,
+        action="Generating backup codes",
+        max_age_cap=policy.step_up_cap(svc.store.get_org(user.org_id)),
+    )
     now = svc.clock.now()
     lockout.reject_if_locked(
         svc, user, now=now, event_type="backup_codes.regenerate", context=context
@@ -589,7 +591,13 @@ def remove_factor(
     """
     user = _current_user(svc, principal)
     if user.factor_summaries():
-        require_recent_mfa(svc, principal, action="Removing a factor")
+        stepup.require(
+            svc,
+            principal,
+            REMOVE_FACTOR_ROUTE,
+            action="Removing a factor",
+            max_age_cap=policy.step_up_cap(svc.store.get_org(user.org_id)),
+        )
     now = svc.clock.now()
     lockout.reject_if_locked(
         svc, user, now=now, event_type="factor.remove", factor_id=factor_id, context=context

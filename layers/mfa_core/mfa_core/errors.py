@@ -96,13 +96,26 @@ class MethodNotAllowed(Forbidden):
 
 
 class StepUpRequired(Forbidden):
-    """The caller is authenticated, but the operation needs a more recent MFA verification."""
+    """The caller is authenticated, but the operation needs a stronger or more recent MFA.
+
+    `required_acr` and `max_mfa_age` (seconds, None for no limit) state the requirement, and
+    `missing` lists what the token lacks: "acr", "mfa" or "mfa_age" (see mfa_core.stepup).
+    """
 
     code = "step_up_required"
 
-    def __init__(self, detail: str, *, max_mfa_age: int) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        max_mfa_age: int | None,
+        required_acr: str = "aal2",
+        missing: list[str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.max_mfa_age = max_mfa_age
+        self.required_acr = required_acr
+        self.missing = list(missing or [])
 
 
 class NotFound(MfaError):

@@ -102,7 +102,9 @@ def problem(error: MfaError) -> Response[str]:
     if isinstance(error, Throttled):
         body["limit"] = error.limit
     if isinstance(error, StepUpRequired):
+        body["required_acr"] = error.required_acr
         body["max_mfa_age"] = error.max_mfa_age
+        body["missing"] = error.missing
     if isinstance(error, InvalidToken | AuthenticationFailed | InvalidCredential):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return Response(

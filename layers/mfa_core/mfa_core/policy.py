@@ -150,6 +150,11 @@ def webauthn_policy(org: OrgModel | None) -> WebAuthnPolicy:
     return WebAuthnPolicy.from_item(value)
 
 
+def step_up_cap(org: OrgModel | None) -> int:
+    """Return the org's maximum MFA age, in seconds, for this service's sensitive routes."""
+    return mfa_policy(org).step_up_max_age_minutes * 60
+
+
 def mfa_required(org: OrgModel | None, *, role: str, now: float) -> bool:
     """Tell whether the org requires MFA of a member with `role` now; an unknown org does."""
     return org is None or mfa_policy(org).rule_for(role=role, now=now).enforcement == "required"
@@ -688,15 +693,16 @@ def replace_policy(
 
     `if_match` is the ETag of the policy the change was based on, when the client sent one.
     """
-    from mfa_core import enrollment, members  # noqa: PLC0415 - both import this module
+    from mfa_core import members, stepup  # noqa: PLC0415 - both import this module's callers
 
     admin = members.require_admin(svc, principal, org_id)
-    current = mfa_policy(svc.store.get_org(org_id))
-    enrollment.require_recent_mfa(
+    org = svc.store.get_org(org_id)
+    stepup.require(
         svc,
         principal,
+        CHANGE_POLICY_ROUTE,
         action="Changing the MFA policy",
-        max_age=min(enrollment.FACTOR_CHANGE_MAX_MFA_AGE, current.step_up_max_age_minutes * 60),
+        max_age_cap=step_up_cap(org),
     )
     new = parse_policy(document)
     return set_mfa_policy(
@@ -707,6 +713,9 @@ def replace_policy(
         actor=f"user:{admin.user_id}",
         context=context,
     )
+
+
+CHANGE_POLICY_ROUTE = "PUT /v1/orgs/{org_id}/mfa-policy"
 
 
 def etag(policy: MfaPolicy) -> str:

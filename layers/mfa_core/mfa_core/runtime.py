@@ -17,6 +17,7 @@ from mfa_core.adapters.kms import EnvelopeCipher
 from mfa_core.adapters.sns import SecurityNotifier, SmsSender, SnsSmsSender
 from mfa_core.clock import Clock, SystemClock
 from mfa_core.errors import ConfigurationError
+from mfa_core.session_cache import SessionCache
 from mfa_core.settings import Settings
 from mfa_core.store import bind
 from mfa_core.store.repository import Store
@@ -39,6 +40,15 @@ class Services:
     def store(self) -> Store:
         connection = bind(self.settings, self.dynamodb)
         return Store(connection, audit_retention_days=self.settings.audit_retention_days)
+
+    @cached_property
+    def session_cache(self) -> SessionCache:
+        """Return the authorizer's short-lived cache of session and user reads."""
+        return SessionCache(
+            self.store.load_session_and_user,
+            ttl_seconds=self.settings.authorizer_cache_seconds,
+            now=self.clock.now,
+        )
 
     @cached_property
     def kms(self) -> Any:

@@ -124,11 +124,18 @@ def authenticate(svc: Services, bearer_token: str | None, *, accept: frozenset[s
         session, user = svc.store.load_session_and_user(
             session_id, principal.org_id, principal.user_id
         )
-        if session is None or user is None or not is_valid(session, user, svc.clock.now()):
-            raise InvalidToken()
-        if session.org_id != principal.org_id or session.user_id != principal.user_id:
+        if not is_current(session, user, principal, svc.clock.now()):
             raise InvalidToken()
     return principal
+
+
+def is_current(
+    session: SessionModel | None, user: UserModel | None, principal: Principal, now: float
+) -> bool:
+    """Tell whether an access token's session, read with its user, may still be used."""
+    if session is None or user is None or not is_valid(session, user, now):
+        return False
+    return session.org_id == principal.org_id and session.user_id == principal.user_id
 
 
 def is_valid(session: SessionModel, user: UserModel, now: float) -> bool:

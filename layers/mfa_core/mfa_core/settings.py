@@ -66,6 +66,13 @@ def _file(name: str) -> Path | None:
     return path
 
 
+def _non_negative_int(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must be 0 or a positive integer")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     region: str
@@ -117,6 +124,9 @@ class Settings:
     # Whether CloudFront's viewer location headers are trusted. Only safe when the API can be
     # reached through CloudFront alone: a direct caller can send any header.
     geoip_trust_cloudfront: bool = False
+    # Seconds the Lambda authorizer reuses a read of a session and its user, or 0 to read every
+    # time. A revocation takes effect in the authorizer within this time.
+    authorizer_cache_seconds: int = 10
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -155,6 +165,7 @@ class Settings:
             geoip_database=_file("MFA_GEOIP_DATABASE"),
             geoip_asn_database=_file("MFA_GEOIP_ASN_DATABASE"),
             geoip_trust_cloudfront=_bool("MFA_GEOIP_TRUST_CLOUDFRONT", False),
+            authorizer_cache_seconds=_non_negative_int("MFA_AUTHORIZER_CACHE_SECONDS", 10),
         )
 
 

@@ -31,6 +31,10 @@ SMS_SENT = "SmsSent"
 SMS_THROTTLED = "SmsThrottled"
 REFRESH_TOKEN_REUSED = "RefreshTokenReused"  # noqa: S105 - a metric name
 LOGIN_ANOMALY = "LoginAnomaly"
+# Lambda authorizer denials, by cause.
+AUTHORIZER_TOKEN_REJECTED = "AuthorizerTokenRejected"  # noqa: S105 - a metric name
+AUTHORIZER_SESSION_ENDED = "AuthorizerSessionEnded"
+AUTHORIZER_STEP_UP_REQUIRED = "AuthorizerStepUpRequired"
 
 
 def count(name: str) -> None:

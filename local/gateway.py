@@ -46,6 +46,11 @@ class ApiGateway:
 
     With `static_directory`, a GET or HEAD that matches no route is served from the files
     directly in that directory (see `local.static`), and `/` serves its index.html.
+
+    With `source_ip_header`, a request that carries that header gets its value as the source
+    address (`requestContext.http.sourceIp`) in place of the socket's, and the header is not
+    passed on. Tests use it to sign in "from" public addresses; API Gateway has no such
+    setting, so never set it for a gateway that anyone else can reach.
     """
 
     def __init__(
@@ -58,8 +63,10 @@ class ApiGateway:
         port: int = 0,
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
         static_directory: Path | None = None,
+        source_ip_header: str | None = None,
     ) -> None:
         self.routes = routes
+        self.source_ip_header = source_ip_header.lower() if source_ip_header else None
         self.functions = functions
         self.api = api
         self.max_body_bytes = max_body_bytes
@@ -226,6 +233,7 @@ def build_gateway(
     port: int = 0,
     max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
     static_directory: Path | None = None,
+    source_ip_header: str | None = None,
 ) -> ApiGateway:
     """Create a gateway for every HttpApi route of `template`, with the provisioned environments."""
     functions: dict[str, LocalFunction] = {}
@@ -252,6 +260,7 @@ def build_gateway(
         port=port,
         max_body_bytes=max_body_bytes,
         static_directory=static_directory,
+        source_ip_header=source_ip_header,
     )
 
 
@@ -317,13 +326,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # An absolute-form request target, e.g. "http://localhost:3000/v1/x?y=1".
             parts = urlsplit(self.path)
             raw_path, raw_query = parts.path or "/", parts.query
+        headers = list(self.headers.items())
+        source_ip = str(self.client_address[0])
+        override = self.server.gateway.source_ip_header
+        if override is not None:
+            given = [value.strip() for name, value in headers if name.lower() == override]
+            headers = [(name, value) for name, value in headers if name.lower() != override]
+            source_ip = given[-1] if given else source_ip
         return HttpRequest(
             method=self.command,
             raw_path=raw_path,
             raw_query=raw_query,
-            headers=list(self.headers.items()),
+            headers=headers,
             body=body,
-            source_ip=str(self.client_address[0]),
+            source_ip=source_ip,
             server_port=self.server.gateway.port,
             protocol=self.request_version,
         )

@@ -78,6 +78,9 @@ class LocalStack:
     `localhost` and the origin `http://localhost:<api port>`. So a browser must open the page on
     `localhost` (see `page_url`), because WebAuthn does not accept an IP address as RP ID.
 
+    `environment` adds variables for every function, over the template's. `source_ip_header`
+    is passed to the gateway (see `ApiGateway`), for tests that sign in from public addresses.
+
     moto keeps its state per process, not per server, so all stacks in one process share it.
     `stop()` deletes this stack's resources, so a later stack can reuse the names. Stacks that
     run at the same time in one process need distinct `name_prefix` values.
@@ -93,8 +96,12 @@ class LocalStack:
         region: str = DEFAULT_REGION,
         parameter_overrides: Mapping[str, str] | None = None,
         web_directory: Path | None = DEFAULT_WEB_DIRECTORY,
+        source_ip_header: str | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.template_path = template_path
+        self.source_ip_header = source_ip_header
+        self.extra_environment = dict(environment or {})
         self.api_port = api_port
         self.moto_port = moto_port
         self.name_prefix = name_prefix
@@ -185,6 +192,7 @@ class LocalStack:
             self._provisioned,
             port=self.api_port,
             static_directory=self.web_directory,
+            source_ip_header=self.source_ip_header,
         )
         # build_gateway has bound the port, so the origin is set before the first request.
         self._apply_webauthn_environment(self._gateway)
@@ -251,6 +259,7 @@ class LocalStack:
                         extra={"variable": name, "function": function_id},
                     )
                 merged[name] = value
+        merged.update(self.extra_environment)
         self._environment.set(merged)
 
     def _apply_webauthn_environment(self, gateway: ApiGateway) -> None:

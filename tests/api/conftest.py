@@ -18,6 +18,8 @@ from tests.api.harness import Client, Flow, Member
 # 2027-01-15T08:00:00Z, the first second of a TOTP time step.
 START = 1_800_000_000
 ADMIN_PASSWORD = "correct horse battery staple"
+# Requests with this header come "from" the address it names (see local.gateway.ApiGateway).
+SOURCE_IP_HEADER = "X-Test-Source-Ip"
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +29,10 @@ def clock() -> ManualClock:
 
 @pytest.fixture(scope="session")
 def stack(clock: ManualClock) -> Iterator[LocalStack]:
-    local_stack = LocalStack()
+    local_stack = LocalStack(
+        source_ip_header=SOURCE_IP_HEADER,
+        environment={"MFA_GEOIP_TRUST_CLOUDFRONT": "true"},
+    )
     local_stack.start()
     runtime.reset(clock=clock)
     runtime.services().signing_keys.rotate()

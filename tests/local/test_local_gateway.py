@@ -9,6 +9,7 @@ import re
 import urllib.error
 import urllib.request
 from email.message import Message
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -327,3 +328,21 @@ def test_body_at_limit_accepted(echo_stack: LocalStack) -> None:
 
     assert status == 200
     assert int(body) == MAX_REQUEST_BODY_BYTES
+
+
+def test_source_ip_header_overrides_the_socket_address(echo_template: Path) -> None:
+    with LocalStack(
+        echo_template, name_prefix="source-ip", source_ip_header="X-Test-Source-Ip"
+    ) as stack:
+        payload = _echo(stack, "GET", "/echo", headers={"X-Test-Source-Ip": "203.0.113.7"})
+        event = payload["event"]
+        assert event["requestContext"]["http"]["sourceIp"] == "203.0.113.7"
+        assert "x-test-source-ip" not in event["headers"]
+        plain = _echo(stack, "GET", "/echo")
+        assert plain["event"]["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
+
+
+def test_source_ip_header_is_ignored_unless_configured(echo_stack: LocalStack) -> None:
+    payload = _echo(echo_stack, "GET", "/echo", headers={"X-Test-Source-Ip": "203.0.113.7"})
+    assert payload["event"]["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
+    assert payload["event"]["headers"]["x-test-source-ip"] == "203.0.113.7"

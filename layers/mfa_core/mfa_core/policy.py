@@ -276,12 +276,11 @@ MAX_RESET_APPROVALS = 3
 # RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
 CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
 MAX_CLAIM_VALUES = 20
-REMEMBER_DEVICE_SECONDS = 24 * 60 * 60
 
 
 @dataclass(frozen=True, kw_only=True)
 class SsoTrust:
-    """When the identity provider's own MFA stands in for ours at an SSO login.
+    """When the identity provider's own MFA replaces ours at an SSO login.
 
     The IdP's MFA counts only with `trust_idp_mfa`, when its token or assertion carries one of
     `accepted_amr` or `accepted_acr`, and when it authenticated the user no more than
@@ -304,7 +303,7 @@ class SsoTrust:
 
 @dataclass(frozen=True, kw_only=True)
 class UserRule:
-    """What the policy asks of one user at one moment (see MfaPolicy.rule_for)."""
+    """The policy's requirements for one user at one moment (see MfaPolicy.rule_for)."""
 
     enforcement: str
     methods: frozenset[str]
@@ -378,8 +377,8 @@ class MfaPolicy:
         }
 
     def as_item(self) -> dict[str, Any]:
-        """The Orgs item's `policy` map: every field but enforcement and SMS fallback, which
-        have their own attributes."""
+        """Return the Orgs item's `policy` map: every field but enforcement and SMS fallback,
+        which have their own attributes."""
         item = self.as_json()
         del item["enforcement"], item["sms_fallback_only"]
         item["enforce_after"] = self.enforce_after

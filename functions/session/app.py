@@ -122,6 +122,16 @@ def change_password() -> Response[str]:
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
+@app.delete("/v1/me/remembered-devices")
+def forget_devices() -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    account.forget_devices(svc, principal, context=http.request_context(app))
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
 @app.get("/.well-known/jwks.json")
 def jwks() -> Response[str]:
     document = services().signing_keys.jwks_document()

@@ -193,6 +193,8 @@ def _run_policy_flow(client: Client, flow: Flow) -> None:
         },
     )
     assert remembered.body["status"] == "authenticated", remembered.text
+    forgotten = client.delete("/v1/me/remembered-devices", token=remembered.body["access_token"])
+    assert forgotten.status == 204
     flow.next_step()
     current = flow.verify(admin, flow.mfa_token(admin)).body["access_token"]
     new_password = "a new and longer passphrase"

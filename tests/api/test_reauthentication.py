@@ -118,6 +118,19 @@ def test_remember_token_stops_after_a_password_change(
     assert again["status"] == "mfa_required"
 
 
+def test_forgotten_devices_need_mfa_again(
+    client: Client, flow: Flow, daily: Member, stack: LocalStack
+) -> None:
+    token = _remembered(client, flow, daily)
+    session = _login(client, daily, device_id=DEVICE, remember_device_token=token)
+    assert session["status"] == "authenticated"
+    forgotten = client.delete("/v1/me/remembered-devices", token=session["access_token"])
+    assert forgotten.status == 204
+    again = _login(client, daily, device_id=DEVICE, remember_device_token=token)
+    assert again["status"] == "mfa_required"
+    assert audited(stack, "acme", "devices.forget") == [("success", None)]
+
+
 def test_tampered_remember_token_is_ignored(client: Client, flow: Flow, daily: Member) -> None:
     token = _remembered(client, flow, daily)
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
@@ -236,6 +249,10 @@ def test_password_change_ends_every_other_session(
 
     assert client.post("/v1/auth/refresh", {"refresh_token": other["refresh_token"]}).status == 401
     assert client.get("/v1/me/sessions", token=other["access_token"]).status == 401
+    ended = client.request("PUT", "/v1/agents/a1/config", json_body={}, token=other["access_token"])
+    assert ended.status == 403
+    kept = client.request("PUT", "/v1/agents/a1/config", json_body={}, token=current)
+    assert kept.status == 200, kept.text
     assert client.get("/v1/me/sessions", token=current).status == 200
     assert flow.login(enrolled).status == 401
     enrolled.password = NEW_PASSWORD

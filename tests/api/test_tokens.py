@@ -94,6 +94,7 @@ def test_protected_routes_are_listed() -> None:
         "GET /v1/orgs/{org_id}/mfa-policy",
         "PUT /v1/orgs/{org_id}/mfa-policy",
         "PUT /v1/me/password",
+        "DELETE /v1/me/remembered-devices",
     }
 
 

@@ -1,4 +1,4 @@
-"""A signed-in user's own credentials: changing the password."""
+"""A signed-in user's own credentials: changing the password, forgetting remembered devices."""
 
 from __future__ import annotations
 
@@ -80,4 +80,27 @@ def change_password(
     logger.info(
         "Password changed; other sessions ended",
         extra={"org_id": user.org_id, "user_id": user.user_id},
+    )
+
+
+def forget_devices(svc: Services, principal: Principal, *, context: RequestContext) -> None:
+    """Make every remember-device token of the caller stop working, on every device.
+
+    Needs no recent MFA: it only takes a shortcut away.
+    """
+    user = svc.store.get_user(principal.org_id, principal.user_id)
+    if user is None or user.status != "active":
+        raise InvalidToken()
+    event = audit.event(
+        now=svc.clock.now(),
+        event_type="devices.forget",
+        outcome="success",
+        org_id=user.org_id,
+        user_id=user.user_id,
+        session_id=principal.session_id,
+        context=context,
+    )
+    svc.store.forget_devices(user, events=[event])
+    logger.info(
+        "Remembered devices forgotten", extra={"org_id": user.org_id, "user_id": user.user_id}
     )

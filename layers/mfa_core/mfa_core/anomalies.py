@@ -80,6 +80,8 @@ def assess_login(
             "action": action,
         },
     )
+    # NOTE: "flag" records the anomaly in the audit trail only; no finding is stored for it
+    # until a scan turns audit events into findings.
     if action == "block":
         svc.store.record(event)
         svc.notifier.login_blocked(user=user, signals=signals, country=location.country)

@@ -84,7 +84,8 @@ class UserModel(Model):
     # Sessions created before this time are no longer valid, unless re-confirmed after it (see
     # SessionModel.confirmed_at). Set when the user's factors change.
     sessions_valid_after = NumberAttribute(null=True)
-    # Incremented by a password change or reset: remember-device tokens of older values fail.
+    # Incremented by a password change, a reset or forgetting remembered devices:
+    # remember-device tokens that carry an older value fail.
     credentials_version = NumberAttribute(null=True)
     # When MFA enrollment first became required of the user (at a login); the grace period
     # of the org's policy counts from here.

@@ -316,6 +316,17 @@ class Store:
             )
             self._audit(tx, events)
 
+    def forget_devices(self, user: UserModel, *, events: list[AuditEvent]) -> None:
+        """Invalidate every remember-device token of `user` by moving `credentials_version`."""
+        with self._transaction() as tx:
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=[UserModel.credentials_version.add(1)],
+                condition=UserModel.user_id.exists(),
+            )
+            self._audit(tx, events)
+
     def set_org_policy(
         self,
         org_id: str,

@@ -205,6 +205,11 @@ function handleLogin(result) {
   if (result.status === "authenticated") return startSession(result);
   if (result.status === "enrollment_required") {
     state.enrollmentToken = result.enrollment_token;
+    // Offer only the methods that the org's policy (and the token) allow.
+    const allowed = result.allowed_methods || ["totp", "webauthn"];
+    byId("totp-enroll-form").hidden = !allowed.includes("totp");
+    byId("key-register-form").hidden = !allowed.includes("webauthn");
+    byId("enroll-key-required").hidden = result.next_step !== "register_security_key";
     showView("enroll");
     return undefined;
   }
@@ -224,6 +229,8 @@ function handleLogin(result) {
 
 // The account view appears once its factor table is loaded.
 async function startSession(result) {
+  byId("totp-enroll-form").hidden = false;
+  byId("key-register-form").hidden = false;
   state.accessToken = result.access_token;
   state.refreshToken = result.refresh_token;
   state.mfaToken = null;
@@ -428,14 +435,15 @@ on("signin-form", "submit", async () => {
   await handleLogin(result);
 });
 
-on("mfa-key-button", "click", async () => startSession(await verifyWithKey(state.mfaToken)));
+// A verification answers like a login: a session, or enrollment when a key must be added.
+on("mfa-key-button", "click", async () => handleLogin(await verifyWithKey(state.mfaToken)));
 
 on("mfa-totp-form", "submit", async () => {
   const body = {
     factor_id: byId("mfa-totp-factor").value,
     code: byId("mfa-totp-code").value.trim(),
   };
-  await startSession(await api("POST", "/v1/auth/mfa/verify", { token: state.mfaToken, body }));
+  await handleLogin(await api("POST", "/v1/auth/mfa/verify", { token: state.mfaToken, body }));
 });
 
 on("mfa-cancel", "click", signOut);

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, Response, Route, expect
 
 from local.stack import LocalStack
-from mfa_core import policy, runtime
+from mfa_core import audit, policy, runtime
 from tests.api.conftest import add_org
 from tests.api.harness import Flow, Member
 from tests.browser.authenticator import VirtualAuthenticator, to_base64url, to_cdp_base64
@@ -65,13 +65,18 @@ def _audit_items(stack: LocalStack, org_id: str) -> list[dict[str, Any]]:
 
 
 def _sign_in_with_totp(mfa_page: MfaPage, flow: Flow, member: Member) -> None:
+    _sign_in_with_totp_to(mfa_page, flow, member, view="account")
+
+
+def _sign_in_with_totp_to(mfa_page: MfaPage, flow: Flow, member: Member, *, view: str) -> None:
+    """Sign in with the password and a TOTP code, and expect the page to show `view`."""
     assert member.totp_secret is not None
     flow.next_step()
     mfa_page.sign_in(member)
     mfa_page.expect_view("mfa")
     mfa_page.page.fill("#mfa-totp-code", flow.code(member.totp_secret))
     mfa_page.page.click("#mfa-totp-button")
-    mfa_page.expect_view("account")
+    mfa_page.expect_view(view)
 
 
 def test_key_registered_and_used(
@@ -309,3 +314,32 @@ def test_registration_steps_up_with_totp(
     expect(page.locator("#factors-body tr")).to_have_count(2)
     assert _key_row(mfa_page).label == "YubiKey"
     assert len(authenticator.credentials()) == 1
+
+
+def test_key_role_registers_a_key_after_totp(
+    mfa_page: MfaPage, page: Page, authenticator: VirtualAuthenticator, flow: Flow
+) -> None:
+    member = add_org("acme")
+    flow.enroll(member, flow.login_ok(member, "authenticated")["access_token"])
+    policy.set_mfa_policy(
+        runtime.services(),
+        org_id="acme",
+        policy=policy.MfaPolicy(security_key_roles=("admin",)),
+        expected_version=None,
+        actor="operator",
+        context=audit.SYSTEM,
+    )
+    mfa_page.open()
+    _sign_in_with_totp_to(mfa_page, flow, member, view="enroll")
+    expect(page.locator("#enroll-key-required")).to_be_visible()
+    expect(page.locator("#totp-enroll-form")).to_be_hidden()
+
+    mfa_page.register_key("YubiKey")
+    mfa_page.expect_view("signin")
+    mfa_page.expect_status("Sign in again")
+    mfa_page.sign_in(member)
+    mfa_page.expect_view("mfa")
+    expect(page.locator("#mfa-totp-form")).to_be_hidden()
+    page.click("#mfa-key-button")
+    mfa_page.expect_view("account")
+    assert authenticator.only_credential()["signCount"] > 0

@@ -73,6 +73,9 @@ OPERATIONS: dict[str, str] = {
     "step_up_challenge": "Security-key challenge for step-up (`POST /v1/auth/mfa/challenge`, "
     "access token)",
     "step_up_verify": "Security-key verify for step-up (`POST /v1/auth/mfa/verify`, access token)",
+    "authorizer_miss": "Protected agent route through the Lambda authorizer, session not cached "
+    "(`PUT /v1/agents/{agent_id}/config`)",
+    "authorizer_hit": "The same route again within the authorizer's session cache time",
 }
 UNCACHED_LABEL = "TOTP verify, first one for this factor in the process (data key not cached yet)"
 
@@ -250,6 +253,9 @@ class RequestsResult:
             f"- Step-up with a security key: {self.per_operation('step_up_challenge')} round "
             f"trips for the challenge and {self.per_operation('step_up_verify')} for the verify "
             "(no target).",
+            f"- Lambda authorizer: {self.per_operation('authorizer_miss')} DynamoDB round trips "
+            f"when the session is not cached, {self.per_operation('authorizer_hit')} when it is "
+            "(no target).",
         ]
         if with_other:
             described = "; ".join(f"{label}: {', '.join(c)}" for label, c in with_other.items())
@@ -318,14 +324,20 @@ class _Api:
         self.base_url = base_url.rstrip("/")
 
     def post(
-        self, path: str, body: Any = None, *, token: str | None = None, expect: int = 200
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        expect: int = 200,
+        method: str = "POST",
     ) -> Any:
         headers = {"User-Agent": "mfa-bench/1.0", "Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data = json.dumps(body if body is not None else {}).encode("utf-8")
         request = urllib.request.Request(  # noqa: S310 - the local gateway's http URL
-            self.base_url + path, data=data, method="POST", headers=headers
+            self.base_url + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
@@ -333,7 +345,7 @@ class _Api:
         except urllib.error.HTTPError as error:
             status, text = error.code, error.read().decode("utf-8")
         if status != expect:
-            raise RuntimeError(f"POST {path}: expected {expect}, got {status}: {text[:500]}")
+            raise RuntimeError(f"{method} {path}: expected {expect}, got {status}: {text[:500]}")
         return json.loads(text) if text else None
 
 
@@ -428,6 +440,12 @@ class _Flow:
         tallies["login"], started = count(self.login)
         _expect_status(started, "mfa_required")
         tallies["verify"], verified = count(lambda: self.verify(started["mfa_token"]))
+        for key in ("authorizer_miss", "authorizer_hit"):
+            tallies[key], _ = count(
+                lambda: self.api.post(
+                    "/v1/agents/a1/config", {}, token=verified["access_token"], method="PUT"
+                )
+            )
         refresh_body = {"refresh_token": verified["refresh_token"]}
         tallies["refresh"], refreshed = count(
             lambda: self.api.post("/v1/auth/refresh", refresh_body)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shlex
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,7 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    with LocalStack(api_port=arguments.port, moto_port=arguments.moto_port) as stack:
+    stack = LocalStack(api_port=arguments.port, moto_port=arguments.moto_port)
+    try:
+        stack.start()
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"A port is already in use ({error.strerror}); stop the other server, or pick free "
+            "ports with --port and --moto-port.",
+            file=sys.stderr,
+        )
+        return 1
+    try:
         # Imported only now: mfa_core reads its settings from the environment that the stack set.
         from mfa_core import cli  # noqa: PLC0415
 
@@ -114,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A timed wait returns to Python code often, so the signal handlers run promptly.
         while not stop_requested.wait(0.5):
             pass
+    finally:
+        stack.stop()
     return 0
 
 

@@ -31,14 +31,13 @@ def create_member(org_id: str) -> Response[str]:
     principal = sessions.authenticate(
         svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
     )
-    admin = members.require_admin(svc, principal, org_id)
-    member = members.create_member(
+    member = members.create_member_as_admin(
         svc,
+        principal,
         org_id=org_id,
         email=body.email,
         role=body.role,
         password=body.password,
-        actor=f"user:{admin.user_id}",
         context=http.request_context(app),
     )
     result: dict[str, Any] = {

@@ -107,6 +107,58 @@ def test_policy_change_is_applied_versioned_and_audited(
     assert event["details"]["before"]["enforcement"] == "optional"
 
 
+def test_if_match_star_accepts_any_version(client: Client, flow: Flow, enrolled: Member) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    reply = client.request(
+        "PUT", POLICY_PATH, json_body=document(), token=token, headers={"If-Match": "*"}
+    )
+    assert reply.status == 200, reply.text
+
+
+def test_get_response_sent_back_whole_is_explained(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    wrapped = client.get(POLICY_PATH, token=token).body
+    reply = client.request("PUT", POLICY_PATH, json_body=wrapped, token=token)
+    assert reply.status == 400
+    assert reply.body["field"] == "policy"
+    assert "without the wrapper" in reply.body["detail"]
+
+
+def test_sms_settings_change_moves_the_policy_version(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    before = client.get(POLICY_PATH, token=token).header("ETag")
+    assert cli.main(["org", "sms", "--org-id", "acme", "--no-fallback-only"]) == 0
+    after = client.get(POLICY_PATH, token=token)
+    assert after.header("ETag") != before
+    assert after.body["policy"]["sms_fallback_only"] is False
+    stale = client.request(
+        "PUT", POLICY_PATH, json_body=document(), token=token, headers={"If-Match": before or ""}
+    )
+    assert stale.status == 412
+
+
+def test_authorize_applies_the_policy_cap_to_own_routes(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    set_policy("acme", enforcement="optional", step_up_max_age_minutes=1)
+    token = fresh_mfa_token(flow, enrolled)
+    flow.clock.advance(76)
+    check = client.post("/v1/auth/authorize", {"method": "PUT", "path": POLICY_PATH}, token=token)
+    assert check.status == 403, check.text
+    assert check.body["max_mfa_age"] == 60
+    put = client.request("PUT", POLICY_PATH, json_body=document(), token=token)
+    assert put.status == 403
+    assert put.body["max_mfa_age"] == 60
+    agents = client.post(
+        "/v1/auth/authorize", {"method": "PUT", "path": "/v1/agents/a1/config"}, token=token
+    )
+    assert agents.status == 200, agents.text
+
+
 def test_stale_if_match_is_refused(client: Client, flow: Flow, enrolled: Member) -> None:
     token = fresh_mfa_token(flow, enrolled)
     first = client.request("PUT", POLICY_PATH, json_body=document(), token=token)
@@ -235,7 +287,13 @@ def _enroll_totp(flow: Flow, member: Member) -> None:
             {"enforcement": "required", "allowed_methods": ("webauthn",)},
             "operator",
             True,
-            "enrollment_required",
+            "mfa_required",
+        ),
+        (
+            {"enforcement": "optional", "allowed_methods": ("webauthn",)},
+            "operator",
+            True,
+            "mfa_required",
         ),
         (
             {"enforcement": "required", "reauthentication": "sensitive_only"},
@@ -266,9 +324,9 @@ def test_login_decision_matrix(
         elif policy["enforcement"] == "optional" or "scope" in policy:
             assert body["mfa_enrollment_recommended"] is True
     if expected == "enrollment_required":
-        assert body["allowed_methods"] == sorted(
-            policy.get("allowed_methods", ["totp", "webauthn", "sms"])
-        )
+        # In the policy's order, without SMS, which is a fallback only by default.
+        allowed = policy.get("allowed_methods", ("totp", "webauthn", "sms"))
+        assert body["allowed_methods"] == [m for m in allowed if m != "sms"]
     if expected == "authenticated" and enrolled_factor and policy["enforcement"] != "off":
         assert body["reauthentication"] == "sensitive_only"
 
@@ -286,7 +344,7 @@ def test_grace_period_counts_from_the_first_login_after_enforcement(
     assert flow.login_ok(member, "authenticated")["mfa_enrollment_deadline"] == deadline
     clock.advance(1 * DAY)
     assert flow.login_ok(member, "enrollment_required")
-    assert audited(stack, "acme", "mfa.grace_started") == [("success", None)]
+    assert audited(stack, "acme", "mfa.grace_started") == [("success", "enrollment")]
 
 
 def test_scheduled_enforcement_switches_on_without_a_change(
@@ -310,18 +368,24 @@ def test_enrollment_token_refuses_a_method_the_policy_does_not_allow(
     token = flow.login_ok(member, "enrollment_required")["enrollment_token"]
     reply = client.post("/v1/me/factors/totp", {"label": "Phone"}, token=token)
     assert reply.status == 403
-    assert reply.body["code"] == "method_not_allowed"
+    assert reply.body["code"] == "factor_type_not_allowed"
 
 
-def test_disallowed_factor_is_not_accepted_at_verify(
-    flow: Flow, enrolled: Member, stack: LocalStack
+def test_disallowed_factor_is_refused_at_step_up(
+    client: Client, flow: Flow, enrolled: Member, stack: LocalStack
 ) -> None:
-    mfa_token = flow.mfa_token(enrolled)
+    token = fresh_mfa_token(flow, enrolled)
     set_policy("acme", enforcement="optional", allowed_methods=("webauthn", "sms"))
-    reply = flow.verify(enrolled, mfa_token)
+    assert enrolled.totp_secret is not None
+    flow.next_step()
+    reply = client.post(
+        "/v1/auth/mfa/verify",
+        {"factor_id": enrolled.factor_id, "code": flow.code(enrolled.totp_secret)},
+        token=token,
+    )
     assert reply.status == 403, reply.text
-    assert reply.body["code"] == "method_not_allowed"
-    assert audited(stack, "acme", "login.mfa") == [("denied", "method_not_allowed")]
+    assert reply.body["code"] == "factor_type_not_allowed"
+    assert audited(stack, "acme", "mfa.step_up") == [("denied", "factor_type_not_allowed")]
 
 
 # -- Roles that must use a security key ----------------------------------------------------------
@@ -339,7 +403,7 @@ def test_key_role_with_totp_only_must_register_a_key_past_grace(
     assert "access_token" not in verified.body
     token = verified.body["enrollment_token"]
     assert client.post("/v1/me/factors/totp", {}, token=token).body["code"] == (
-        "method_not_allowed"
+        "factor_type_not_allowed"
     )
 
     key = SoftAuthenticator()
@@ -347,9 +411,11 @@ def test_key_role_with_totp_only_must_register_a_key_past_grace(
     again = flow.login_ok(enrolled, "mfa_required")
     assert [f["type"] for f in again["factors"]] == ["webauthn"]
     assert "next_step" not in again
+    spent = client.post("/v1/me/factors/webauthn/options", {}, token=token)
+    assert spent.status == 401
     totp_reply = flow.verify(enrolled, again["mfa_token"])
     assert totp_reply.status == 403
-    assert totp_reply.body["code"] == "method_not_allowed"
+    assert totp_reply.body["code"] == "factor_type_not_allowed"
     assert flow.login_with_key(enrolled, key).status == 200
 
 
@@ -388,9 +454,92 @@ def test_operator_cli_prints_and_replaces_the_policy(
     assert json.loads(capsys.readouterr().out)["policy"]["grace_days"] == 10
     stored = mfa_policy(runtime.services().store.get_org("acme"))
     assert (stored.grace_days, stored.version) == (10, 1)
-    [event] = [i for i in audit_items(stack, "acme") if i["event_type"] == "policy.mfa"]
-    assert event["actor"] == "operator"
+    events = [i for i in audit_items(stack, "acme") if i["event_type"] == "policy.mfa"]
+    assert {e["actor"] for e in events} == {"operator"}
+
+    # The file the command prints is accepted as it is.
+    printed = {"org_id": "acme", "version": 1, "policy": document(grace_days=12)}
+    path.write_text(json.dumps(printed), encoding="utf-8")
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"]["grace_days"] == 12
+
+    assert cli.main(["org", "policy", "--org-id", "nosuch"]) == 1
+    assert "not_found" in capsys.readouterr().err
 
     path.write_text(json.dumps(document(grace_days=-1)), encoding="utf-8")
     assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
     assert "(grace_days)" in capsys.readouterr().err
+
+
+def test_factor_of_a_method_no_longer_allowed_still_proves_the_user(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    member = add_member("acme", "legacy@acme.example")
+    _enroll_totp(flow, member)
+    set_policy("acme", allowed_methods=("webauthn",))
+    login = flow.login_ok(member, "mfa_required")
+    assert login["next_step"] == "enroll_allowed_method"
+    assert [f["type"] for f in login["factors"]] == ["totp"]
+    verified = flow.verify(member, login["mfa_token"])
+    assert verified.status == 200, verified.text
+    assert verified.body["status"] == "enrollment_required"
+    assert verified.body["allowed_methods"] == ["webauthn"]
+    assert verified.body["expires_in"] == 300
+    token = verified.body["enrollment_token"]
+    assert client.post("/v1/me/factors/totp", {}, token=token).status == 403
+    flow.register_key(token, SoftAuthenticator())
+    assert [f["type"] for f in flow.login_ok(member, "mfa_required")["factors"]] == ["webauthn"]
+
+
+def test_member_creation_needs_a_recent_mfa_once_the_admin_has_a_factor(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    set_policy("acme", reauthentication="sensitive_only")
+    password_only = flow.login_ok(enrolled, "authenticated")["access_token"]
+    body = {"email": "evil@acme.example", "role": "admin"}
+    refused = client.post("/v1/orgs/acme/users", body, token=password_only)
+    assert refused.status == 403
+    assert refused.body["code"] == "step_up_required"
+    set_policy("acme")
+    created = client.post("/v1/orgs/acme/users", body, token=fresh_mfa_token(flow, enrolled))
+    assert created.status == 201, created.text
+
+
+def test_key_role_steps_up_only_with_its_key(client: Client, flow: Flow, enrolled: Member) -> None:
+    key = SoftAuthenticator()
+    flow.register_key(fresh_mfa_token(flow, enrolled), key)
+    set_policy("acme", security_key_roles=("admin",), reauthentication="sensitive_only")
+    token = flow.login_ok(enrolled, "authenticated")["access_token"]
+    assert enrolled.totp_secret is not None
+    flow.next_step()
+    by_totp = client.post(
+        "/v1/auth/mfa/verify",
+        {"factor_id": enrolled.factor_id, "code": flow.code(enrolled.totp_secret)},
+        token=token,
+    )
+    assert by_totp.status == 403
+    assert by_totp.body["code"] == "factor_type_not_allowed"
+    challenge = flow.key_challenge(token)
+    credential = key.authenticate(challenge["options"], origin=flow.origin)
+    by_key = flow.key_verify(token, challenge, credential)
+    assert by_key.status == 200, by_key.text
+
+
+def test_key_grace_counts_apart_from_the_enrollment_grace(
+    flow: Flow, clock: ManualClock, acme: Member
+) -> None:
+    member = add_member("acme", "early@acme.example", role="admin")
+    set_policy("acme", enforcement="required", grace_days=14)
+    flow.login_ok(member, "authenticated")  # the enrollment grace starts here
+    clock.advance(10 * DAY)
+    _enroll_totp(flow, member)
+    set_policy("acme", enforcement="required", grace_days=14, security_key_roles=("admin",))
+    login = flow.login_ok(member, "mfa_required")
+    assert login["security_key_deadline"] == int(clock.now()) + 14 * DAY
+
+
+def test_key_role_without_any_factor_must_enroll_a_key(flow: Flow, acme: Member) -> None:
+    member = add_member("acme", "fresh-admin@acme.example", role="admin")
+    set_policy("acme", security_key_roles=("admin",))
+    body = flow.login_ok(member, "enrollment_required")
+    assert body["allowed_methods"] == ["webauthn"]

@@ -89,6 +89,10 @@ def test_remember_token_stops_when_the_policy_changes(
     set_policy("acme", reauthentication="every_login")
     again = _login(client, daily, device_id=DEVICE, remember_device_token=token)
     assert again["status"] == "mfa_required"
+    # Switching back does not revive tokens issued before the change.
+    set_policy("acme", reauthentication="every_24h")
+    back = _login(client, daily, device_id=DEVICE, remember_device_token=token)
+    assert back["status"] == "mfa_required"
 
 
 def test_remember_token_stops_after_an_mfa_change(
@@ -186,6 +190,7 @@ def test_session_limit_rejects_a_new_login(
     assert third.body["code"] == "session_limit_reached"
     assert audited(stack, "acme", "session.limit") == [("denied", "session_limit")]
 
+    assert "your org allows 2" in third.body["detail"]
     assert client.post("/v1/auth/logout", token=first["access_token"]).status == 204
     flow.login_ok(acme, "authenticated")
 
@@ -198,6 +203,8 @@ def test_session_limit_revokes_the_oldest_session(
     for _ in range(3):
         sessions.append(flow.login_ok(acme, "authenticated"))
         clock.advance(1)
+    assert sessions[2]["sessions_ended"] == [sessions[0]["session_id"]]
+    assert "sessions_ended" not in sessions[1]
     oldest = client.post("/v1/auth/refresh", {"refresh_token": sessions[0]["refresh_token"]})
     assert oldest.status == 401
     for kept in sessions[1:]:
@@ -290,3 +297,42 @@ def test_password_change_needs_the_current_password_and_a_recent_mfa(
     assert stale.status == 403
     assert stale.body["code"] == "step_up_required"
     assert audited(stack, "acme", "password.change") == [("failure", "wrong_password")]
+
+
+def test_password_change_without_a_factor_needs_only_the_password(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    reply = client.request(
+        "PUT",
+        "/v1/me/password",
+        json_body={"current_password": acme.password, "new_password": NEW_PASSWORD},
+        token=token,
+    )
+    assert reply.status == 204, reply.text
+
+
+def test_wrong_current_passwords_lock_the_account(
+    client: Client, flow: Flow, enrolled: Member, stack: LocalStack
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    statuses = []
+    for _ in range(10):
+        reply = client.request(
+            "PUT",
+            "/v1/me/password",
+            json_body={"current_password": "wrong password guess", "new_password": NEW_PASSWORD},
+            token=token,
+        )
+        statuses.append(reply.status)
+    assert statuses == [400] * 9 + [429]
+    right = client.request(
+        "PUT",
+        "/v1/me/password",
+        json_body={"current_password": enrolled.password, "new_password": NEW_PASSWORD},
+        token=token,
+    )
+    assert right.status == 429
+    assert ("denied", None) in [
+        (outcome, None) for outcome, _ in audited(stack, "acme", "account.lockout")
+    ]

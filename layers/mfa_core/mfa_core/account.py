@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, passwords, policy, stepup, telemetry
+from mfa_core import audit, lockout, passwords, policy, stepup, telemetry
 from mfa_core.audit import RequestContext
 from mfa_core.errors import Conflict, InvalidInput, InvalidToken
 from mfa_core.members import validate_password
@@ -25,7 +25,8 @@ def change_password(
     new_password: str,
     context: RequestContext,
 ) -> None:
-    """Replace the caller's password after a recent MFA and the current password.
+    """Replace the caller's password after the current password and, once the user has a
+    factor, a recent MFA. Wrong current passwords count towards the lockout.
 
     Every other session of the user ends (their refresh fails at once and the authorizer
     rejects their access tokens), and every remember-device token stops working. The session
@@ -34,18 +35,21 @@ def change_password(
     session_id = principal.session_id
     if session_id is None:
         raise InvalidToken()
-    stepup.require(
-        svc,
-        principal,
-        CHANGE_PASSWORD_ROUTE,
-        action="Changing the password",
-        max_age_cap=policy.step_up_cap(svc.store.get_org(principal.org_id)),
-    )
-    validate_password(new_password, field="new_password")
     user = svc.store.get_user(principal.org_id, principal.user_id)
     if user is None or user.status != "active":
         raise InvalidToken()
+    # A user without a factor cannot step up, so the current password alone must do.
+    if user.factor_summaries():
+        stepup.require(
+            svc,
+            principal,
+            CHANGE_PASSWORD_ROUTE,
+            action="Changing the password",
+            max_age_cap=policy.step_up_cap(svc.store.get_org(principal.org_id)),
+        )
+    validate_password(new_password, field="new_password")
     now = svc.clock.now()
+    lockout.reject_if_locked(svc, user, now=now, event_type="password.change", context=context)
 
     def _event(outcome: str, reason: str | None = None) -> audit.AuditEvent:
         return audit.event(
@@ -60,8 +64,14 @@ def change_password(
         )
 
     if not passwords.verify_password(user.password_hash, current_password):
-        svc.store.record(_event("failure", "wrong_password"))
+        # Counted towards the lockout: a stolen session must not become a way to guess the
+        # password.
+        locked = lockout.record_failure(
+            svc, user, failure=_event("failure", "wrong_password"), context=context
+        )
         telemetry.count(telemetry.LOGIN_FAILED)
+        if locked is not None:
+            raise locked
         raise InvalidInput("The current password is incorrect.", field="current_password")
     if current_password == new_password:
         raise InvalidInput("Choose a password other than the current one.", field="new_password")

@@ -16,6 +16,8 @@ from mfa_core import (
     policy,
     remember,
     sessions,
+    sms,
+    stepup,
     telemetry,
     tokens,
     webauthn,
@@ -100,38 +102,97 @@ def login(
     rule = org_policy.rule_for(role=user.role, now=now)
     anomaly = anomalies.assess_login(svc, user, org_policy, context=context, now=now)
     login = _Login(svc, user, org_policy, context=context, now=now, anomaly=anomaly)
+    held = user.factor_summaries()
     factors = allowed_factors(user, rule.methods)
 
     if rule.enforcement == "off":
         return login.open_session()
-    if factors:
-        keys = {fid: info for fid, info in factors.items() if info.get("type") == webauthn.TYPE}
-        key_deadline = None
-        if rule.security_key and not keys:
-            key_deadline = _grace_deadline(svc, user, org_policy, now=now, context=context)
-        key_overdue = key_deadline is not None and now >= key_deadline
-        if not key_overdue and not anomaly.step_up:
-            if org_policy.reauthentication == "sensitive_only":
-                return login.open_session(extra={"reauthentication": "sensitive_only"})
-            if org_policy.reauthentication == "every_24h" and remember_device_token:
-                remembered = remember.check(svc, remember_device_token, user=user, device=device)
-                if remembered is not None:
-                    return login.open_session(remembered=remembered)
-        return login.start_mfa(
-            factors=keys if keys and rule.security_key else factors,
-            device=device if org_policy.reauthentication == "every_24h" else None,
-            next_step=REGISTER_SECURITY_KEY if key_overdue else None,
-            key_deadline=None if key_overdue else key_deadline,
+    if held:
+        return _login_with_factors(
+            login,
+            rule,
+            held=held,
+            factors=factors,
+            device=device,
+            remember_device_token=remember_device_token,
         )
     if rule.enforcement == "optional":
         return login.open_session(extra={"mfa_enrollment_recommended": True})
     deadline = _grace_deadline(svc, user, org_policy, now=now, context=context)
     if now < deadline:
         return login.open_session(extra={"mfa_enrollment_deadline": int(deadline)})
-    return login.require_enrollment(methods=sorted(rule.methods))
+    return login.require_enrollment(methods=enrollment_methods(org_policy, rule))
 
 
+# What a login must do instead of opening a session, once its MFA passes.
 REGISTER_SECURITY_KEY = "register_security_key"
+ENROLL_ALLOWED_METHOD = "enroll_allowed_method"
+
+
+def enrollment_methods(org_policy: policy.MfaPolicy, rule: policy.UserRule) -> list[str]:
+    """Return the methods a user who must enroll may choose, in the policy's order.
+
+    A role that must use security keys gets keys only; SMS is left out where it is only a
+    fallback, because it cannot be a user's only factor.
+    """
+    if rule.security_key:
+        return [webauthn.TYPE]
+    return [
+        method
+        for method in policy.METHODS
+        if method in rule.methods and not (method == sms.TYPE and org_policy.sms_fallback_only)
+    ]
+
+
+def _login_with_factors(
+    login: _Login,
+    rule: policy.UserRule,
+    *,
+    held: dict[str, Any],
+    factors: dict[str, Any],
+    device: str | None,
+    remember_device_token: str | None,
+) -> LoginResult:
+    """Decide the login of a user with active factors (`held`; `factors`: those allowed)."""
+    svc, user, org_policy, now = login.svc, login.user, login.policy, login.now
+    offered = factors
+    next_step = None
+    key_deadline = None
+    keys = {fid: info for fid, info in factors.items() if info.get("type") == webauthn.TYPE}
+    if not factors:
+        # Only factors of methods that the policy no longer allows: they still prove the
+        # user, and where MFA is required the user then enrolls an allowed method.
+        offered = held
+        if rule.enforcement == "required":
+            next_step = ENROLL_ALLOWED_METHOD
+    elif rule.security_key and keys:
+        offered = keys
+    elif rule.security_key:
+        key_deadline = _grace_deadline(
+            svc, user, org_policy, now=now, context=login.context, security_key=True
+        )
+        if now >= key_deadline:
+            next_step, key_deadline = REGISTER_SECURITY_KEY, None
+
+    if next_step is None and not login.anomaly.step_up:
+        if org_policy.reauthentication == "sensitive_only":
+            return login.open_session(extra={"reauthentication": "sensitive_only"})
+        if org_policy.reauthentication == "every_24h" and remember_device_token:
+            remembered = remember.check(
+                svc,
+                remember_device_token,
+                user=user,
+                device=device,
+                policy_version=org_policy.version,
+            )
+            if remembered is not None:
+                return login.open_session(remembered=remembered)
+    return login.start_mfa(
+        factors=offered,
+        device=device if org_policy.reauthentication == "every_24h" else None,
+        next_step=next_step,
+        key_deadline=key_deadline,
+    )
 
 
 def allowed_factors(user: UserModel, methods: frozenset[str]) -> dict[str, dict[str, Any]]:
@@ -152,19 +213,32 @@ def _grace_deadline(
     *,
     now: float,
     context: RequestContext,
+    security_key: bool = False,
 ) -> float:
-    """Return when the user's grace period ends, starting it at this login if it has not."""
-    started = user.grace_started_at
+    """Return when the user's grace period ends, starting it at this login if it has not.
+
+    The period to enroll at all and the period to add a security key (`security_key`) are
+    counted apart, each from the first login that needed it.
+    """
+    attribute = "key_grace_started_at" if security_key else "grace_started_at"
+    started = getattr(user, attribute)
     if started is None:
-        event = _event(now, user, "mfa.grace_started", "success", context)
+        event = _event(
+            now,
+            user,
+            "mfa.grace_started",
+            "success",
+            context,
+            reason="security_key" if security_key else "enrollment",
+        )
         try:
-            svc.store.start_grace(user, now=now, events=[event])
+            svc.store.start_grace(user, attribute=attribute, now=now, events=[event])
             started = now
         except ConditionFailed:
             # A concurrent login started it first.
             fresh = svc.store.get_user(user.org_id, user.user_id)
-            started = fresh.grace_started_at if fresh and fresh.grace_started_at else now
-        user.grace_started_at = started
+            started = getattr(fresh, attribute, None) or now
+        setattr(user, attribute, started)
     return org_policy.grace_deadline(started)
 
 
@@ -222,6 +296,8 @@ class _Login:
         telemetry.count(telemetry.LOGIN_SUCCEEDED)
         body: dict[str, Any] = pair.as_json()
         body.update(extra or {})
+        if revoke:
+            body["sessions_ended"] = [ended.session_id for ended, _ in revoke]
         return LoginResult(AUTHENTICATED, body)
 
     def start_mfa(
@@ -301,12 +377,14 @@ class _Login:
 def enrollment_token(
     svc: Services, user: UserModel, *, methods: list[str], mfa_time: float | None = None
 ) -> tuple[str, int]:
-    """Sign an enrollment token that lets `user` add a factor of one of `methods`.
+    """Sign an enrollment token that lets `user` add one factor of one of `methods`.
 
-    With `mfa_time` (after an MFA at login, for a user who must add a security key), it also
-    serves a user who already has factors.
+    With `mfa_time` (after an MFA at login, for a user who must add a security key or an
+    allowed method), the token lives only as long as a factor change may follow an MFA.
     """
     lifetime = svc.settings.enrollment_token_seconds
+    if mfa_time is not None:
+        lifetime = min(lifetime, stepup.FACTOR_CHANGE_MAX_MFA_AGE)
     claims: dict[str, Any] = {"methods": methods}
     if mfa_time is not None:
         claims["mfa_time"] = int(mfa_time)

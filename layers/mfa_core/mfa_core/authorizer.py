@@ -16,7 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, sessions, stepup, telemetry, tokens
+from mfa_core import audit, policy, sessions, stepup, telemetry, tokens
 from mfa_core.audit import RequestContext
 from mfa_core.errors import InvalidInput, InvalidToken, StepUpRequired
 from mfa_core.runtime import Services
@@ -58,12 +58,20 @@ class Decision:
         return self.error is None
 
 
-def decide(svc: Services, bearer_token: str | None, route_key: str | None) -> Decision:
+def decide(
+    svc: Services,
+    bearer_token: str | None,
+    route_key: str | None,
+    *,
+    org_cap: bool = False,
+) -> Decision:
     """Check an access token for the route `route_key`, as the authorizer does.
 
     The token must verify (ES256, iss, aud, exp, type access). Its session, read through the
     short-lived session cache, must be valid by the rule of sessions.is_valid. And the token
-    must meet the route's requirement when the step-up table lists the route.
+    must meet the route's requirement when the step-up table lists the route. With `org_cap`,
+    a route of this service's own also gets the org policy's shorter maximum MFA age, as its
+    handler applies it.
     """
     requirement = stepup.requirement_for(route_key) if route_key else None
     if not bearer_token:
@@ -80,6 +88,9 @@ def decide(svc: Services, bearer_token: str | None, route_key: str | None) -> De
     if not sessions.is_current(session, user, principal, svc.clock.now()):
         return Decision(SESSION_ENDED, route_key, requirement, principal, InvalidToken())
 
+    if requirement is not None and org_cap and route_key in stepup.POLICY_CAPPED_ROUTES:
+        org = svc.store.get_org(principal.org_id)
+        requirement = requirement.capped(policy.step_up_cap(org))
     if requirement is not None:
         try:
             stepup.enforce(svc, principal, requirement, action=f"The route {route_key}")
@@ -291,7 +302,7 @@ def check(svc: Services, bearer_token: str | None, route_key: str | None) -> dic
     Raises InvalidToken for a rejected token or an ended session, and StepUpRequired naming
     what is missing when the token does not meet the route's requirement.
     """
-    decision = decide(svc, bearer_token, route_key)
+    decision = decide(svc, bearer_token, route_key, org_cap=True)
     if decision.error is not None:
         raise decision.error
     assert decision.principal is not None

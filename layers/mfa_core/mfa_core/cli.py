@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mfa_core import audit, members, policy
-from mfa_core.errors import InvalidInput, MfaError
+from mfa_core.errors import InvalidInput, MfaError, NotFound
 from mfa_core.identity import ROLES
 from mfa_core.runtime import services
 
@@ -169,12 +169,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(json.dumps({"org_id": args.org_id, "sms": rules.as_item()}))
         elif args.command == "org" and args.action == "policy":
-            current = policy.mfa_policy(svc.store.get_org(args.org_id))
+            org = svc.store.get_org(args.org_id)
+            if org is None:
+                raise NotFound("No org with this id.")
+            current = policy.mfa_policy(org)
             if args.set is not None:
+                document = _read_json(args.set)
+                # Also take the file that this command prints, with its wrapper.
+                if set(document) == {"org_id", "version", "policy"}:
+                    document = document["policy"]
                 current = policy.set_mfa_policy(
                     svc,
                     org_id=args.org_id,
-                    policy=policy.parse_policy(_read_json(args.set)),
+                    policy=policy.parse_policy(document),
                     expected_version=None,
                     actor="operator",
                     context=audit.SYSTEM,

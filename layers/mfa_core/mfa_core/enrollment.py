@@ -46,7 +46,7 @@ MAX_FACTORS = 20
 MAX_LABEL = 64
 DEFAULT_LABEL = "Authenticator app"
 # Maximum age in seconds of the MFA that lets a user who has a factor add another.
-FACTOR_CHANGE_MAX_MFA_AGE = 5 * 60
+FACTOR_CHANGE_MAX_MFA_AGE = stepup.FACTOR_CHANGE_MAX_MFA_AGE
 # Route keys of the routes whose requirement mfa_core.stepup declares.
 REMOVE_FACTOR_ROUTE = "DELETE /v1/me/factors/{factor_id}"
 REGENERATE_BACKUP_CODES_ROUTE = "POST /v1/me/backup-codes"
@@ -117,10 +117,10 @@ def authorize_factor_change(
     Once a user has a factor, a change needs an MFA in the last FACTOR_CHANGE_MAX_MFA_AGE
     seconds, in every org. Otherwise a password alone, through an older password-only
     session or an enrollment token, could add a factor of its own next to the owner's and
-    then step up with it. An enrollment token serves a user without an active factor of the
-    methods it names, or, when it records an MFA at login (a role that must add a security
-    key), a user with factors. Where login asks for no factor (enforcement "off"), a step-up
-    at /v1/auth/mfa/verify gives the session a recent MFA.
+    then step up with it. An enrollment token serves a user until they have an active factor
+    of one of the methods it names (any factor for a user who had none; a security key for a
+    role that must use one, after its MFA at login). Where login asks for no factor
+    (enforcement "off"), a step-up at /v1/auth/mfa/verify gives the session a recent MFA.
 
     With `org` (the user's org, read by the caller), a method that the org's policy does not
     allow is refused.
@@ -130,17 +130,16 @@ def authorize_factor_change(
         if factor_type not in rule.methods:
             raise MethodNotAllowed(
                 f"Your org's policy does not allow {factor_type} factors; use one of: "
-                f"{', '.join(sorted(rule.methods))}."
+                f"{', '.join(m for m in policy.METHODS if m in rule.methods)}."
             )
     first_factor = not user.factor_summaries()
     if principal.token_type == tokens.ENROLLMENT:
         methods = principal.claims.get("methods")
         if isinstance(methods, list) and factor_type not in methods:
             raise MethodNotAllowed(f"This enrollment token is for: {', '.join(map(str, methods))}.")
-        if "mfa_time" in principal.claims or first_factor:
-            return first_factor
-        usable = {info.get("type") for info in user.factor_summaries().values()}
-        if isinstance(methods, list) and not usable & set(methods):
+        # The token serves until the user has an active factor of its methods: one factor.
+        held = {info.get("type") for info in user.factor_summaries().values()}
+        if first_factor or (isinstance(methods, list) and not held & set(methods)):
             return first_factor
         raise InvalidToken("The enrollment token is spent: the user already has an active factor.")
     if first_factor:

@@ -92,7 +92,7 @@ class Forbidden(MfaError):
 class MethodNotAllowed(Forbidden):
     """The org's policy, or the enrollment token, does not allow this kind of factor."""
 
-    code = "method_not_allowed"
+    code = "factor_type_not_allowed"
 
 
 class StepUpRequired(Forbidden):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
-from mfa_core import audit, passwords
+from mfa_core import audit, passwords, stepup
 from mfa_core.audit import RequestContext
 from mfa_core.errors import Forbidden, InvalidInput, NotFound
 from mfa_core.identity import new_user_id, normalize_email, normalize_org_id, validate_role
@@ -154,3 +154,44 @@ def require_admin(svc: Services, principal: Principal, org_id: str) -> UserModel
     if user.role != "admin":
         raise Forbidden("Only org admins may do this.")
     return user
+
+
+CREATE_MEMBER_ROUTE = "POST /v1/orgs/{org_id}/users"
+
+
+def create_member_as_admin(
+    svc: Services,
+    principal: Principal,
+    *,
+    org_id: str,
+    email: str,
+    role: str,
+    password: str | None,
+    context: RequestContext,
+) -> NewMember:
+    """Add a member for one of the org's admins.
+
+    An admin who has a factor needs a recent MFA first (the step-up table's requirement, capped
+    by the org's policy), so that a password alone, such as in an org that asks for MFA only
+    before sensitive operations, cannot create an admin of its own.
+    """
+    from mfa_core import policy  # noqa: PLC0415 - policy imports this module
+
+    admin = require_admin(svc, principal, org_id)
+    if admin.factor_summaries():
+        stepup.require(
+            svc,
+            principal,
+            CREATE_MEMBER_ROUTE,
+            action="Creating a member",
+            max_age_cap=policy.step_up_cap(svc.store.get_org(org_id)),
+        )
+    return create_member(
+        svc,
+        org_id=org_id,
+        email=email,
+        role=role,
+        password=password,
+        actor=f"user:{admin.user_id}",
+        context=context,
+    )

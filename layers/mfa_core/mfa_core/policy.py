@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from mfa_core import audit
+from mfa_core import audit, members, stepup
 from mfa_core.audit import RequestContext
 from mfa_core.errors import InvalidInput, NotFound, PreconditionFailed
+from mfa_core.identity import ROLES
 from mfa_core.runtime import Services
 from mfa_core.store.models import OrgModel
 from mfa_core.store.repository import ConditionFailed
@@ -276,6 +278,8 @@ MAX_RESET_APPROVALS = 3
 # RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
 CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
 MAX_CLAIM_VALUES = 20
+EARLIEST_TIME = 946_684_800  # 2000-01-01T00:00:00Z
+LATEST_TIME = 253_370_678_400  # 9998-12-31T00:00:00Z
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,6 +431,12 @@ def parse_policy(document: Mapping[str, Any]) -> MfaPolicy:
     Every field is required, so that a change never resets a setting by leaving it out.
     Raises InvalidInput naming the first field at fault.
     """
+    if "policy" in document and "enforcement" not in document:
+        raise InvalidInput(
+            "Send the policy object itself: the value of 'policy' in the GET response, "
+            "without the wrapper around it.",
+            field="policy",
+        )
     reader = _Reader(document)
     policy = MfaPolicy(
         enforcement=reader.choice("enforcement", ENFORCEMENT),
@@ -532,8 +542,6 @@ class _Reader:
         return tuple(sorted(value, key=allowed.index))
 
     def roles(self, name: str) -> tuple[str, ...]:
-        from mfa_core.identity import ROLES  # noqa: PLC0415 - identity imports errors only
-
         return self.choices(name, ROLES)
 
     def strings(self, name: str) -> tuple[str, ...]:
@@ -573,7 +581,8 @@ class _Reader:
         if moment is None:
             raise self._fail(
                 name,
-                "Use an ISO 8601 time with a UTC offset, such as 2027-03-01T00:00:00Z, or null.",
+                "Use an ISO 8601 time with a UTC offset between the years 2000 and 9998, such as "
+                "2027-03-01T00:00:00Z, or null.",
             )
         return moment
 
@@ -595,8 +604,6 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 def _parse_iso(value: str) -> int | None:
-    from datetime import datetime  # noqa: PLC0415 - only policy changes parse times
-
     if len(value) > 40:
         return None
     try:
@@ -605,14 +612,16 @@ def _parse_iso(value: str) -> int | None:
         return None
     if moment.tzinfo is None:
         return None
-    return int(moment.timestamp())
+    epoch = int(moment.timestamp())
+    # Years 2000 to 9998 only, so that every stored time can be written back as ISO 8601.
+    if not EARLIEST_TIME <= epoch <= LATEST_TIME:
+        return None
+    return epoch
 
 
 def _iso(epoch: int | None) -> str | None:
     if epoch is None:
         return None
-    from datetime import UTC, datetime  # noqa: PLC0415
-
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -673,8 +682,6 @@ def set_mfa_policy(
 
 def read_policy(svc: Services, principal: Principal, org_id: str) -> MfaPolicy:
     """Return the org's policy to one of its admins."""
-    from mfa_core import members  # noqa: PLC0415 - members imports this module's callers
-
     members.require_admin(svc, principal, org_id)
     return mfa_policy(svc.store.get_org(org_id))
 
@@ -692,8 +699,6 @@ def replace_policy(
 
     `if_match` is the ETag of the policy the change was based on, when the client sent one.
     """
-    from mfa_core import members, stepup  # noqa: PLC0415 - both import this module's callers
-
     admin = members.require_admin(svc, principal, org_id)
     org = svc.store.get_org(org_id)
     stepup.require(
@@ -722,7 +727,8 @@ def etag(policy: MfaPolicy) -> str:
 
 
 def _version_from_etag(value: str | None) -> int | None:
-    if value is None:
+    if value is None or value.strip() == "*":
+        # "*" matches any current version (RFC 9110, section 13.1.1).
         return None
     text = value.strip().removeprefix("W/")
     if (

@@ -4,8 +4,8 @@ Where an org re-verifies every 24 hours, a successful MFA at login on a device t
 `device_id` earns a signed token bound to the user, the org and that device id (as its
 SHA-256). At the next login on that device, the token stands in for the MFA until 24 hours
 after the MFA it records. It stops working at once when the user's factors change
-(`factors_version`), when the password changes or is reset (`credentials_version`), and when
-the org's policy no longer re-verifies every 24 hours.
+(`factors_version`), when the password changes or is reset or the user forgets their devices
+(`credentials_version`), and when the org's policy changes in any way (its version).
 """
 
 from __future__ import annotations
@@ -46,9 +46,19 @@ def device_hash(device_id: str | None) -> str | None:
 
 
 def issue(
-    svc: Services, *, user: UserModel, device: str, amr: list[str], acr: str, mfa_time: float
+    svc: Services,
+    *,
+    user: UserModel,
+    device: str,
+    amr: list[str],
+    acr: str,
+    mfa_time: float,
+    policy_version: int,
 ) -> tuple[str, int]:
-    """Sign a token for `device` (a device_hash) and return it with its lifetime in seconds."""
+    """Sign a token for `device` (a device_hash) and return it with its lifetime in seconds.
+
+    `policy_version` is the org policy's version: any later policy change voids the token.
+    """
     lifetime = max(0, int(mfa_time) + LIFETIME - int(svc.clock.now()))
     token = svc.tokens.issue(
         token_type=tokens.REMEMBER_DEVICE,
@@ -58,6 +68,7 @@ def issue(
         did=device,
         fv=int(user.factors_version or 0),
         cv=int(user.credentials_version or 0),
+        pv=policy_version,
         amr=amr,
         acr=acr,
         mfa_time=int(mfa_time),
@@ -66,9 +77,10 @@ def issue(
 
 
 def check(
-    svc: Services, token: str, *, user: UserModel, device: str | None
+    svc: Services, token: str, *, user: UserModel, device: str | None, policy_version: int
 ) -> RememberedMfa | None:
-    """Return the remembered MFA if `token` is valid for this user and device, else None."""
+    """Return the remembered MFA if `token` is valid for this user, device and policy version,
+    else None."""
     if device is None:
         return None
     try:
@@ -83,6 +95,7 @@ def check(
         or claims.get("did") != device
         or claims.get("fv") != int(user.factors_version or 0)
         or claims.get("cv") != int(user.credentials_version or 0)
+        or claims.get("pv") != policy_version
         or not isinstance(mfa_time, int)
         or svc.clock.now() - mfa_time >= LIFETIME
         or not isinstance(amr, list)

@@ -281,7 +281,7 @@ def make_room(
             extra={"org_id": user.org_id, "user_id": user.user_id, "max_sessions": max_sessions},
         )
         raise SessionLimitReached(
-            f"You already have {len(live)} active sessions, the most your org allows; sign out "
+            f"You have {len(live)} active sessions and your org allows {max_sessions}; sign out "
             "of one (GET and DELETE /v1/me/sessions from a signed-in device) and try again."
         )
     # NOTE: at most SESSIONS_PER_TRANSACTION sessions end per login; an org that lowers its

@@ -69,6 +69,8 @@ class Requirement:
 
 
 FIVE_MINUTES = 5 * 60
+# The maximum MFA age for adding a factor, whatever the route.
+FACTOR_CHANGE_MAX_MFA_AGE = FIVE_MINUTES
 
 # Route key -> requirement. A route that is not listed needs a valid access token of a live
 # session and nothing more.
@@ -82,7 +84,21 @@ ROUTE_REQUIREMENTS: Mapping[str, Requirement] = {
     "PUT /v1/orgs/{org_id}/mfa-policy": Requirement("aal2", FIVE_MINUTES),
     "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/approve": Requirement("aal2", FIVE_MINUTES),
     "PUT /v1/me/password": Requirement("aal2", FIVE_MINUTES),
+    "POST /v1/orgs/{org_id}/users": Requirement("aal2", FIVE_MINUTES),
 }
+
+# This service's own routes, whose handlers also apply the org policy's shorter maximum MFA
+# age (`step_up_max_age_minutes`); the Lambda authorizer applies the table alone.
+POLICY_CAPPED_ROUTES = frozenset(
+    {
+        "DELETE /v1/me/factors/{factor_id}",
+        "POST /v1/me/backup-codes",
+        "PUT /v1/orgs/{org_id}/mfa-policy",
+        "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/approve",
+        "PUT /v1/me/password",
+        "POST /v1/orgs/{org_id}/users",
+    }
+)
 
 
 @dataclass(frozen=True)

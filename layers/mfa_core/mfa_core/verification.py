@@ -95,6 +95,7 @@ def start_challenge(
         if not _login_open(login, principal, now):
             raise InvalidToken()
     else:
+        login = None
         user = svc.store.get_user(principal.org_id, principal.user_id)
         org = svc.store.get_org(principal.org_id)
     if user is None or user.status != "active":
@@ -110,11 +111,8 @@ def start_challenge(
         if factor_id not in factors:
             raise NotFound("No active factor with this id.")
         if factors[factor_id].get("type") == sms.TYPE:
-            phone_factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
-            if phone_factor is None or phone_factor.status != "active":
-                raise NotFound("No active factor with this id.")
-            return sms.send_code(
-                svc, user, phone_factor, binding=binding(principal), context=context
+            return _send_sms_code(
+                svc, principal, user, factor_id, login=login, org=org, now=now, context=context
             )
         if factors[factor_id].get("type") != webauthn.TYPE:
             raise InvalidInput(
@@ -160,6 +158,33 @@ def start_challenge(
     )
     svc.store.save_challenge(record, [event])
     return CeremonyOptions(record.challenge_id, options, lifetime)
+
+
+def _send_sms_code(
+    svc: Services,
+    principal: Principal,
+    user: UserModel,
+    factor_id: str,
+    *,
+    login: ChallengeModel | None,
+    org: OrgModel | None,
+    now: float,
+    context: RequestContext,
+) -> sms.SentCode:
+    phone_factor = svc.store.get_factor(user.org_id, user.user_id, factor_id)
+    if phone_factor is None or phone_factor.status != "active":
+        raise NotFound("No active factor with this id.")
+    if not _allowed(phone_factor, login, org, user, now):
+        _refuse_factor(
+            svc,
+            user,
+            factor_id,
+            at_login=login is not None,
+            event_type=_event_type(principal),
+            now=now,
+            context=context,
+        )
+    return sms.send_code(svc, user, phone_factor, binding=binding(principal), context=context)
 
 
 def verify(
@@ -208,22 +233,16 @@ def verify(
         if proof.backup_code is not None
         else {"totp", sms.TYPE}
     )
-    if factor is not None and not _allowed(factor, read.anchor, read.org, user, now):
-        svc.store.record(
-            audit.event(
-                now=now,
-                event_type=event_type,
-                outcome="denied",
-                org_id=user.org_id,
-                user_id=user.user_id,
-                factor_id=factor.factor_id,
-                context=context,
-                reason="method_not_allowed",
-            )
-        )
-        raise MethodNotAllowed(
-            "Your org's policy does not accept this factor here; use one of the factors that "
-            "the login response listed."
+    login = read.anchor if isinstance(read.anchor, ChallengeModel) else None
+    if factor is not None and not _allowed(factor, login, read.org, user, now):
+        _refuse_factor(
+            svc,
+            user,
+            factor.factor_id,
+            at_login=login is not None,
+            event_type=event_type,
+            now=now,
+            context=context,
         )
     if factor is None or factor.status != "active" or factor.type not in expected_types:
         if assertion is not None:
@@ -263,23 +282,63 @@ def verify(
 
 def _allowed(
     factor: FactorModel,
-    anchor: ChallengeModel | SessionModel | None,
+    login: ChallengeModel | None,
     org: OrgModel | None,
     user: UserModel,
     now: float,
 ) -> bool:
-    """Tell whether the org's policy and the login's decision let this factor verify.
+    """Tell whether a factor may verify this login (`login`) or a step-up (`login` None).
 
-    Backup codes are the way back in when factors are lost, so they always count.
+    At login, the password step's decision stored on the transaction rules. At step-up, the
+    org's policy does: an allowed method, and a security key for a role that must use one
+    once the user has a key. Backup codes are the way back in when factors are lost, so they
+    always count.
     """
     if factor.type == backup_codes.TYPE:
         return True
+    if login is not None and login.factor_ids is not None:
+        return factor.factor_id in login.factor_ids
     rule = policy.mfa_policy(org).rule_for(role=user.role, now=now)
-    if rule.enforcement != "off" and factor.type not in rule.methods:
+    if rule.enforcement == "off":
+        return True
+    if factor.type not in rule.methods:
         return False
-    if isinstance(anchor, ChallengeModel) and anchor.factor_ids is not None:
-        return factor.factor_id in anchor.factor_ids
-    return True
+    has_key = any(
+        info.get("type") == webauthn.TYPE and not info.get("blocked")
+        for info in user.factor_summaries().values()
+    )
+    return not (rule.security_key and has_key and factor.type != webauthn.TYPE)
+
+
+def _refuse_factor(
+    svc: Services,
+    user: UserModel,
+    factor_id: str,
+    *,
+    at_login: bool,
+    event_type: str,
+    now: float,
+    context: RequestContext,
+) -> NoReturn:
+    """Audit and raise the refusal of a factor that the policy or the login does not accept."""
+    svc.store.record(
+        audit.event(
+            now=now,
+            event_type=event_type,
+            outcome="denied",
+            org_id=user.org_id,
+            user_id=user.user_id,
+            factor_id=factor_id,
+            context=context,
+            reason="factor_type_not_allowed",
+        )
+    )
+    where = (
+        "use one of the factors that the login response listed"
+        if at_login
+        else "step up with a factor that the policy allows, such as your security key"
+    )
+    raise MethodNotAllowed(f"Your org's policy does not accept this factor here; {where}.")
 
 
 def _complete(
@@ -300,7 +359,7 @@ def _complete(
     pair: sessions.TokenPair | None = None
     if isinstance(anchor, ChallengeModel):
         step_up = None
-        if anchor.next_step == auth.REGISTER_SECURITY_KEY:
+        if anchor.next_step in (auth.REGISTER_SECURITY_KEY, auth.ENROLL_ALLOWED_METHOD):
             session = None
         else:
             revoke = sessions.make_room(
@@ -358,14 +417,15 @@ def _complete(
     extra = _backup_code_notice(checked)
     if isinstance(anchor, ChallengeModel) and pair is None:
         telemetry.count(telemetry.MFA_VERIFIED)
-        logger.info("MFA verified; a security key is required", extra=ids)
-        token, lifetime = auth.enrollment_token(svc, user, methods=[webauthn.TYPE], mfa_time=now)
+        logger.info("MFA verified; a new factor is required", extra=ids)
+        methods = auth.enrollment_methods(org_policy, org_policy.rule_for(role=user.role, now=now))
+        token, lifetime = auth.enrollment_token(svc, user, methods=methods, mfa_time=now)
         return {
             "status": auth.ENROLLMENT_REQUIRED,
             "enrollment_token": token,
             "expires_in": lifetime,
-            "allowed_methods": [webauthn.TYPE],
-            "next_step": auth.REGISTER_SECURITY_KEY,
+            "allowed_methods": methods,
+            "next_step": anchor.next_step,
             **extra,
         }
     if pair is not None:
@@ -373,9 +433,17 @@ def _complete(
         telemetry.count(telemetry.MFA_VERIFIED)
         logger.info("MFA verified", extra={**ids, "acr": checked.acr})
         body = {"status": "authenticated", **pair.as_json(), **extra}
+        if revoke:
+            body["sessions_ended"] = [ended.session_id for ended, _ in revoke]
         if anchor.device is not None and org_policy.reauthentication == "every_24h":
             token, lifetime = remember.issue(
-                svc, user=user, device=anchor.device, amr=checked.amr, acr=checked.acr, mfa_time=now
+                svc,
+                user=user,
+                device=anchor.device,
+                amr=checked.amr,
+                acr=checked.acr,
+                mfa_time=now,
+                policy_version=org_policy.version,
             )
             body["remember_device_token"] = token
             body["remember_device_expires_in"] = lifetime

@@ -90,6 +90,8 @@ class UserModel(Model):
     # When MFA enrollment first became required of the user (at a login); the grace period
     # of the org's policy counts from here.
     grace_started_at = NumberAttribute(null=True)
+    # Likewise, when a security key first became required of the user's role.
+    key_grace_started_at = NumberAttribute(null=True)
     # Where and when the user signed in before, for anomaly signals (mfa_core.risk).
     login_history: MapAttribute[str, Any] = MapAttribute(null=True)
 

@@ -270,14 +270,21 @@ class Store:
             self._revoke(tx, list(revocations), reason="session_limit", now=session.created_at)
             self._audit(tx, events)
 
-    def start_grace(self, user: UserModel, *, now: float, events: list[AuditEvent]) -> None:
-        """Record when MFA enrollment became required of a user; ConditionFailed if it was set."""
+    def start_grace(
+        self, user: UserModel, *, attribute: str, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Record when a grace period of the user began: `attribute` is "grace_started_at" or
+        "key_grace_started_at". Raises ConditionFailed if it was already set."""
+        started = {
+            "grace_started_at": UserModel.grace_started_at,
+            "key_grace_started_at": UserModel.key_grace_started_at,
+        }[attribute]
         with self._transaction() as tx:
             tx.update(
                 "user",
                 UserModel(user.org_id, user.user_id),
-                actions=[UserModel.grace_started_at.set(now)],
-                condition=UserModel.user_id.exists() & UserModel.grace_started_at.does_not_exist(),
+                actions=[started.set(now)],
+                condition=UserModel.user_id.exists() & started.does_not_exist(),
             )
             self._audit(tx, events)
 
@@ -375,7 +382,8 @@ class Store:
             tx.update(
                 "org",
                 OrgModel(org_id),
-                actions=[OrgModel.sms.set(settings)],
+                # The policy document shows SMS's fallback rule, so its version moves too.
+                actions=[OrgModel.sms.set(settings), OrgModel.policy_version.add(1)],
                 condition=OrgModel.org_id.exists(),
             )
             self._audit(tx, events)

@@ -492,3 +492,35 @@ def test_example_backend_requires_authorizer_context(stack: LocalStack) -> None:
 
     assert result["statusCode"] == 500
     assert json.loads(result["body"])["code"] == "configuration_error"
+
+
+@pytest.mark.parametrize(
+    ("stage", "path"),
+    [
+        ("$default", "/v1/agents/a1/credentials/"),
+        ("$default", "/v1/agents/a1//credentials"),
+        ("$default", "/v1/agents/a1/%63redentials"),
+        ("$default", "/v1//agents/a1/credentials"),
+        ("$default", "/v1/agents/a1/Credentials"),
+        ("$default", "/v1/agents/a1/x/../credentials"),
+        ("prod", "/prod/v1/agents/a1/credentials"),
+    ],
+)
+def test_catch_all_route_cannot_skip_a_requirement(
+    flow: Flow, acme: Member, stage: str, path: str
+) -> None:
+    # Imported here: importing it at collection would create its logger before the service's.
+    from mfa_core import authorizer  # noqa: PLC0415
+
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    event = {
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeKey": "ANY /v1/agents/{proxy+}",
+        "rawPath": path,
+        "headers": {"authorization": f"Bearer {token}"},
+        "requestContext": {"http": {"method": "POST", "path": path}, "stage": stage},
+    }
+    assert authorizer.authorize(runtime.services(), event) == {"isAuthorized": False}
+    event["requestContext"]["http"]["method"] = "GET"
+    assert authorizer.authorize(runtime.services(), event)["isAuthorized"] is True

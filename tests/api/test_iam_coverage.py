@@ -21,9 +21,10 @@ from local.intrinsics import resolve
 from local.stack import LocalStack
 from local.template import parse_yaml
 from mfa_core.policy import MfaPolicy
-from tests.api.conftest import add_member, add_org
+from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
+from tests.api.test_policy import set_policy
 from tests.api.test_sms import enroll_phone, last_code
 
 Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
@@ -94,6 +95,8 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
         return [(f"secretsmanager:{operation}", params["SecretId"])]
     if service == "sns" and operation == "Publish" and "PhoneNumber" in params:
         return [("sns:Publish", "*")]  # SMS to a phone number has no resource ARN
+    if service == "sns" and operation == "Publish":
+        return [("sns:Publish", params["TopicArn"])]
     if service == "ssm":
         name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
         return [(f"ssm:{operation}", f"arn:aws:ssm:{region}:{account}:parameter{name}")]
@@ -206,6 +209,18 @@ def _run_policy_flow(client: Client, flow: Flow) -> None:
     )
     assert changed_password.status == 204, changed_password.text
     admin.password = new_password
+    _run_blocked_login(client, flow, newcomer)
+
+
+def _run_blocked_login(client: Client, flow: Flow, member: Member) -> None:
+    """Sign in from France, then from Australia two hours later where the org blocks that."""
+    set_policy("globex", enforcement="optional", geo_anomaly_action="block")
+    body = {"org_id": member.org_id, "email": member.email, "password": member.password}
+    france = client.post("/v1/auth/login", body, headers={SOURCE_IP_HEADER: "94.23.0.1"})
+    assert france.status == 200, france.text
+    flow.clock.advance(2 * 3600)
+    australia = client.post("/v1/auth/login", body, headers={SOURCE_IP_HEADER: "203.2.218.214"})
+    assert australia.status == 403, australia.text
 
 
 def _run_authorizer_flow(client: Client, flow: Flow) -> None:

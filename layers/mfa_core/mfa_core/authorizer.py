@@ -132,12 +132,16 @@ def _listed_route(event: dict[str, Any]) -> str | None:
     route_key = route_key if isinstance(route_key, str) else None
     if route_key is not None and stepup.requirement_for(route_key) is not None:
         return route_key
-    http = _object(_object(event.get("requestContext")).get("http"))
+    request_context = _object(event.get("requestContext"))
+    http = _object(request_context.get("http"))
     method, path = http.get("method"), event.get("rawPath")
-    if isinstance(method, str) and isinstance(path, str):
-        # NOTE: on a named stage rawPath may start with the stage name, which matches nothing.
-        return stepup.match_route(method, path) or route_key
-    return route_key
+    if not isinstance(method, str) or not isinstance(path, str):
+        return route_key
+    # On a named stage, rawPath starts with the stage name, which routes do not include.
+    stage = request_context.get("stage")
+    if isinstance(stage, str) and stage != "$default" and path.startswith(f"/{stage}/"):
+        path = path[len(stage) + 1 :]
+    return stepup.match_route(method, path) or route_key
 
 
 def bearer_from_header(value: Any) -> str | None:

@@ -222,13 +222,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _read_json(path: str) -> dict[str, Any]:
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(
+            Path(path).read_text(encoding="utf-8"), object_pairs_hook=_reject_duplicate_keys
+        )
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(
             f"Cannot read {path} as a JSON file: {exc.__class__.__name__}.", field="policy"
         ) from exc
     if not isinstance(document, dict):
         raise InvalidInput(f"{path} must hold a JSON object.", field="policy")
+    return document
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, raising ValueError on a repeated key, as the HTTP API does."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError("duplicate key")
+        document[key] = value
     return document
 
 

@@ -336,6 +336,8 @@ class MfaPolicy:
     security_key_roles: tuple[str, ...] = ()
     max_sessions: int = 0
     session_limit_action: str = "revoke_oldest"
+    # NOTE: stored and validated, but read by no code until supervised resets and SSO logins
+    # exist.
     reset_approvals: int | None = None
     sso: SsoTrust = SsoTrust()
     geo_anomaly_action: str = "flag"

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from mfa_core import tokens
 from mfa_core.errors import StepUpRequired
@@ -231,9 +232,8 @@ def _compile(route_key: str) -> _RoutePattern:
         else:
             parts.append(re.escape(segment))
             ranks.append(_LITERAL)
-    return _RoutePattern(
-        route_key, method, re.compile("^/" + "/".join(parts) + "$"), (*ranks, _VARIABLE + 1)
-    )
+    regex = re.compile("^/" + "/".join(parts) + "$", re.IGNORECASE)
+    return _RoutePattern(route_key, method, regex, (*ranks, _VARIABLE + 1))
 
 
 _PATTERNS = sorted(
@@ -244,9 +244,30 @@ _PATTERNS = sorted(
 def match_route(method: str, path: str) -> str | None:
     """Return the table's route key for a request method and path, or None if none matches.
 
-    Paths match segment by segment, a literal segment before a {variable} one.
+    Paths match segment by segment, a literal segment before a {variable} one, after the
+    normalization that web frameworks apply before routing: empty segments (`//`, a trailing
+    `/`) are dropped, each segment is percent-decoded on its own, `.` and `..` are resolved,
+    and literal segments match in any case. So `/v1/agents/a1/%63redentials/` needs what
+    `/v1/agents/a1/credentials` needs.
     """
+    normalized = normalize_path(path)
     for pattern in _PATTERNS:
-        if pattern.method == method and pattern.regex.match(path):
+        if pattern.method == method.upper() and pattern.regex.match(normalized):
             return pattern.route_key
     return None
+
+
+def normalize_path(path: str) -> str:
+    """Normalize a request path for matching (see match_route); a `/` inside a segment that
+    was encoded as %2F stays inside that segment."""
+    segments: list[str] = []
+    for raw in path.split("/"):
+        segment = unquote(raw)
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment.replace("/", "%2F"))
+    return "/" + "/".join(segments)

@@ -91,6 +91,8 @@ class SecurityNotifier:
 
     def login_blocked(self, *, user: Any, signals: tuple[str, ...], country: str | None) -> None:
         """Tell responders that a login of `user` was blocked for its location."""
+        # NOTE: one message per blocked attempt, not throttled: someone who holds the password
+        # can send responders many messages.
         self._publish(
             "login.blocked",
             {
@@ -114,6 +116,6 @@ class SecurityNotifier:
                 MessageAttributes={"kind": {"DataType": "String", "StringValue": kind}},
             )
         except (ClientError, BotoCoreError) as exc:
-            logger.error(
+            logger.warning(
                 "Security notification failed", extra={"kind": kind, "error": type(exc).__name__}
             )

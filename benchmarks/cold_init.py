@@ -39,7 +39,10 @@ FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "enroll": ("store", "kms", "ssm"),
     "verify": ("store", "kms", "secrets_manager", "ssm"),
     "admin": ("store", "ssm"),
+    "authorizer": ("store", "ssm"),
 }
+# Functions whose handler is not functions/<name>/app.py: the folder and the module file.
+FUNCTION_MODULES: dict[str, tuple[str, str]] = {"authorizer": ("session", "authorizer.py")}
 
 # Prints the nanoseconds spent importing the app module, then building its clients. The line on
 # stderr separates the interpreter's own start-up imports from the timed ones under importtime.
@@ -109,7 +112,7 @@ class ColdInitResult:
         lines = [
             f"Median of {count} fresh processes each; `import boto3` took **{boto3_ms:.1f} ms**.",
             "",
-            "| Function | Members built | Import app.py ms | Build clients ms | Total ms "
+            "| Function | Members built | Import handler ms | Build clients ms | Total ms "
             f"| x boto3 | Target ≤ {TARGET_RATIO}x |",
             "| --- | --- | ---: | ---: | ---: | ---: | --- |",
         ]
@@ -234,13 +237,15 @@ def _commands(template: Template) -> dict[str, _Command]:
         )
     }
     for name, members in FUNCTION_CLIENTS.items():
-        code_dir = ROOT / "functions" / name
+        folder, module_file = FUNCTION_MODULES.get(name, (name, "app.py"))
+        code_dir = ROOT / "functions" / folder
+        module = module_file.removesuffix(".py")
         commands[name] = _Command(
             name,
-            [sys.executable, "-c", _FUNCTION_SCRIPT, str(code_dir / "app.py"), "app", *members],
+            [sys.executable, "-c", _FUNCTION_SCRIPT, str(code_dir / module_file), module, *members],
             {
                 **base,
-                **function_environment(template, name),
+                **function_environment(template, folder),
                 # Lambda puts the function's folder first, then the layer.
                 "PYTHONPATH": os.pathsep.join([str(code_dir), str(LAYER_PATH)]),
             },

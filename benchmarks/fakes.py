@@ -8,6 +8,7 @@ clients never run; everything else (verification, tokens, cipher, signing keys) 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from mfa_core.adapters.keys import SigningKeys, new_private_jwk, public_jwk
@@ -106,6 +107,8 @@ class FakeStore:
         step_up: StepUp | None,
         now: float,
         events: list[AuditEvent],
+        revocations: Sequence[tuple[SessionModel, AuditEvent]] = (),
+        user_update: Sequence[Any] = (),
     ) -> None:
         self.completed.append(factor.factor_id)
 

@@ -2,7 +2,7 @@
 
 The password step locates the source address and compares it with the user's login history
 (mfa_core.risk). An anomaly is audited as `login.anomaly`; the policy's `geo_anomaly_action`
-then flags it only, asks for MFA even where a remembered device or `sensitive_only` would skip
+then flags it only, requires MFA even where a remembered device or `sensitive_only` would skip
 it (`step_up`), or rejects the login (`block`). The history records a login once it succeeds,
 which for an MFA login is at the verification.
 """
@@ -27,8 +27,8 @@ logger = Logger(child=True)
 
 @dataclass(frozen=True, kw_only=True)
 class LoginRisk:
-    """What a login's location means: the anomaly signals, the audit events that record them,
-    whether MFA must be asked regardless, and how to record the login in the history."""
+    """The risk of a login's location: the anomaly signals, the audit events that record them,
+    whether MFA is required regardless, and how to record the login in the history."""
 
     signals: tuple[str, ...] = ()
     step_up: bool = False

@@ -2,7 +2,7 @@
 
 Where an org re-verifies every 24 hours, a successful MFA at login on a device that sent a
 `device_id` earns a signed token bound to the user, the org and that device id (as its
-SHA-256). At the next login on that device, the token stands in for the MFA until 24 hours
+SHA-256). At the next login on that device, the token replaces the MFA until 24 hours
 after the MFA it records. It stops working at once when the user's factors change
 (`factors_version`), when the password changes or is reset or the user forgets their devices
 (`credentials_version`), and when the org's policy changes in any way (its version).

@@ -172,7 +172,7 @@ def create_member_as_admin(
     """Add a member for one of the org's admins.
 
     An admin who has a factor needs a recent MFA first (the step-up table's requirement, capped
-    by the org's policy), so that a password alone, such as in an org that asks for MFA only
+    by the org's policy), so that a password alone, such as in an org that requires MFA only
     before sensitive operations, cannot create an admin of its own.
     """
     from mfa_core import policy  # noqa: PLC0415 - policy imports this module

@@ -375,6 +375,7 @@ def test_disallowed_factor_is_refused_at_step_up(
     client: Client, flow: Flow, enrolled: Member, stack: LocalStack
 ) -> None:
     token = fresh_mfa_token(flow, enrolled)
+    flow.register_key(token, SoftAuthenticator())
     set_policy("acme", enforcement="optional", allowed_methods=("webauthn", "sms"))
     assert enrolled.totp_secret is not None
     flow.next_step()
@@ -466,6 +467,14 @@ def test_operator_cli_prints_and_replaces_the_policy(
     assert cli.main(["org", "policy", "--org-id", "nosuch"]) == 1
     assert "not_found" in capsys.readouterr().err
 
+    # A printed file that is stale, or of another org, is refused.
+    path.write_text(json.dumps(printed), encoding="utf-8")
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+    assert "precondition_failed" in capsys.readouterr().err
+    path.write_text(json.dumps({**printed, "org_id": "globex", "version": 2}), encoding="utf-8")
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+    assert "(policy)" in capsys.readouterr().err
+
     path.write_text(json.dumps(document(grace_days=-1)), encoding="utf-8")
     assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
     assert "(grace_days)" in capsys.readouterr().err
@@ -543,3 +552,73 @@ def test_key_role_without_any_factor_must_enroll_a_key(flow: Flow, acme: Member)
     set_policy("acme", security_key_roles=("admin",))
     body = flow.login_ok(member, "enrollment_required")
     assert body["allowed_methods"] == ["webauthn"]
+
+
+def test_enrollment_token_without_mfa_is_spent_by_any_factor(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    # The owner keeps a session from before enforcement; an attacker with the password gets a
+    # key-only enrollment token; the owner then enrolls TOTP.
+    owner_session = flow.login_ok(acme, "authenticated")["access_token"]
+    set_policy("acme", security_key_roles=("admin",))
+    attacker_token = flow.login_ok(acme, "enrollment_required")["enrollment_token"]
+    flow.enroll(acme, owner_session)
+    options = client.post("/v1/me/factors/webauthn/options", {}, token=attacker_token)
+    assert options.status == 401
+    assert options.body["code"] == "invalid_token"
+
+
+def test_post_mfa_enrollment_token_expires_with_its_mfa(
+    client: Client, flow: Flow, clock: ManualClock, enrolled: Member
+) -> None:
+    set_policy("acme", security_key_roles=("admin",))
+    login = flow.login_ok(enrolled, "mfa_required")
+    token = flow.verify(enrolled, login["mfa_token"]).body["enrollment_token"]
+    clock.advance(301)
+    assert client.post("/v1/me/factors/webauthn/options", {}, token=token).status == 401
+
+
+def test_authorize_matches_handlers_for_a_user_without_factors(
+    client: Client, flow: Flow, acme: Member
+) -> None:
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    for method, path in (("POST", "/v1/orgs/acme/users"), ("PUT", "/v1/me/password")):
+        check = client.post("/v1/auth/authorize", {"method": method, "path": path}, token=token)
+        assert check.status == 200, (path, check.text)
+    regenerate = client.post(
+        "/v1/auth/authorize", {"method": "POST", "path": "/v1/me/backup-codes"}, token=token
+    )
+    assert regenerate.status == 403
+
+
+def test_user_with_only_disallowed_factors_can_still_step_up(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    set_policy(
+        "acme",
+        enforcement="optional",
+        allowed_methods=("webauthn",),
+        reauthentication="sensitive_only",
+    )
+    token = flow.login_ok(enrolled, "authenticated")["access_token"]
+    assert enrolled.totp_secret is not None
+    flow.next_step()
+    step_up = client.post(
+        "/v1/auth/mfa/verify",
+        {"factor_id": enrolled.factor_id, "code": flow.code(enrolled.totp_secret)},
+        token=token,
+    )
+    assert step_up.status == 200, step_up.text
+    flow.register_key(step_up.body["access_token"], SoftAuthenticator())
+
+
+@pytest.mark.parametrize("value", ['"²"', '"' + "9" * 5000 + '"', 'W/"0"', "0", '""'])
+def test_malformed_if_match_is_refused(
+    client: Client, flow: Flow, enrolled: Member, value: str
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    reply = client.request(
+        "PUT", POLICY_PATH, json_body=document(), token=token, headers={"If-Match": value}
+    )
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "If-Match"

@@ -336,3 +336,21 @@ def test_wrong_current_passwords_lock_the_account(
     assert ("denied", None) in [
         (outcome, None) for outcome, _ in audited(stack, "acme", "account.lockout")
     ]
+
+
+def test_remember_token_fails_when_enforcement_tightens_on_schedule(
+    client: Client, flow: Flow, clock: ManualClock, enrolled: Member
+) -> None:
+    flow.register_key(fresh_mfa_token(flow, enrolled), SoftAuthenticator())
+    switch = int(clock.now()) + 3600
+    set_policy(
+        "acme",
+        reauthentication="every_24h",
+        enforce_after=switch,
+        security_key_roles=("admin",),
+    )
+    token = _remembered(client, flow, enrolled)  # a TOTP login while optional
+    clock.set(switch)
+    again = _login(client, enrolled, device_id=DEVICE, remember_device_token=token)
+    assert again["status"] == "mfa_required"
+    assert [f["type"] for f in again["factors"]] == ["webauthn"]

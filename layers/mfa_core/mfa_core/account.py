@@ -65,11 +65,12 @@ def change_password(
 
     if not passwords.verify_password(user.password_hash, current_password):
         # Counted towards the lockout: a stolen session must not become a way to guess the
-        # password.
+        # password. NOTE: guesses sent at the same moment are each checked before any of them
+        # is counted, as for the password at login.
         locked = lockout.record_failure(
             svc, user, failure=_event("failure", "wrong_password"), context=context
         )
-        telemetry.count(telemetry.LOGIN_FAILED)
+        telemetry.count(telemetry.PASSWORD_CHANGE_FAILED)
         if locked is not None:
             raise locked
         raise InvalidInput("The current password is incorrect.", field="current_password")
@@ -86,6 +87,10 @@ def change_password(
     except ConditionFailed as exc:
         if "session" in exc.failed:
             raise InvalidToken() from exc
+        # A concurrent wrong guess may have locked the account after this check passed.
+        fresh = svc.store.get_user(user.org_id, user.user_id)
+        if fresh is not None:
+            lockout.check_not_locked(fresh, svc.clock.now())
         raise Conflict("The password changed meanwhile; sign in again and retry.") from exc
     logger.info(
         "Password changed; other sessions ended",

@@ -176,7 +176,10 @@ def _login_with_factors(
 
     if next_step is None and not login.anomaly.step_up:
         if org_policy.reauthentication == "sensitive_only":
-            return login.open_session(extra={"reauthentication": "sensitive_only"})
+            extra: dict[str, Any] = {"reauthentication": "sensitive_only"}
+            if key_deadline is not None:
+                extra["security_key_deadline"] = int(key_deadline)
+            return login.open_session(extra=extra)
         if org_policy.reauthentication == "every_24h" and remember_device_token:
             remembered = remember.check(
                 svc,
@@ -184,6 +187,8 @@ def _login_with_factors(
                 user=user,
                 device=device,
                 policy_version=org_policy.version,
+                methods=rule.methods,
+                security_key=rule.security_key,
             )
             if remembered is not None:
                 return login.open_session(remembered=remembered)

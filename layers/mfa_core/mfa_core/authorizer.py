@@ -70,8 +70,9 @@ def decide(
     The token must verify (ES256, iss, aud, exp, type access). Its session, read through the
     short-lived session cache, must be valid by the rule of sessions.is_valid. And the token
     must meet the route's requirement when the step-up table lists the route. With `org_cap`,
-    a route of this service's own also gets the org policy's shorter maximum MFA age, as its
-    handler applies it.
+    a route of this service's own is checked as its handler checks it: with the org policy's
+    shorter maximum MFA age, and without a requirement for a user who has no factor where the
+    handler allows that.
     """
     requirement = stepup.requirement_for(route_key) if route_key else None
     if not bearer_token:
@@ -89,8 +90,12 @@ def decide(
         return Decision(SESSION_ENDED, route_key, requirement, principal, InvalidToken())
 
     if requirement is not None and org_cap and route_key in stepup.POLICY_CAPPED_ROUTES:
-        org = svc.store.get_org(principal.org_id)
-        requirement = requirement.capped(policy.step_up_cap(org))
+        assert user is not None  # is_current checked it
+        if route_key in stepup.FACTORLESS_ROUTES and not user.factor_summaries():
+            requirement = None
+        else:
+            org = svc.store.get_org(principal.org_id)
+            requirement = requirement.capped(policy.step_up_cap(org))
     if requirement is not None:
         try:
             stepup.enforce(svc, principal, requirement, action=f"The route {route_key}")

@@ -175,14 +175,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             current = policy.mfa_policy(org)
             if args.set is not None:
                 document = _read_json(args.set)
-                # Also take the file that this command prints, with its wrapper.
+                expected_version = None
+                # Also take the file that this command prints: it must be of this org, and
+                # the policy must not have changed since it was printed.
                 if set(document) == {"org_id", "version", "policy"}:
+                    if document["org_id"] != args.org_id or not isinstance(
+                        document["policy"], dict
+                    ):
+                        raise InvalidInput(
+                            f"{args.set} holds the policy of another org, or no policy.",
+                            field="policy",
+                        )
+                    expected_version = document["version"]
                     document = document["policy"]
                 current = policy.set_mfa_policy(
                     svc,
                     org_id=args.org_id,
                     policy=policy.parse_policy(document),
-                    expected_version=None,
+                    expected_version=expected_version
+                    if isinstance(expected_version, int)
+                    else None,
                     actor="operator",
                     context=audit.SYSTEM,
                 )

@@ -46,7 +46,6 @@ MAX_FACTORS = 20
 MAX_LABEL = 64
 DEFAULT_LABEL = "Authenticator app"
 # Maximum age in seconds of the MFA that lets a user who has a factor add another.
-FACTOR_CHANGE_MAX_MFA_AGE = stepup.FACTOR_CHANGE_MAX_MFA_AGE
 # Route keys of the routes whose requirement mfa_core.stepup declares.
 REMOVE_FACTOR_ROUTE = "DELETE /v1/me/factors/{factor_id}"
 REGENERATE_BACKUP_CODES_ROUTE = "POST /v1/me/backup-codes"
@@ -114,13 +113,14 @@ def authorize_factor_change(
 ) -> bool:
     """Allow a change to a user's factors; return whether the user has no active factor yet.
 
-    Once a user has a factor, a change needs an MFA in the last FACTOR_CHANGE_MAX_MFA_AGE
-    seconds, in every org. Otherwise a password alone, through an older password-only
-    session or an enrollment token, could add a factor of its own next to the owner's and
-    then step up with it. An enrollment token serves a user until they have an active factor
-    of one of the methods it names (any factor for a user who had none; a security key for a
-    role that must use one, after its MFA at login). Where login asks for no factor
-    (enforcement "off"), a step-up at /v1/auth/mfa/verify gives the session a recent MFA.
+    Once a user has a factor, a change needs an MFA in the last five minutes, in every org.
+    Otherwise a password alone, through an older password-only session or an enrollment token,
+    could add a factor of its own next to the owner's and then step up with it. An enrollment
+    token issued at login without an MFA serves only while the user has no active factor. One
+    issued after an MFA at login (a role that must add a security key, or a user whose factors
+    the policy no longer allows) serves for five minutes after that MFA, until the user has a
+    factor of the methods it names. Where login asks for no factor (enforcement "off"), a
+    step-up at /v1/auth/mfa/verify gives the session a recent MFA.
 
     With `org` (the user's org, read by the caller), a method that the org's policy does not
     allow is refused.
@@ -137,10 +137,19 @@ def authorize_factor_change(
         methods = principal.claims.get("methods")
         if isinstance(methods, list) and factor_type not in methods:
             raise MethodNotAllowed(f"This enrollment token is for: {', '.join(map(str, methods))}.")
-        # The token serves until the user has an active factor of its methods: one factor.
+        if first_factor:
+            return True
+        # Only a token issued after an MFA at login serves a user with factors, until they
+        # have one of its methods, and within the age that any factor change allows.
+        mfa_time = principal.claims.get("mfa_time")
         held = {info.get("type") for info in user.factor_summaries().values()}
-        if first_factor or (isinstance(methods, list) and not held & set(methods)):
-            return first_factor
+        if (
+            isinstance(mfa_time, int)
+            and svc.clock.now() - mfa_time <= stepup.FACTOR_CHANGE_MAX_MFA_AGE
+            and isinstance(methods, list)
+            and not held & set(methods)
+        ):
+            return False
         raise InvalidToken("The enrollment token is spent: the user already has an active factor.")
     if first_factor:
         return True
@@ -153,7 +162,7 @@ def require_recent_mfa(
     principal: Principal,
     *,
     action: str,
-    max_age: int = FACTOR_CHANGE_MAX_MFA_AGE,
+    max_age: int = stepup.FACTOR_CHANGE_MAX_MFA_AGE,
 ) -> None:
     """Raise StepUpRequired unless the access token carries an MFA of the last `max_age` s.
 

@@ -729,17 +729,22 @@ def etag(policy: MfaPolicy) -> str:
 
 
 def _version_from_etag(value: str | None) -> int | None:
+    """Return the version that an If-Match header names, or None for none or "*".
+
+    If-Match compares strongly (RFC 9110, section 13.1.1), so a weak ETag (W/"3") is invalid.
+    """
     if value is None or value.strip() == "*":
-        # "*" matches any current version (RFC 9110, section 13.1.1).
         return None
-    text = value.strip().removeprefix("W/")
+    text = value.strip()
+    digits = text[1:-1]
     if (
-        len(text) < 3
+        len(text) > 20
         or not text.startswith('"')
         or not text.endswith('"')
-        or not text[1:-1].isdigit()
+        or not digits
+        or not (digits.isascii() and digits.isdigit())
     ):
         raise InvalidInput(
             'Send If-Match with the ETag from GET, such as "3", or leave it out.', field="If-Match"
         )
-    return int(text[1:-1])
+    return int(digits)

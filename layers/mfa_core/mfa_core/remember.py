@@ -76,11 +76,27 @@ def issue(
     return token, lifetime
 
 
+# The factor type behind each RFC 8176 method that a verification records.
+_METHOD_TYPES = {"otp": "totp", "sms": "sms", "hwk": "webauthn", "swk": "webauthn"}
+
+
 def check(
-    svc: Services, token: str, *, user: UserModel, device: str | None, policy_version: int
+    svc: Services,
+    token: str,
+    *,
+    user: UserModel,
+    device: str | None,
+    policy_version: int,
+    methods: frozenset[str],
+    security_key: bool,
 ) -> RememberedMfa | None:
-    """Return the remembered MFA if `token` is valid for this user, device and policy version,
-    else None."""
+    """Return the remembered MFA if `token` is valid for this user, device and policy version
+    and its MFA would pass at login now, else None.
+
+    The policy can tighten without a new version, when `enforce_after` arrives, so the
+    remembered methods are checked against the current rule: `methods` allowed, and a security
+    key where the role must use one (a backup code, which records no method, fails that).
+    """
     if device is None:
         return None
     try:
@@ -102,5 +118,8 @@ def check(
         or not all(isinstance(method, str) for method in amr)
         or acr not in ("aal2", "aal3")
     ):
+        return None
+    used = {_METHOD_TYPES[method] for method in amr if method in _METHOD_TYPES}
+    if not used <= methods or (security_key and "webauthn" not in used):
         return None
     return RememberedMfa(amr=amr, acr=acr, mfa_time=mfa_time)

@@ -88,6 +88,16 @@ ROUTE_REQUIREMENTS: Mapping[str, Requirement] = {
     "POST /v1/orgs/{org_id}/users": Requirement("aal2", FIVE_MINUTES),
 }
 
+# This service's own routes that a user without any active factor may use without a step-up,
+# because there is nothing to step up with; their handlers skip the requirement for such users.
+FACTORLESS_ROUTES = frozenset(
+    {
+        "DELETE /v1/me/factors/{factor_id}",
+        "PUT /v1/me/password",
+        "POST /v1/orgs/{org_id}/users",
+    }
+)
+
 # This service's own routes, whose handlers also apply the org policy's shorter maximum MFA
 # age (`step_up_max_age_minutes`); the Lambda authorizer applies the table alone.
 POLICY_CAPPED_ROUTES = frozenset(
@@ -245,24 +255,31 @@ def match_route(method: str, path: str) -> str | None:
     """Return the table's route key for a request method and path, or None if none matches.
 
     Paths match segment by segment, a literal segment before a {variable} one, after the
-    normalization that web frameworks apply before routing: empty segments (`//`, a trailing
-    `/`) are dropped, each segment is percent-decoded on its own, `.` and `..` are resolved,
-    and literal segments match in any case. So `/v1/agents/a1/%63redentials/` needs what
-    `/v1/agents/a1/credentials` needs.
+    normalizations that web frameworks apply before routing: empty segments (`//`, a trailing
+    `/`) are dropped, `;` parameters are cut from segments, percent-encoding is decoded, `.`
+    and `..` are resolved, and literal segments match in any case. Some frameworks decode an
+    encoded `/` (%2F) before routing and some do not, so the path matches if either reading
+    does. `/v1/agents/a1/%63redentials/` thus needs what `/v1/agents/a1/credentials` needs.
     """
-    normalized = normalize_path(path)
-    for pattern in _PATTERNS:
-        if pattern.method == method.upper() and pattern.regex.match(normalized):
-            return pattern.route_key
+    method = method.upper()
+    for decode_slash in (False, True):
+        normalized = normalize_path(path, decode_slash=decode_slash)
+        for pattern in _PATTERNS:
+            if pattern.method == method and pattern.regex.match(normalized):
+                return pattern.route_key
     return None
 
 
-def normalize_path(path: str) -> str:
-    """Normalize a request path for matching (see match_route); a `/` inside a segment that
-    was encoded as %2F stays inside that segment."""
+def normalize_path(path: str, *, decode_slash: bool = False) -> str:
+    """Normalize a request path for matching (see match_route).
+
+    With `decode_slash` False, a `/` encoded as %2F stays inside its segment; with True, it
+    separates segments.
+    """
+    raw_segments = unquote(path).split("/") if decode_slash else path.split("/")
     segments: list[str] = []
-    for raw in path.split("/"):
-        segment = unquote(raw)
+    for raw in raw_segments:
+        segment = raw.split(";", 1)[0] if decode_slash else unquote(raw.split(";", 1)[0])
         if segment in ("", "."):
             continue
         if segment == "..":

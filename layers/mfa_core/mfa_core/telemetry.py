@@ -31,6 +31,7 @@ SMS_SENT = "SmsSent"
 SMS_THROTTLED = "SmsThrottled"
 REFRESH_TOKEN_REUSED = "RefreshTokenReused"  # noqa: S105 - a metric name
 LOGIN_ANOMALY = "LoginAnomaly"
+PASSWORD_CHANGE_FAILED = "PasswordChangeFailed"  # noqa: S105 - a metric name
 # Lambda authorizer denials, by cause.
 AUTHORIZER_TOKEN_REJECTED = "AuthorizerTokenRejected"  # noqa: S105 - a metric name
 AUTHORIZER_SESSION_ENDED = "AuthorizerSessionEnded"

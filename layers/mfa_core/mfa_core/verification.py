@@ -301,11 +301,12 @@ def _allowed(
     rule = policy.mfa_policy(org).rule_for(role=user.role, now=now)
     if rule.enforcement == "off":
         return True
+    summaries = user.factor_summaries().values()
     if factor.type not in rule.methods:
-        return False
+        # A user left with only factors of methods no longer allowed still proves it with them.
+        return not any(info.get("type") in rule.methods for info in summaries)
     has_key = any(
-        info.get("type") == webauthn.TYPE and not info.get("blocked")
-        for info in user.factor_summaries().values()
+        info.get("type") == webauthn.TYPE and not info.get("blocked") for info in summaries
     )
     return not (rule.security_key and has_key and factor.type != webauthn.TYPE)
 
@@ -336,7 +337,7 @@ def _refuse_factor(
     where = (
         "use one of the factors that the login response listed"
         if at_login
-        else "step up with a factor that the policy allows, such as your security key"
+        else "step up with another of your factors that the policy allows"
     )
     raise MethodNotAllowed(f"Your org's policy does not accept this factor here; {where}.")
 

@@ -301,7 +301,8 @@ class Store:
 
         Sessions end through the user's cut-off (`sessions_valid_after`), which the refresh and
         the authorizer check, and the remembered devices through `credentials_version`. Raises
-        ConditionFailed when the password changed meanwhile or the session has ended.
+        ConditionFailed when the password changed meanwhile, the account is locked or the
+        session has ended.
         """
         with self._transaction() as tx:
             tx.update(
@@ -313,7 +314,8 @@ class Store:
                     UserModel.sessions_valid_after.set(now),
                 ],
                 condition=(UserModel.status == "active")
-                & (UserModel.password_hash == user.password_hash),
+                & (UserModel.password_hash == user.password_hash)
+                & _not_locked(now),
             )
             tx.update(
                 "session",

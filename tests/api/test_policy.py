@@ -471,9 +471,10 @@ def test_operator_cli_prints_and_replaces_the_policy(
     path.write_text(json.dumps(printed), encoding="utf-8")
     assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
     assert "precondition_failed" in capsys.readouterr().err
-    path.write_text(json.dumps({**printed, "org_id": "globex", "version": 2}), encoding="utf-8")
-    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
-    assert "(policy)" in capsys.readouterr().err
+    for wrong in ({"org_id": "globex", "version": 2}, {"version": "2"}, {"version": True}):
+        path.write_text(json.dumps({**printed, **wrong}), encoding="utf-8")
+        assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+        assert "(policy)" in capsys.readouterr().err
 
     path.write_text(json.dumps(document(grace_days=-1)), encoding="utf-8")
     assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
@@ -622,3 +623,19 @@ def test_malformed_if_match_is_refused(
     )
     assert reply.status == 400, reply.text
     assert reply.body["field"] == "If-Match"
+
+
+def test_disallowed_factor_cannot_step_up_where_mfa_is_required(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    old_session = fresh_mfa_token(flow, enrolled)
+    set_policy("acme", enforcement="required", allowed_methods=("webauthn",))
+    assert enrolled.totp_secret is not None
+    flow.next_step()
+    step_up = client.post(
+        "/v1/auth/mfa/verify",
+        {"factor_id": enrolled.factor_id, "code": flow.code(enrolled.totp_secret)},
+        token=old_session,
+    )
+    assert step_up.status == 403
+    assert step_up.body["code"] == "factor_type_not_allowed"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
+from mfa_core import cli
 from mfa_core.clock import ManualClock
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_policy import fresh_mfa_token, set_policy
@@ -354,3 +355,21 @@ def test_remember_token_fails_when_enforcement_tightens_on_schedule(
     again = _login(client, enrolled, device_id=DEVICE, remember_device_token=token)
     assert again["status"] == "mfa_required"
     assert [f["type"] for f in again["factors"]] == ["webauthn"]
+
+
+def test_remember_token_works_within_the_key_grace_period(
+    client: Client, flow: Flow, enrolled: Member
+) -> None:
+    set_policy("acme", reauthentication="every_24h", security_key_roles=("admin",), grace_days=7)
+    token = _remembered(client, flow, enrolled)
+    again = _login(client, enrolled, device_id=DEVICE, remember_device_token=token)
+    assert again["status"] == "authenticated"
+
+
+def test_remember_token_stops_when_key_settings_change(
+    client: Client, flow: Flow, daily: Member
+) -> None:
+    token = _remembered(client, flow, daily)
+    assert cli.main(["org", "webauthn", "--org-id", "acme", "--user-verification", "required"]) == 0
+    again = _login(client, daily, device_id=DEVICE, remember_device_token=token)
+    assert again["status"] == "mfa_required"

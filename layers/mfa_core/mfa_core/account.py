@@ -89,8 +89,9 @@ def change_password(
             raise InvalidToken() from exc
         # A concurrent wrong guess may have locked the account after this check passed.
         fresh = svc.store.get_user(user.org_id, user.user_id)
-        if fresh is not None:
-            lockout.check_not_locked(fresh, svc.clock.now())
+        if fresh is None or fresh.status != "active":
+            raise InvalidToken() from exc
+        lockout.check_not_locked(fresh, svc.clock.now())
         raise Conflict("The password changed meanwhile; sign in again and retry.") from exc
     logger.info(
         "Password changed; other sessions ended",

@@ -188,7 +188,8 @@ def _login_with_factors(
                 device=device,
                 policy_version=org_policy.version,
                 methods=rule.methods,
-                security_key=rule.security_key,
+                # Within the key grace period, a login without a key still passes.
+                security_key=rule.security_key and bool(keys),
             )
             if remembered is not None:
                 return login.open_session(remembered=remembered)

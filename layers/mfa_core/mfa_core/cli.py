@@ -179,22 +179,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Also take the file that this command prints: it must be of this org, and
                 # the policy must not have changed since it was printed.
                 if set(document) == {"org_id", "version", "policy"}:
-                    if document["org_id"] != args.org_id or not isinstance(
-                        document["policy"], dict
+                    version = document["version"]
+                    if (
+                        document["org_id"] != args.org_id
+                        or not isinstance(document["policy"], dict)
+                        or not isinstance(version, int)
+                        or isinstance(version, bool)
                     ):
                         raise InvalidInput(
-                            f"{args.set} holds the policy of another org, or no policy.",
+                            f"{args.set} holds the policy of another org, no policy, or no "
+                            "version; print the policy again and edit that file.",
                             field="policy",
                         )
-                    expected_version = document["version"]
+                    expected_version = version
                     document = document["policy"]
                 current = policy.set_mfa_policy(
                     svc,
                     org_id=args.org_id,
                     policy=policy.parse_policy(document),
-                    expected_version=expected_version
-                    if isinstance(expected_version, int)
-                    else None,
+                    expected_version=expected_version,
                     actor="operator",
                     context=audit.SYSTEM,
                 )

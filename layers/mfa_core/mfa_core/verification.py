@@ -303,8 +303,11 @@ def _allowed(
         return True
     summaries = user.factor_summaries().values()
     if factor.type not in rule.methods:
-        # A user left with only factors of methods no longer allowed still proves it with them.
-        return not any(info.get("type") in rule.methods for info in summaries)
+        # A user left with only factors of methods no longer allowed still proves it with them,
+        # except where MFA is required: there such a factor only earns an enrollment, at login.
+        return rule.enforcement != "required" and not any(
+            info.get("type") in rule.methods for info in summaries
+        )
     has_key = any(
         info.get("type") == webauthn.TYPE and not info.get("blocked") for info in summaries
     )

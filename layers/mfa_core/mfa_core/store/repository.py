@@ -374,7 +374,9 @@ class Store:
             tx.update(
                 "org",
                 OrgModel(org_id),
-                actions=[OrgModel.webauthn.set(settings)],
+                # Remember-device tokens carry the policy version: a stricter key rule voids
+                # them, as any change of the policy document does.
+                actions=[OrgModel.webauthn.set(settings), OrgModel.policy_version.add(1)],
                 condition=OrgModel.org_id.exists(),
             )
             self._audit(tx, events)

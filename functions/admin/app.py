@@ -1,4 +1,4 @@
-"""Org administration: members and the MFA policy."""
+"""Org administration: members, the MFA policy and the enrollment dashboard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mfa_core import http, members, policy, sessions, telemetry, tokens
+from mfa_core import dashboard, http, members, policy, sessions, telemetry, tokens
 from mfa_core.runtime import services
 
 logger = Logger()
@@ -49,6 +49,52 @@ def create_member(org_id: str) -> Response[str]:
     if member.generated_password is not None:
         result["initial_password"] = member.generated_password
     return http.json_response(result, status=201)
+
+
+@dataclass(frozen=True)
+class ChangeMemberRequest:
+    role: str | None = field(default=None, metadata=http.limits(max_length=32))
+    status: str | None = field(default=None, metadata=http.limits(max_length=32))
+
+
+@app.get("/v1/orgs/<org_id>/users")
+def list_members(org_id: str) -> Response[str]:
+    svc = services()
+    principal = _admin_caller(svc)
+    limit, after = http.page_parameters(app, maximum=members.MAX_PAGE)
+    return http.json_response(
+        members.list_members(svc, principal, org_id=org_id, limit=limit, after=after)
+    )
+
+
+@app.patch("/v1/orgs/<org_id>/users/<user_id>")
+def change_member(org_id: str, user_id: str) -> Response[str]:
+    body = http.parse_body(app, ChangeMemberRequest)
+    svc = services()
+    member = members.change_member(
+        svc,
+        _admin_caller(svc),
+        org_id=org_id,
+        user_id=user_id,
+        role=body.role,
+        status=body.status,
+        context=http.request_context(app),
+    )
+    return http.json_response(members.member_json(member))
+
+
+@app.get("/v1/orgs/<org_id>/mfa-status")
+def mfa_status(org_id: str) -> Response[str]:
+    svc = services()
+    principal = _admin_caller(svc)
+    limit, after = http.page_parameters(app, maximum=members.MAX_PAGE)
+    return http.json_response(
+        dashboard.mfa_status(svc, principal, org_id=org_id, limit=limit, after=after)
+    )
+
+
+def _admin_caller(svc: Any) -> tokens.Principal:
+    return sessions.authenticate(svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS}))
 
 
 @app.get("/v1/orgs/<org_id>/mfa-policy")

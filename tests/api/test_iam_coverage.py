@@ -172,6 +172,15 @@ def _run_policy_flow(client: Client, flow: Flow) -> None:
     assert changed.status == 200, changed.text
     newcomer = add_member("globex", "newcomer@globex.example")
     assert flow.login_ok(newcomer, "authenticated")["mfa_enrollment_deadline"]
+    assert client.get("/v1/orgs/globex/users", token=access).status == 200
+    assert client.get("/v1/orgs/globex/mfa-status", token=access).status == 200
+    changed_role = client.request(
+        "PATCH",
+        f"/v1/orgs/globex/users/{newcomer.user_id}",
+        json_body={"role": "viewer"},
+        token=access,
+    )
+    assert changed_role.status == 200, changed_role.text
 
     flow.next_step()
     login = client.post(

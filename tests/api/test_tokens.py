@@ -29,6 +29,7 @@ BODIES: dict[str, Any] = {
     "POST /v1/me/factors/sms": {"phone_number": "+447400123456"},
     "POST /v1/me/factors/sms/{factor_id}/confirm": {"code": "123456"},
     "PUT /v1/me/password": {"current_password": "x" * 12, "new_password": "y" * 12},
+    "PATCH /v1/orgs/{org_id}/users/{user_id}": {"role": "viewer"},
     "PUT /v1/orgs/{org_id}/mfa-policy": {"enforcement": "required"},
     "POST /v1/auth/authorize": {"method": "PUT", "path": "/v1/agents/a1/config"},
 }
@@ -62,9 +63,10 @@ def _call(client: Client, method: str, path: str, token: str, member: Member) ->
         path.replace("{factor_id}", member.factor_id or "f_x")
         .replace("{org_id}", member.org_id)
         .replace("{sid}", "s_x")
+        .replace("{user_id}", member.user_id)
     )
     body = BODIES.get(f"{method} {path}")
-    if method in ("POST", "PUT") and body is None:
+    if method in ("POST", "PUT", "PATCH") and body is None:
         body = {}
     if path == "/v1/auth/mfa/verify":
         body = {"factor_id": member.factor_id, "code": "123456"}
@@ -95,6 +97,9 @@ def test_protected_routes_are_listed() -> None:
         "PUT /v1/orgs/{org_id}/mfa-policy",
         "PUT /v1/me/password",
         "DELETE /v1/me/remembered-devices",
+        "GET /v1/orgs/{org_id}/users",
+        "PATCH /v1/orgs/{org_id}/users/{user_id}",
+        "GET /v1/orgs/{org_id}/mfa-status",
     }
 
 

@@ -309,3 +309,21 @@ def totp_code(value: str) -> str:
             code="invalid_code_format",
         )
     return value
+
+
+DEFAULT_PAGE = 100
+
+
+def page_parameters(app: APIGatewayHttpResolver, *, maximum: int) -> tuple[int, str | None]:
+    """Read `limit` (1 to `maximum`, default 100) and `next` from the query string."""
+    query = app.current_event.query_string_parameters or {}
+    raw_limit = query.get("limit")
+    limit = DEFAULT_PAGE
+    if raw_limit is not None:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= maximum:
+            raise InvalidInput(f"Use a limit from 1 to {maximum}.", field="limit")
+        limit = int(raw_limit)
+    after = query.get("next") or None
+    if after is not None and len(after) > 64:
+        raise InvalidInput("Use the 'next' value of the previous page.", field="next")
+    return limit, after

@@ -9,10 +9,17 @@ from aws_lambda_powertools import Logger
 
 from mfa_core import audit, passwords, stepup
 from mfa_core.audit import RequestContext
-from mfa_core.errors import Forbidden, InvalidInput, NotFound
-from mfa_core.identity import new_user_id, normalize_email, normalize_org_id, validate_role
+from mfa_core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from mfa_core.identity import (
+    is_user_id,
+    new_user_id,
+    normalize_email,
+    normalize_org_id,
+    validate_role,
+)
 from mfa_core.runtime import Services
 from mfa_core.store.models import OrgModel, UserModel
+from mfa_core.store.repository import ConditionFailed
 from mfa_core.tokens import Principal
 
 logger = Logger(child=True)
@@ -195,3 +202,102 @@ def create_member_as_admin(
         actor=f"user:{admin.user_id}",
         context=context,
     )
+
+
+MEMBER_STATUSES = ("active", "disabled")
+CHANGE_MEMBER_ROUTE = "PATCH /v1/orgs/{org_id}/users/{user_id}"
+MAX_PAGE = 1000
+
+
+def list_members(
+    svc: Services, principal: Principal, *, org_id: str, limit: int, after: str | None
+) -> dict[str, object]:
+    """List an org's members for one of its admins, a page at a time (`after`: a user id)."""
+    require_admin(svc, principal, org_id)
+    check_cursor(after)
+    users, following = svc.store.list_users(org_id, limit=limit, after=after)
+    return {
+        "members": [member_json(user) for user in users],
+        "next": following,
+    }
+
+
+def check_cursor(after: str | None) -> None:
+    """Reject a page cursor that is not a member id, as the `next` of a previous page is."""
+    if after is not None and not is_user_id(after):
+        raise InvalidInput("Use the 'next' value of the previous page.", field="next")
+
+
+def member_json(user: UserModel) -> dict[str, object]:
+    return {
+        "user_id": user.user_id,
+        "email": user.email,
+        "role": user.role,
+        "status": user.status,
+        "created_at": int(user.created_at),
+        "factors": sorted({str(info.get("type")) for info in user.factor_summaries().values()}),
+    }
+
+
+def change_member(
+    svc: Services,
+    principal: Principal,
+    *,
+    org_id: str,
+    user_id: str,
+    role: str | None,
+    status: str | None,
+    context: RequestContext,
+) -> UserModel:
+    """Change a member's role or disable (or re-enable) the member, for one of the org's admins.
+
+    Needs a recent MFA once the admin has a factor. An admin cannot change their own role or
+    status, so an org cannot lose its last admin this way. Disabling ends the member's sessions.
+    """
+    from mfa_core import policy  # noqa: PLC0415 - policy imports this module
+
+    admin = require_admin(svc, principal, org_id)
+    if admin.factor_summaries():
+        stepup.require(
+            svc,
+            principal,
+            CHANGE_MEMBER_ROUTE,
+            action="Changing a member",
+            max_age_cap=policy.step_up_cap(svc.store.get_org(org_id)),
+        )
+    if role is None and status is None:
+        raise InvalidInput("Send a role, a status, or both.", field="role")
+    if role is not None:
+        validate_role(role)
+    if status is not None and status not in MEMBER_STATUSES:
+        raise InvalidInput(f"Use one of: {', '.join(MEMBER_STATUSES)}.", field="status")
+    if not is_user_id(user_id):
+        raise NotFound("No member with this id.")
+    member = svc.store.get_user(org_id, user_id)
+    if member is None:
+        raise NotFound("No member with this id.")
+    if member.user_id == admin.user_id:
+        raise Forbidden("Admins cannot change their own role or status; ask another admin.")
+    now = svc.clock.now()
+    before = {"role": member.role, "status": member.status}
+    after = {"role": role or member.role, "status": status or member.status}
+    event = audit.event(
+        now=now,
+        event_type="member.update",
+        outcome="success",
+        org_id=org_id,
+        user_id=member.user_id,
+        actor=f"user:{admin.user_id}",
+        context=context,
+        details={"before": before, "after": after},
+    )
+    try:
+        svc.store.update_member(member, role=role, status=status, now=now, events=[event])
+    except ConditionFailed as exc:
+        raise Conflict("The member changed meanwhile; read it again and retry.") from exc
+    logger.info(
+        "Member changed",
+        extra={"org_id": org_id, "user_id": member.user_id, "actor": admin.user_id, **after},
+    )
+    member.role, member.status = after["role"], after["status"]
+    return member

@@ -86,6 +86,7 @@ ROUTE_REQUIREMENTS: Mapping[str, Requirement] = {
     "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/approve": Requirement("aal2", FIVE_MINUTES),
     "PUT /v1/me/password": Requirement("aal2", FIVE_MINUTES),
     "POST /v1/orgs/{org_id}/users": Requirement("aal2", FIVE_MINUTES),
+    "PATCH /v1/orgs/{org_id}/users/{user_id}": Requirement("aal2", FIVE_MINUTES),
 }
 
 # This service's own routes that a user without any active factor may use without a step-up,
@@ -95,6 +96,7 @@ FACTORLESS_ROUTES = frozenset(
         "DELETE /v1/me/factors/{factor_id}",
         "PUT /v1/me/password",
         "POST /v1/orgs/{org_id}/users",
+        "PATCH /v1/orgs/{org_id}/users/{user_id}",
     }
 )
 
@@ -108,6 +110,7 @@ POLICY_CAPPED_ROUTES = frozenset(
         "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/approve",
         "PUT /v1/me/password",
         "POST /v1/orgs/{org_id}/users",
+        "PATCH /v1/orgs/{org_id}/users/{user_id}",
     }
 )
 

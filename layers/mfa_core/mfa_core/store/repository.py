@@ -144,6 +144,56 @@ class Store:
             except DoesNotExist:
                 return None
 
+    def list_users(
+        self, org_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[UserModel], str | None]:
+        """Return up to `limit` members of an org in user-id order, and the id to continue
+        after (None at the end). One Query on the org's partition; email claims are skipped."""
+        users: list[UserModel] = []
+        with _dynamodb_errors():
+            # Member ids start with "u_", after the "email#" claims in the same partition.
+            query = UserModel.query(
+                org_id,
+                range_key_condition=UserModel.user_id > (after or "u_"),
+                filter_condition=UserModel.user_id.startswith("u_"),
+                consistent_read=True,
+                limit=limit,
+                page_size=limit,
+            )
+            users = list(query)
+        last = query.last_evaluated_key
+        following = users[-1].user_id if users and last is not None else None
+        return users, following
+
+    def update_member(
+        self,
+        user: UserModel,
+        *,
+        role: str | None,
+        status: str | None,
+        now: float,
+        events: list[AuditEvent],
+    ) -> None:
+        """Change a member's role or status. Disabling also ends every session of the member.
+
+        Raises ConditionFailed when the member changed since `user` was read.
+        """
+        actions: list[Any] = []
+        if role is not None:
+            actions.append(UserModel.role.set(role))
+        if status is not None:
+            actions.append(UserModel.status.set(status))
+            if status == "disabled":
+                actions.append(UserModel.sessions_valid_after.set(now))
+        with self._transaction() as tx:
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=actions,
+                condition=(UserModel.role == user.role) & (UserModel.status == user.status),
+            )
+            self._audit(tx, events)
+
     def find_user_by_email(self, org_id: str, email: str) -> UserModel | None:
         """Look a user up by normalized email through the email index (eventually consistent)."""
         with _dynamodb_errors():

@@ -1,6 +1,6 @@
-"""Supervised MFA reset: an admin requests it after verifying the user's identity, other admins
-approve it, and the final approval disables the user's factors and issues a one-time recovery
-code, with which the user signs in once to enroll a new factor.
+"""Supervised MFA reset: an admin requests it after verifying the user's identity, and other
+admins approve it. The final approval disables the user's factors and issues a one-time
+recovery code, with which the user signs in once to enroll a new factor.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ CHALLENGE_KIND = "recovery_code"
 
 @dataclass(frozen=True, kw_only=True)
 class Verification:
-    """How the requester verified the user's identity before asking for the reset."""
+    """The requester's record of the identity check behind a reset request."""
 
     method: str
     reference: str
@@ -81,7 +81,7 @@ def required_approvals(org_policy: policy.MfaPolicy, admin_count: int) -> int:
 
 
 def parse_request(document: dict[str, Any]) -> ResetRequest:
-    """Validate a reset request's body; errors name the field and never echo its value."""
+    """Validate a reset request's body. Errors name the field and never echo its value."""
     unknown = sorted(set(document) - {"user_id", "reason", "verification", "cooling_off_minutes"})
     if unknown:
         raise InvalidInput("Remove the unknown field.", field=unknown[0])
@@ -116,7 +116,7 @@ def parse_request(document: dict[str, Any]) -> ResetRequest:
 
 
 def parse_verification(document: dict[str, Any]) -> Verification:
-    """Validate the identity-verification record; errors name the field."""
+    """Validate the identity-verification record. Errors name the field."""
     method = document.get("method")
     if method not in VERIFICATION_METHODS:
         raise InvalidInput(

@@ -16,6 +16,7 @@ from mfa_core import runtime
 from mfa_core.clock import ManualClock
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
+from tests.api.test_audit_and_logs import _contains, captured_logs
 from tests.api.test_policy import fresh_mfa_token, set_policy
 from tests.api.test_webauthn import audit_items
 
@@ -140,6 +141,9 @@ def test_reset_needs_second_admin(
     )
     assert factor is not None
     assert factor.status == "disabled"
+    codes = runtime.services().store.get_factor("acme", org.target.user_id, "backup_codes")
+    assert codes is not None
+    assert codes.status == "disabled"
 
     types = event_types(stack)
     for expected in ("mfa_reset.request", "mfa_reset.approve", "mfa_reset.complete"):
@@ -351,3 +355,44 @@ def test_reset_voids_remember_device_token(client: Client, flow: Flow, org: Org)
     again = client.post("/v1/auth/login", {**body, "remember_device_token": remember_token})
     assert again.status == 200, again.text
     assert again.body["status"] == "mfa_required"
+
+
+def test_policy_can_require_two_approvals(client: Client, flow: Flow, org: Org) -> None:
+    third = add_member("acme", "third@acme.example", role="admin")
+    _enroll(flow, third)
+    set_policy("acme", enforcement="optional", reset_approvals=2)
+    requested = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id)
+    assert requested.status == 201, requested.text
+    assert requested.body["required_approvals"] == 2
+    reset_id = requested.body["reset_id"]
+
+    approver_token = fresh_mfa_token(flow, org.approver)
+    first = approve(client, approver_token, reset_id)
+    assert first.status == 200, first.text
+    assert first.body["status"] == "pending"
+    assert "recovery_code" not in first.body
+    assert approve(client, approver_token, reset_id).status == 403
+
+    second = approve(client, fresh_mfa_token(flow, third), reset_id)
+    assert second.status == 200, second.text
+    assert second.body["status"] == "completed"
+    assert second.body["approvals"] == [org.approver.user_id, third.user_id]
+    assert "recovery_code" in second.body
+
+
+def test_recovery_code_not_in_logs_or_tables(
+    client: Client, flow: Flow, org: Org, stack: LocalStack
+) -> None:
+    with captured_logs() as stream:
+        token = fresh_mfa_token(flow, org.requester)
+        reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+        code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+        assert recovery_login(client, org.target, code).status == 200
+    logs = stream.getvalue()
+    assert '"message":"MFA reset completed"' in logs  # the capture works
+    for form in (code, code.replace("-", "")):
+        assert not _contains(logs, form)
+        dynamodb = boto3.client("dynamodb", endpoint_url=stack.aws_endpoint_url)
+        for table in stack.table_names.values():
+            dump = str(dynamodb.scan(TableName=table)["Items"])
+            assert not _contains(dump, form), f"recovery code found in {table}"

@@ -147,6 +147,7 @@ def settings() -> Settings:
         sessions_table="bench-sessions",
         audit_table="bench-audit",
         counters_table="bench-counters",
+        resets_table="bench-resets",
         kms_key_id=KMS_KEY_ID,
         signing_key_secret="bench-signing-keys",
         jwks_parameter="bench-jwks",

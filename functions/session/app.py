@@ -26,6 +26,7 @@ class LoginRequest:
     password: str = field(metadata=http.limits(min_length=1, max_length=1024))
     device_id: str | None = field(default=None, metadata=http.limits(max_length=128))
     remember_device_token: str | None = field(default=None, metadata=http.limits(max_length=4096))
+    recovery_code: str | None = field(default=None, metadata=http.limits(max_length=64))
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def login() -> Response[str]:
         context=http.request_context(app),
         device_id=body.device_id,
         remember_device_token=body.remember_device_token,
+        recovery_code=body.recovery_code,
     )
     return http.json_response(result.as_json())
 

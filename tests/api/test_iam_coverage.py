@@ -24,7 +24,7 @@ from mfa_core.policy import MfaPolicy
 from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
-from tests.api.test_policy import set_policy
+from tests.api.test_policy import fresh_mfa_token, set_policy
 from tests.api.test_sms import enroll_phone, last_code
 
 Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
@@ -157,6 +157,42 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     _run_sms_flow(client, flow)
     _run_authorizer_flow(client, flow)
     _run_policy_flow(client, flow)
+    _run_reset_flow(client, flow)
+
+
+def _run_reset_flow(client: Client, flow: Flow) -> None:
+    """Request, approve, cancel and list resets, and sign in once with the recovery code."""
+    requester = add_org("initech")
+    approver = add_member("initech", "approver@initech.example", role="admin")
+    target = add_member("initech", "target@initech.example")
+    for member in (requester, approver, target):
+        flow.enroll(member, flow.login_ok(member, "authenticated")["access_token"])
+    flow.next_step()
+    target_login = flow.verify(target, flow.mfa_token(target))
+    assert target_login.status == 200, target_login.text
+    resets = "/v1/orgs/initech/mfa-resets"
+    body = {
+        "user_id": target.user_id,
+        "reason": "Lost phone",
+        "verification": {"method": "id_document", "reference": "r-1", "verified_by": "desk"},
+    }
+    requester_token = fresh_mfa_token(flow, requester)
+    cancelled = client.post(resets, body, token=requester_token).body["reset_id"]
+    assert client.post(f"{resets}/{cancelled}/cancel", {}, token=requester_token).status == 200
+    reset_id = client.post(resets, body, token=requester_token).body["reset_id"]
+    assert client.get(resets, token=requester_token).status == 200
+    approved = client.post(
+        f"{resets}/{reset_id}/approve", {}, token=fresh_mfa_token(flow, approver)
+    )
+    assert approved.status == 200, approved.text
+    login = {
+        "org_id": "initech",
+        "email": target.email,
+        "password": target.password,
+        "recovery_code": approved.body["recovery_code"],
+    }
+    assert client.post("/v1/auth/login", login).status == 200
+    assert client.post("/v1/auth/login", login).status == 401
 
 
 def _run_policy_flow(client: Client, flow: Flow) -> None:
@@ -291,6 +327,7 @@ def test_policies_cover_every_call(
         "VerifyFunction",
         "AdminFunction",
         "AuthorizerFunction",
+        "ResetFunction",
     }
     missing = set()
     for function, service, operation, params in calls:

@@ -31,6 +31,11 @@ BODIES: dict[str, Any] = {
     "PUT /v1/me/password": {"current_password": "x" * 12, "new_password": "y" * 12},
     "PATCH /v1/orgs/{org_id}/users/{user_id}": {"role": "viewer"},
     "PUT /v1/orgs/{org_id}/mfa-policy": {"enforcement": "required"},
+    "POST /v1/orgs/{org_id}/mfa-resets": {
+        "user_id": "u_x",
+        "reason": "Lost phone",
+        "verification": {"method": "video_call", "reference": "r", "verified_by": "v"},
+    },
     "POST /v1/auth/authorize": {"method": "PUT", "path": "/v1/agents/a1/config"},
 }
 
@@ -95,6 +100,10 @@ def test_protected_routes_are_listed() -> None:
         "POST /v1/orgs/{org_id}/users",
         "GET /v1/orgs/{org_id}/mfa-policy",
         "PUT /v1/orgs/{org_id}/mfa-policy",
+        "POST /v1/orgs/{org_id}/mfa-resets",
+        "GET /v1/orgs/{org_id}/mfa-resets",
+        "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/approve",
+        "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/cancel",
         "PUT /v1/me/password",
         "DELETE /v1/me/remembered-devices",
         "GET /v1/orgs/{org_id}/users",

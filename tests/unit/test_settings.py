@@ -15,6 +15,7 @@ BASE = {
     "MFA_SESSIONS_TABLE": "sessions",
     "MFA_AUDIT_TABLE": "audit",
     "MFA_COUNTERS_TABLE": "counters",
+    "MFA_RESETS_TABLE": "resets",
     "MFA_KMS_KEY_ID": "alias/mfa",
     "MFA_SIGNING_KEY_SECRET": "signing",
     "MFA_JWKS_PARAMETER": "jwks",

@@ -14,6 +14,7 @@ from mfa_core import (
     lockout,
     passwords,
     policy,
+    recovery,
     remember,
     sessions,
     sms,
@@ -54,6 +55,7 @@ def login(
     context: RequestContext,
     device_id: str | None = None,
     remember_device_token: str | None = None,
+    recovery_code: str | None = None,
 ) -> LoginResult:
     """Check the password and decide the next step from the org's policy, role and factors.
 
@@ -65,7 +67,9 @@ def login(
     - required without a usable factor: a session with a deadline during the grace period,
       then enrollment_required;
     - a role that must use a security key, without one: MFA with the factors it has, and past
-      the grace period an enrollment token for a key instead of a session.
+      the grace period an enrollment token for a key instead of a session;
+    - with a `recovery_code` from a supervised MFA reset: the code is spent and the user must
+      enroll (enrollment_required with every allowed method), or AuthenticationFailed.
     """
     org_id = normalize_org_id(org_id)
     email = normalize_email(email)
@@ -102,6 +106,9 @@ def login(
     rule = org_policy.rule_for(role=user.role, now=now)
     anomaly = anomalies.assess_login(svc, user, org_policy, context=context, now=now)
     login = _Login(svc, user, org_policy, context=context, now=now, anomaly=anomaly)
+    if recovery_code is not None:
+        recovery.spend_code(svc, user, recovery_code, context=context)
+        return login.require_enrollment(methods=enrollment_methods(org_policy, rule))
     held = user.factor_summaries()
     factors = allowed_factors(user, rule.methods)
 

@@ -103,6 +103,10 @@ class SecurityNotifier:
             },
         )
 
+    def mfa_reset(self, *, org_id: str, user_id: str, reset_id: str) -> None:
+        """Tell the user, through the topic's subscribers, that admins reset their MFA."""
+        self._publish("mfa.reset", {"org_id": org_id, "user_id": user_id, "reset_id": reset_id})
+
     def _publish(self, kind: str, details: dict[str, Any]) -> None:
         if self._topic_arn is None:
             logger.info("No security topic configured; notification not sent", extra={"kind": kind})

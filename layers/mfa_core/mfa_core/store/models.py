@@ -286,6 +286,35 @@ class CounterModel(Model):
     expires_at = NumberAttribute()
 
 
+class MfaResetModel(Model):
+    """A supervised MFA reset of one user: the request, its approvals and how it ended."""
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # Time-ordered like audit event ids, so that a query lists an org's resets by age.
+    reset_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    requested_by = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    # How the requester verified the user's identity: method, reference and verified_by.
+    verification: MapAttribute[str, Any] = MapAttribute(default=dict)
+    status = UnicodeAttribute()  # pending | completed | cancelled | expired
+    required_approvals = NumberAttribute()
+    # User ids of the admins who approved, in order.
+    approvals: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    created_at = NumberAttribute()
+    # The end of the cooling-off period: no approval counts before it.
+    not_before = NumberAttribute()
+    # The request can no longer be approved from this time.
+    expires_at = NumberAttribute()
+    closed_at = NumberAttribute(null=True)
+    closed_by = UnicodeAttribute(null=True)
+    # DynamoDB's TTL deletes the item at this time; the audit log keeps the history.
+    purge_at = NumberAttribute()
+
+
 ALL_MODELS: dict[str, type[Model]] = {
     "orgs_table": OrgModel,
     "users_table": UserModel,
@@ -294,4 +323,5 @@ ALL_MODELS: dict[str, type[Model]] = {
     "sessions_table": SessionModel,
     "audit_table": AuditModel,
     "counters_table": CounterModel,
+    "resets_table": MfaResetModel,
 }

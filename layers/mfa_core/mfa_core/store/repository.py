@@ -28,6 +28,7 @@ from mfa_core.store.models import (
     CounterModel,
     EmailClaimModel,
     FactorModel,
+    MfaResetModel,
     OrgModel,
     SessionModel,
     UserModel,
@@ -948,6 +949,167 @@ class Store:
             )
             self._audit(tx, events)
 
+    # -- supervised MFA resets ----------------------------------------------------------------
+
+    def list_admins(self, org_id: str) -> list[UserModel]:
+        """Return the org's active admins."""
+        with _dynamodb_errors():
+            return list(
+                UserModel.query(
+                    org_id,
+                    filter_condition=(UserModel.role == "admin") & (UserModel.status == "active"),
+                )
+            )
+
+    def get_reset(self, org_id: str, reset_id: str) -> MfaResetModel | None:
+        with _dynamodb_errors():
+            try:
+                return MfaResetModel.get(org_id, reset_id, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+    def list_resets(self, org_id: str, *, limit: int) -> list[MfaResetModel]:
+        """Return up to `limit` of the org's resets, newest first."""
+        with _dynamodb_errors():
+            return list(MfaResetModel.query(org_id, scan_index_forward=False, limit=limit))
+
+    def create_reset(self, reset: MfaResetModel, events: list[AuditEvent]) -> None:
+        with self._transaction() as tx:
+            tx.put("reset", reset, condition=MfaResetModel.reset_id.does_not_exist())
+            self._audit(tx, events)
+
+    def close_reset(
+        self,
+        reset: MfaResetModel,
+        *,
+        status: str,
+        by: str | None,
+        now: float,
+        events: list[AuditEvent],
+    ) -> None:
+        """Move a pending reset to `status` (cancelled or expired).
+
+        Raises ConditionFailed naming "reset" when the reset is no longer pending.
+        """
+        with self._transaction() as tx:
+            tx.update(
+                "reset",
+                reset,
+                actions=[
+                    MfaResetModel.status.set(status),
+                    MfaResetModel.closed_at.set(now),
+                    MfaResetModel.closed_by.set(by) if by else MfaResetModel.closed_by.remove(),
+                ],
+                condition=MfaResetModel.status == "pending",
+            )
+            self._audit(tx, events)
+
+    def approve_reset(
+        self, reset: MfaResetModel, *, approver_id: str, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Add an approval that is not the last one needed.
+
+        Raises ConditionFailed naming "reset" when the reset changed since it was read.
+        """
+        with self._transaction() as tx:
+            tx.update(
+                "reset",
+                reset,
+                actions=[
+                    MfaResetModel.approvals.set(MfaResetModel.approvals.append([approver_id]))
+                ],
+                condition=_reset_unchanged(reset, now),
+            )
+            self._audit(tx, events)
+
+    def complete_reset(
+        self,
+        reset: MfaResetModel,
+        *,
+        approver_id: str,
+        user: UserModel,
+        factors: list[FactorModel],
+        recovery_code: ChallengeModel,
+        now: float,
+        events: list[AuditEvent],
+        revoked_sessions: list[tuple[SessionModel, AuditEvent]],
+    ) -> None:
+        """Apply the final approval of a reset in one transaction.
+
+        The user's factors are disabled, the user's sessions end through the cut-off
+        (`sessions_valid_after`), remember-device tokens through `credentials_version`, and the
+        recovery code is stored. Raises ConditionFailed naming "reset" when the reset changed
+        since it was read, or "user" when the user's factors changed or the user is disabled.
+        """
+        first, rest = _split(revoked_sessions)
+        with self._transaction() as tx:
+            tx.update(
+                "reset",
+                reset,
+                actions=[
+                    MfaResetModel.approvals.set(MfaResetModel.approvals.append([approver_id])),
+                    MfaResetModel.status.set("completed"),
+                    MfaResetModel.closed_at.set(now),
+                    MfaResetModel.closed_by.set(approver_id),
+                ],
+                condition=_reset_unchanged(reset, now),
+            )
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=[
+                    UserModel.active_factors.set({}),
+                    UserModel.factors_version.add(1),
+                    UserModel.sessions_valid_after.set(now),
+                    UserModel.credentials_version.add(1),
+                ],
+                condition=(UserModel.status == "active")
+                & _factors_version_is(user.factors_version),
+            )
+            for factor in factors:
+                tx.update(
+                    "factor",
+                    factor,
+                    actions=[FactorModel.status.set("disabled")],
+                    condition=FactorModel.status == "active",
+                )
+            tx.put(
+                "recovery_code",
+                recovery_code,
+                condition=ChallengeModel.challenge_id.does_not_exist(),
+            )
+            self._audit(tx, events)
+            self._revoke(tx, first, reason="mfa_reset", now=now)
+        for start in range(0, len(rest), SESSIONS_PER_TRANSACTION):
+            try:
+                with self._transaction() as tx:
+                    self._revoke(
+                        tx,
+                        rest[start : start + SESSIONS_PER_TRANSACTION],
+                        reason="mfa_reset",
+                        now=now,
+                    )
+            except (DependencyFailed, ConditionFailed):
+                # The cut-off already ended these sessions; the items are only marked.
+                logger.warning(
+                    "Marking ended sessions as revoked failed",
+                    extra={"org_id": user.org_id, "user_id": user.user_id},
+                )
+
+    def spend_recovery_code(
+        self, challenge_id: str, *, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Mark a recovery code used. Raises ConditionFailed naming "recovery_code" when it was
+        used, or has expired, meanwhile."""
+        with self._transaction() as tx:
+            tx.update(
+                "recovery_code",
+                ChallengeModel(challenge_id),
+                actions=[ChallengeModel.consumed_at.set(now)],
+                condition=_unspent(now),
+            )
+            self._audit(tx, events)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _revoke(
@@ -1062,6 +1224,15 @@ def _unspent(now: float) -> Any:
         ChallengeModel.challenge_id.exists()
         & ChallengeModel.consumed_at.does_not_exist()
         & (ChallengeModel.expires_at > now)
+    )
+
+
+def _reset_unchanged(reset: MfaResetModel, now: float) -> Any:
+    """Require a reset that is still pending, unexpired and has the approvals that were read."""
+    return (
+        (MfaResetModel.status == "pending")
+        & (MfaResetModel.expires_at > now)
+        & (size(MfaResetModel.approvals) == len(reset.approvals or []))
     )
 
 

@@ -1,0 +1,398 @@
+"""Supervised MFA reset: request, second-admin approval, and the one-time recovery code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+from local.stack import LocalStack
+from mfa_core import runtime
+from mfa_core.clock import ManualClock
+from tests.api.conftest import add_member, add_org
+from tests.api.harness import Client, Flow, Member, Reply
+from tests.api.test_audit_and_logs import _contains, captured_logs
+from tests.api.test_policy import fresh_mfa_token, set_policy
+from tests.api.test_webauthn import audit_items
+
+RESETS = "/v1/orgs/acme/mfa-resets"
+VERIFICATION = {"method": "video_call", "reference": "ticket-4711", "verified_by": "J. Doe"}
+
+
+@dataclass
+class Org:
+    requester: Member
+    approver: Member
+    target: Member
+
+
+def _enroll(flow: Flow, member: Member) -> None:
+    token = flow.login_ok(member, "authenticated")["access_token"]
+    flow.enroll(member, token)
+
+
+@pytest.fixture
+def org(client: Client, flow: Flow) -> Org:
+    """Two admins and an operator of acme, each with an active TOTP factor."""
+    requester = add_org("acme")
+    approver = add_member("acme", "second@acme.example", role="admin")
+    target = add_member("acme", "target@acme.example")
+    for member in (requester, approver, target):
+        _enroll(flow, member)
+    return Org(requester, approver, target)
+
+
+def request_reset(client: Client, token: str, user_id: str, **changes: Any) -> Reply:
+    body: dict[str, Any] = {
+        "user_id": user_id,
+        "reason": "Lost phone",
+        "verification": VERIFICATION,
+    }
+    body.update(changes)
+    return client.post(RESETS, body, token=token)
+
+
+def approve(client: Client, token: str, reset_id: str) -> Reply:
+    return client.post(f"{RESETS}/{reset_id}/approve", {}, token=token)
+
+
+def recovery_login(client: Client, member: Member, code: str) -> Reply:
+    return client.post(
+        "/v1/auth/login",
+        {
+            "org_id": member.org_id,
+            "email": member.email,
+            "password": member.password,
+            "recovery_code": code,
+        },
+    )
+
+
+def event_types(stack: LocalStack) -> list[str]:
+    return [item["event_type"] for item in audit_items(stack, "acme")]
+
+
+@pytest.fixture
+def notifications(stack: LocalStack) -> Iterator[Any]:
+    """An SQS queue subscribed to the security topic; yields a function that reads it."""
+    topic_arn = runtime.services().settings.security_topic_arn
+    assert topic_arn is not None
+    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint_url, region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName="reset-notifications")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns = boto3.client("sns", endpoint_url=stack.aws_endpoint_url, region_name="us-east-1")
+    subscription = sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def read() -> list[dict[str, Any]]:
+        reply = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=10)
+        return [json.loads(json.loads(m["Body"])["Message"]) for m in reply.get("Messages", [])]
+
+    try:
+        yield read
+    finally:
+        sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
+def test_reset_needs_second_admin(
+    client: Client, flow: Flow, org: Org, stack: LocalStack, notifications: Any
+) -> None:
+    requester_token = fresh_mfa_token(flow, org.requester)
+    target_login = flow.verify(org.target, flow.mfa_token(org.target)).body
+    requested = request_reset(client, requester_token, org.target.user_id)
+    assert requested.status == 201, requested.text
+    assert requested.body["status"] == "pending"
+    assert requested.body["required_approvals"] == 1
+    assert requested.body["verification"] == VERIFICATION
+    assert "recovery_code" not in requested.body
+    reset_id = requested.body["reset_id"]
+
+    own = approve(client, requester_token, reset_id)
+    assert own.status == 403, own.text
+
+    approved = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert approved.status == 200, approved.text
+    assert approved.body["status"] == "completed"
+    assert approved.body["approvals"] == [org.approver.user_id]
+    code = approved.body["recovery_code"]
+
+    refresh = client.post("/v1/auth/refresh", {"refresh_token": target_login["refresh_token"]})
+    assert refresh.status == 401, refresh.text
+
+    login = recovery_login(client, org.target, code)
+    assert login.status == 200, login.text
+    assert login.body["status"] == "enrollment_required"
+    assert login.body["allowed_methods"] == ["totp", "webauthn"]
+    again = recovery_login(client, org.target, code)
+    assert again.status == 401, again.text
+
+    user = runtime.services().store.get_user("acme", org.target.user_id)
+    assert user is not None
+    assert user.factor_summaries() == {}
+    factor = runtime.services().store.get_factor(
+        "acme", org.target.user_id, org.target.factor_id or ""
+    )
+    assert factor is not None
+    assert factor.status == "disabled"
+    codes = runtime.services().store.get_factor("acme", org.target.user_id, "backup_codes")
+    assert codes is not None
+    assert codes.status == "disabled"
+
+    types = event_types(stack)
+    for expected in ("mfa_reset.request", "mfa_reset.approve", "mfa_reset.complete"):
+        assert expected in types
+    # Both events carry the same clock time, so their order in the table is not fixed.
+    outcomes = sorted(
+        item["outcome"]
+        for item in audit_items(stack, "acme")
+        if item["event_type"] == "login.recovery_code"
+    )
+    assert outcomes == ["failure", "success"]
+
+    [notification] = [n for n in notifications() if n["kind"] == "mfa.reset"]
+    assert notification["user_id"] == org.target.user_id
+    assert notification["reset_id"] == reset_id
+
+
+def test_enrollment_token_from_recovery_enrolls(client: Client, flow: Flow, org: Org) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+    enrollment = recovery_login(client, org.target, code).body["enrollment_token"]
+    flow.enroll(org.target, enrollment)
+    flow.next_step()
+    assert flow.login_ok(org.target, "mfa_required")["factors"][0]["type"] == "totp"
+
+
+def test_single_admin_reset_completes_at_once(client: Client, flow: Flow) -> None:
+    admin = add_org("acme")
+    target = add_member("acme", "target@acme.example")
+    _enroll(flow, admin)
+    requested = request_reset(client, fresh_mfa_token(flow, admin), target.user_id)
+    assert requested.status == 201, requested.text
+    assert requested.body["status"] == "completed"
+    assert requested.body["required_approvals"] == 0
+    assert recovery_login(client, target, requested.body["recovery_code"]).status == 200
+
+
+def test_policy_approvals_need_enough_admins(client: Client, flow: Flow, org: Org) -> None:
+    set_policy("acme", enforcement="optional", reset_approvals=2)
+    reply = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id)
+    assert reply.status == 409, reply.text
+
+
+def test_self_reset_is_forbidden(client: Client, flow: Flow, org: Org) -> None:
+    reply = request_reset(client, fresh_mfa_token(flow, org.requester), org.requester.user_id)
+    assert reply.status == 403, reply.text
+
+
+def test_other_org_user_is_not_found(client: Client, flow: Flow, org: Org) -> None:
+    outsider = add_org("globex")
+    token = fresh_mfa_token(flow, org.requester)
+    assert request_reset(client, token, outsider.user_id).status == 404
+    other_org = client.post(
+        "/v1/orgs/globex/mfa-resets",
+        {"user_id": outsider.user_id, "reason": "x", "verification": VERIFICATION},
+        token=token,
+    )
+    assert other_org.status == 404, other_org.text
+
+
+def test_request_needs_fresh_mfa(client: Client, flow: Flow, org: Org) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    flow.clock.advance(301)
+    reply = request_reset(client, token, org.target.user_id)
+    assert reply.status == 403, reply.text
+    assert reply.body["code"] == "step_up_required"
+
+
+def test_non_admin_cannot_request(client: Client, flow: Flow, org: Org) -> None:
+    reply = request_reset(client, fresh_mfa_token(flow, org.target), org.approver.user_id)
+    assert reply.status == 403, reply.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"verification": {**VERIFICATION, "method": "phone_call"}}, "verification.method"),
+        ({"verification": {"method": "id_document", "verified_by": "x"}}, "verification.reference"),
+        ({"verification": "yes"}, "verification"),
+        ({"reason": " "}, "reason"),
+        ({"cooling_off_minutes": 1441}, "cooling_off_minutes"),
+        ({"cooling_off_minutes": "5"}, "cooling_off_minutes"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_invalid_request_names_field(
+    client: Client, flow: Flow, org: Org, changes: dict[str, Any], field: str
+) -> None:
+    reply = request_reset(
+        client, fresh_mfa_token(flow, org.requester), org.target.user_id, **changes
+    )
+    assert reply.status == 400, reply.text
+    assert field in reply.text
+
+
+def test_request_expires_after_a_day(
+    client: Client, flow: Flow, clock: ManualClock, org: Org, stack: LocalStack
+) -> None:
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    clock.advance(24 * 3600)
+    reply = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert reply.status == 409, reply.text
+    assert "mfa_reset.expire" in event_types(stack)
+    listed = client.get(RESETS, token=fresh_mfa_token(flow, org.requester))
+    assert listed.body["resets"][0]["status"] == "expired"
+
+
+def test_cooling_off_delays_approval(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    requested = request_reset(
+        client, fresh_mfa_token(flow, org.requester), org.target.user_id, cooling_off_minutes=30
+    )
+    reset_id = requested.body["reset_id"]
+    early = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert early.status == 409, early.text
+    clock.advance(30 * 60)
+    later = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert later.status == 200, later.text
+
+
+def test_cancelled_reset_cannot_be_approved(
+    client: Client, flow: Flow, org: Org, stack: LocalStack
+) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    cancelled = client.post(f"{RESETS}/{reset_id}/cancel", {}, token=token)
+    assert cancelled.status == 200, cancelled.text
+    assert cancelled.body["status"] == "cancelled"
+    reply = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert reply.status == 409, reply.text
+    assert "mfa_reset.cancel" in event_types(stack)
+    user = runtime.services().store.get_user("acme", org.target.user_id)
+    assert user is not None
+    assert user.factor_summaries() != {}
+
+
+def test_list_is_newest_first_for_admins(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    first = request_reset(client, token, org.target.user_id).body["reset_id"]
+    clock.advance(5)
+    second = request_reset(client, token, org.target.user_id).body["reset_id"]
+    listed = client.get(RESETS, token=token)
+    assert listed.status == 200, listed.text
+    assert [r["reset_id"] for r in listed.body["resets"]] == [second, first]
+    operator = fresh_mfa_token(flow, org.target)
+    assert client.get(RESETS, token=operator).status == 403
+
+
+def test_recovery_code_wins_once_under_concurrency(client: Client, flow: Flow, org: Org) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        replies = list(pool.map(lambda _: recovery_login(client, org.target, code), range(10)))
+    statuses = sorted(reply.status for reply in replies)
+    assert statuses == [200] + [401] * 9
+
+
+def test_wrong_recovery_code_counts_toward_lockout(client: Client, flow: Flow, org: Org) -> None:
+    reply = recovery_login(client, org.target, "AAAAA-AAAAA-AAAAA-AAAAA")
+    assert reply.status == 401, reply.text
+    user = runtime.services().store.get_user("acme", org.target.user_id)
+    assert user is not None
+    assert user.failed_count == 1
+
+
+def test_reset_ends_authorizer_access(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    flow.next_step()
+    target_access = flow.verify(org.target, flow.mfa_token(org.target)).body["access_token"]
+    config = "/v1/agents/a1/config"
+    assert client.request("PUT", config, json_body={}, token=target_access).status == 200
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    assert approve(client, fresh_mfa_token(flow, org.approver), reset_id).status == 200
+    clock.advance(11)
+    assert client.request("PUT", config, json_body={}, token=target_access).status == 403
+
+
+def test_reset_voids_remember_device_token(client: Client, flow: Flow, org: Org) -> None:
+    set_policy("acme", enforcement="optional", reauthentication="every_24h")
+    device = "device-0123456789abcdef"
+    body = {
+        "org_id": "acme",
+        "email": org.target.email,
+        "password": org.target.password,
+        "device_id": device,
+    }
+    flow.next_step()
+    verified = flow.verify(org.target, client.post("/v1/auth/login", body).body["mfa_token"])
+    remember_token = verified.body["remember_device_token"]
+
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+    enrollment = recovery_login(client, org.target, code).body["enrollment_token"]
+    flow.enroll(org.target, enrollment)
+    flow.next_step()
+
+    again = client.post("/v1/auth/login", {**body, "remember_device_token": remember_token})
+    assert again.status == 200, again.text
+    assert again.body["status"] == "mfa_required"
+
+
+def test_policy_can_require_two_approvals(client: Client, flow: Flow, org: Org) -> None:
+    third = add_member("acme", "third@acme.example", role="admin")
+    _enroll(flow, third)
+    set_policy("acme", enforcement="optional", reset_approvals=2)
+    requested = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id)
+    assert requested.status == 201, requested.text
+    assert requested.body["required_approvals"] == 2
+    reset_id = requested.body["reset_id"]
+
+    approver_token = fresh_mfa_token(flow, org.approver)
+    first = approve(client, approver_token, reset_id)
+    assert first.status == 200, first.text
+    assert first.body["status"] == "pending"
+    assert "recovery_code" not in first.body
+    assert approve(client, approver_token, reset_id).status == 403
+
+    second = approve(client, fresh_mfa_token(flow, third), reset_id)
+    assert second.status == 200, second.text
+    assert second.body["status"] == "completed"
+    assert second.body["approvals"] == [org.approver.user_id, third.user_id]
+    assert "recovery_code" in second.body
+
+
+def test_recovery_code_not_in_logs_or_tables(
+    client: Client, flow: Flow, org: Org, stack: LocalStack
+) -> None:
+    with captured_logs() as stream:
+        token = fresh_mfa_token(flow, org.requester)
+        reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+        code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+        assert recovery_login(client, org.target, code).status == 200
+    logs = stream.getvalue()
+    assert '"message":"MFA reset completed"' in logs  # the capture works
+    for form in (code, code.replace("-", "")):
+        assert not _contains(logs, form)
+        dynamodb = boto3.client("dynamodb", endpoint_url=stack.aws_endpoint_url)
+        for table in stack.table_names.values():
+            dump = str(dynamodb.scan(TableName=table)["Items"])
+            assert not _contains(dump, form), f"recovery code found in {table}"

@@ -93,6 +93,8 @@ def test_protected_routes_are_listed() -> None:
         "POST /v1/orgs/{org_id}/users",
         "GET /v1/orgs/{org_id}/mfa-policy",
         "PUT /v1/orgs/{org_id}/mfa-policy",
+        "GET /v1/orgs/{org_id}/audit",
+        "GET /v1/orgs/{org_id}/audit/verify",
         "PUT /v1/me/password",
         "DELETE /v1/me/remembered-devices",
     }

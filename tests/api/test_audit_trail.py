@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from mfa_core import audit_trail, members, runtime
+from mfa_core import audit_trail, cli, members, runtime
 from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
 from mfa_core.store.models import AuditDigestModel, AuditModel
@@ -321,3 +321,19 @@ def test_verify_with_time_window(client: Client, sealed: str) -> None:
 
     assert report["valid"] is True, report
     assert report["periods_checked"] == 2
+
+
+def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True
+
+    deleted = _event_in_hour(2)
+    deleted.delete()
+
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 1
+    assert json.loads(capsys.readouterr().out)["deleted"] == [deleted.event_id]
+    window = ["--from", "2027-01-15T11:00:00Z", "--to", "2027-01-15T11:59:00Z"]
+    assert cli.main(["audit", "verify", "--org-id", "acme", *window]) == 0
+    assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 1
+    assert "(from)" in capsys.readouterr().err
+    assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 1

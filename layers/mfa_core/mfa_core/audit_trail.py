@@ -414,13 +414,19 @@ def verify_as_admin(
     svc: Services, principal: Principal, org_id: str, params: Mapping[str, str]
 ) -> VerifyReport:
     members.require_admin(svc, principal, org_id)
+    start, end = parse_window(params)
+    return verify(svc, org_id, start=start, end=end)
+
+
+def parse_window(params: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """Return the `from` and `to` ISO 8601 times as epoch seconds; None where absent."""
     start = _timestamp_ms(params, "from")
     end = _timestamp_ms(params, "to")
-    return verify(
-        svc,
-        org_id,
-        start=None if start is None else start / 1000,
-        end=None if end is None else end / 1000,
+    if start is not None and end is not None and start > end:
+        raise InvalidInput("Use a `from` time no later than the `to` time.", field="from")
+    return (
+        None if start is None else start / 1000,
+        None if end is None else end / 1000,
     )
 
 

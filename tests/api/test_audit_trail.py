@@ -337,3 +337,28 @@ def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 1
     assert "(from)" in capsys.readouterr().err
     assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 1
+
+
+def test_verify_reports_all_digests_removed(client: Client, sealed: str) -> None:
+    for digest in AuditDigestModel.query("acme"):
+        digest.delete()
+
+    report = _verify(client, sealed)
+
+    missing = [link["period"] for link in report["broken_links"]]
+    assert missing == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T10"]
+    # The sealer may not have reached the hour that ended five minutes ago.
+    assert report["unsealed_from"] == "2027-01-15T11"
+    assert report["valid"] is False
+
+
+def test_verify_rejects_long_window(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    clock.set(START + 40 * 24 * HOUR)
+    reply = client.get(
+        "/v1/orgs/acme/audit/verify?from=2027-01-15T08:00:00Z", token=_admin_token(flow, acme)
+    )
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "from"

@@ -65,6 +65,14 @@ DIGEST_VERSION = 1
 # Periods one sealer run seals per org, so that a backlog is worked off over several runs
 # within the function's timeout.
 MAX_PERIODS_PER_RUN = 48
+# An hour without a digest counts as missing once it ended this long ago, because the
+# sealer runs five minutes past each hour.
+SEAL_GRACE_SECONDS = 3600
+# Verification makes one query of events per hour: a week by default, a month at most.
+# NOTE: the time a month takes against DynamoDB is not measured; the admin function's
+# timeout is 10 seconds.
+DEFAULT_VERIFY_SECONDS = 7 * 24 * 3600
+MAX_VERIFY_PERIODS = 31 * 24
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ def export_record(item: AuditModel) -> dict[str, Any]:
 
 
 def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
-    """Query one key range, one more item than the page holds to learn whether more follow."""
+    """Query one key range, one more item than the page contains to learn whether more follow."""
     low = f"{query.start_ms:015d}-" if query.start_ms is not None else "0"
     # "g" sorts after every hex digit, so the bound includes every id of that millisecond.
     high = f"{query.end_ms:015d}-g" if query.end_ms is not None else "9" * 15 + "-g"
@@ -431,50 +439,55 @@ def parse_window(params: Mapping[str, str]) -> tuple[float | None, float | None]
 
 
 def verify(
-    svc: Services, org_id: str, *, start: float | None = None, end: float | None = None
+    svc: Services,
+    org_id: str,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    max_periods: int | None = MAX_VERIFY_PERIODS,
 ) -> VerifyReport:
     """Recompute the digest chain of the hours from `start` to `end` (epoch seconds).
 
-    Without `start`, checking begins at the org's first digest; without `end`, at the current
-    hour. Every hour in between needs a digest, except trailing hours the sealer has not
-    reached yet.
+    Without `start`, checking begins DEFAULT_VERIFY_SECONDS before `end`, or at the org's
+    creation if that is later; without `end`, at the current hour. Every hour needs a digest,
+    except the hours that ended less than SEAL_GRACE_SECONDS ago, which the sealer may not
+    have reached yet. More than `max_periods` hours raise InvalidInput.
     """
     report = VerifyReport(org_id)
     now = svc.clock.now()
-    end_period = period_of(min(end if end is not None else now, now))
-    start_period = period_of(start) if start is not None else None
+    org = svc.store.get_org(org_id)
+    if org is None:
+        return report
+    end = min(end if end is not None else now, now)
+    if start is None:
+        start = end - DEFAULT_VERIFY_SECONDS
+    first = max(period_start(period_of(start)), period_start(period_of(float(org.created_at))))
+    last = period_start(period_of(end))
+    if max_periods is not None and (last - first) // PERIOD_SECONDS + 1 > max_periods:
+        raise InvalidInput(
+            f"Use a window of at most {max_periods} hours between `from` and `to`.", field="from"
+        )
+
     digests = {
         digest.period: digest
         for digest in AuditDigestModel.query(
-            org_id,
-            AuditDigestModel.period.between(start_period or "0", end_period)
-            if start_period is not None
-            else AuditDigestModel.period <= end_period,
+            org_id, AuditDigestModel.period.between(period_of(first), period_of(last))
         )
     }
-    if not digests and start_period is None:
-        report.unsealed_from = period_of(now)
-        return report
-    first = start_period or min(digests)
-    last_sealed = max(digests) if digests else None
-
     retention = svc.settings.audit_retention_days * 86400
-    cursor = period_start(first)
-    previous: AuditDigestModel | None = _get_digest(org_id, period_of(cursor - PERIOD_SECONDS))
-    while cursor <= period_start(end_period):
+    previous = _get_digest(org_id, period_of(first - PERIOD_SECONDS))
+    for cursor in range(first, last + 1, PERIOD_SECONDS):
         period = period_of(cursor)
-        if last_sealed is None or period > last_sealed:
+        digest = digests.get(period)
+        if digest is None and cursor + PERIOD_SECONDS + SEAL_GRACE_SECONDS > now:
             report.unsealed_from = period
             break
-        digest = digests.get(period)
         if digest is None:
             report.broken_links.append({"period": period, "problem": "digest missing"})
-            previous = None
         else:
             _check_digest(svc, report, digest, previous, now=now, retention=retention)
-            previous = digest
+        previous = digest
         report.periods_checked += 1
-        cursor += PERIOD_SECONDS
     return report
 
 
@@ -492,10 +505,11 @@ def _check_digest(
         return
     document = json.loads(digest.document)
 
-    expected_previous = _digest_hash(previous) if previous is not None else None
-    if document.get("previous_digest") != expected_previous and (
-        previous is not None or document.get("previous_period") is not None
-    ):
+    if previous is None:
+        linked = document.get("previous_period") is None
+    else:
+        linked = document.get("previous_digest") == _digest_hash(previous)
+    if not linked:
         report.broken_links.append({"period": digest.period, "problem": "previous digest differs"})
 
     sealed: dict[str, str] = dict(document["events"])

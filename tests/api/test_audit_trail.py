@@ -362,3 +362,17 @@ def test_verify_rejects_long_window(
 
     assert reply.status == 400, reply.text
     assert reply.body["field"] == "from"
+
+
+def test_verify_reports_digest_moved(client: Client, sealed: str) -> None:
+    source = AuditDigestModel.get("acme", "2027-01-15T08")
+    target = AuditDigestModel.get("acme", "2027-01-15T09")
+    target.document, target.signature = source.document, source.signature
+    target.save()
+
+    report = _verify(client, sealed)
+
+    assert {"period": "2027-01-15T09", "problem": "digest of another period"} in report[
+        "broken_links"
+    ]
+    assert report["valid"] is False

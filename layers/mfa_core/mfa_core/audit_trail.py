@@ -24,11 +24,11 @@ from aws_lambda_powertools import Logger
 from jose import jwk, jws
 from jose.exceptions import JOSEError
 from pynamodb.attributes import MapAttribute
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, PynamoDBException
 
 from mfa_core import members
 from mfa_core.audit import OUTCOMES
-from mfa_core.errors import DependencyFailed, InvalidInput
+from mfa_core.errors import DependencyFailed, InvalidInput, MfaError
 from mfa_core.runtime import Services
 from mfa_core.store.models import AuditDigestModel, AuditModel, OrgModel, user_key
 from mfa_core.tokens import Principal
@@ -374,7 +374,11 @@ def seal_all(svc: Services) -> int:
     """Seal every org's complete hours; returns how many digests were written."""
     total = 0
     for org in OrgModel.scan(attributes_to_get=["org_id", "created_at"]):
-        total += seal_org(svc, org)
+        try:
+            total += seal_org(svc, org)
+        except (MfaError, PynamoDBException):
+            # One org's failure does not hold up the others; the next run retries it.
+            logger.exception("Audit sealing failed", extra={"org_id": org.org_id})
     return total
 
 
@@ -504,6 +508,10 @@ def _check_digest(
         report.bad_signatures.append(digest.period)
         return
     document = json.loads(digest.document)
+    if document.get("org_id") != digest.org_id or document.get("period") != digest.period:
+        # A validly signed digest copied from another hour or org.
+        report.broken_links.append({"period": digest.period, "problem": "digest of another period"})
+        return
 
     if previous is None:
         linked = document.get("previous_period") is None

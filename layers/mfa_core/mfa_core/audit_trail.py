@@ -302,12 +302,12 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
     """Write the signed digest of one org's events in one complete hour.
 
     Returns False when the period was already sealed, which the conditional put detects, or
-    is not over yet. The previous hour's digest must exist unless this is the first one.
+    is not over yet. The digest links to the previous hour's digest when there is one.
     """
     start = period_start(period)
     if start + PERIOD_SECONDS > svc.clock.now():
         return False
-    previous = _get_digest(org_id, _period_name(start - PERIOD_SECONDS))
+    previous = _get_digest(org_id, period_of(start - PERIOD_SECONDS))
     events = _period_events(org_id, start)
     document = {
         "version": DIGEST_VERSION,
@@ -345,10 +345,6 @@ def _get_digest(org_id: str, period: str) -> AuditDigestModel | None:
         return AuditDigestModel.get(org_id, period)
     except AuditDigestModel.DoesNotExist:
         return None
-
-
-def _period_name(start: int) -> str:
-    return period_of(start)
 
 
 def seal_org(svc: Services, org: OrgModel) -> int:

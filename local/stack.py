@@ -13,6 +13,7 @@ from typing import TypeVar
 from moto.server import ThreadedMotoServer
 
 from local.atomic_moto import serialize_dynamodb
+from local.functions import LocalFunction
 from local.gateway import LOOPBACK_HOST, ApiGateway, build_gateway
 from local.resources import (
     DEFAULT_NAME_PREFIX,
@@ -152,6 +153,10 @@ class LocalStack:
     def table_names(self) -> Mapping[str, str]:
         """Physical table name by logical id, e.g. {"UsersTable": "mfa-local-UsersTable"}."""
         return self.provisioned.table_names
+
+    def function(self, logical_id: str) -> LocalFunction:
+        """Return one of the template's functions, to invoke it as a schedule would."""
+        return self._require(self._gateway, "gateway").functions[logical_id]
 
     def start(self) -> LocalStack:
         try:

@@ -1,4 +1,5 @@
-"""Org administration: members, the MFA policy and the enrollment dashboard."""
+"""Org administration: members, the MFA policy, the enrollment dashboard and the audit
+trail."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mfa_core import dashboard, http, members, policy, sessions, telemetry, tokens
+from mfa_core import audit_trail, dashboard, http, members, policy, sessions, telemetry, tokens
 from mfa_core.runtime import services
 
 logger = Logger()
@@ -123,6 +124,34 @@ def put_mfa_policy(org_id: str) -> Response[str]:
         context=http.request_context(app),
     )
     return _policy_response(changed)
+
+
+@app.get("/v1/orgs/<org_id>/audit")
+def export_audit(org_id: str) -> Response[str]:
+    query = audit_trail.parse_query(app.current_event.query_string_parameters or {})
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    page = audit_trail.export(svc, principal, org_id, query)
+    headers = {"Cache-Control": "no-store", "X-Event-Count": str(page.count)}
+    if page.next_cursor is not None:
+        headers["X-Next-Cursor"] = page.next_cursor
+    return Response(
+        status_code=200, content_type=page.content_type, body=page.body, headers=headers
+    )
+
+
+@app.get("/v1/orgs/<org_id>/audit/verify")
+def verify_audit(org_id: str) -> Response[str]:
+    svc = services()
+    principal = sessions.authenticate(
+        svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
+    )
+    report = audit_trail.verify_as_admin(
+        svc, principal, org_id, app.current_event.query_string_parameters or {}
+    )
+    return http.json_response(report.as_json())
 
 
 def _policy_response(current: policy.MfaPolicy) -> Response[str]:

@@ -314,10 +314,30 @@ def _run_sms_flow(client: Client, flow: Flow) -> None:
     assert reply.status == 200, reply.text
 
 
+def _run_audit_flow(client: Client, flow: Flow, stack: LocalStack) -> None:
+    """Export and verify a trail after the sealer has sealed the hours so far."""
+    member = add_org("initech")
+    flow.clock.advance(2 * 60 * 60)
+    result = stack.function("AuditSealerFunction").invoke({})
+    assert result["digests_written"] >= 2
+    access = flow.login_ok(member, "authenticated")["access_token"]
+    path = f"/v1/orgs/{member.org_id}/audit"
+    assert client.get(path, token=access).status == 200
+    assert client.get(f"{path}?user_id={member.user_id}", token=access).status == 200
+    verified = client.get(f"{path}/verify", token=access)
+    assert verified.status == 200, verified.text
+    assert verified.body["valid"] is True, verified.body
+
+
 def test_policies_cover_every_call(
-    client: Client, flow: Flow, acme: Member, stack: LocalStack, calls: list[Call]
+    client: Client,
+    flow: Flow,
+    acme: Member,
+    stack: LocalStack,
+    calls: list[Call],
 ) -> None:
     _drive_every_route(client, flow, acme)
+    _run_audit_flow(client, flow, stack)
 
     functions = {function for function, *_ in calls}
     # The agents example backend makes no AWS call, so it never appears here.
@@ -328,6 +348,7 @@ def test_policies_cover_every_call(
         "AdminFunction",
         "AuthorizerFunction",
         "ResetFunction",
+        "AuditSealerFunction",
     }
     missing = set()
     for function, service, operation, params in calls:
@@ -346,3 +367,30 @@ def test_policy_check_catches_a_missing_grant(stack: LocalStack) -> None:
     arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"
     assert _allowed(statements, "dynamodb:GetItem", arn)
     assert not _allowed(statements, "dynamodb:UpdateItem", arn)
+
+
+# Writes that change or remove an existing item; the trail is append-only.
+AUDIT_REWRITES = [
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+]
+
+
+@pytest.mark.parametrize("table", ["AuditTable", "AuditDigestsTable"])
+def test_no_function_may_rewrite_audit(stack: LocalStack, table: str) -> None:
+    template = parse_yaml(stack.template.path.read_text(encoding="utf-8"))
+    functions = [
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function" and "Policies" in resource["Properties"]
+    ]
+    region, account = stack.provisioned.region, stack.provisioned.account_id
+    arn = f"arn:aws:dynamodb:{region}:{account}:table/{stack.provisioned.table_names[table]}"
+    assert "AuditSealerFunction" in functions
+    for function in functions:
+        statements = _statements(stack, function)
+        for action in AUDIT_REWRITES:
+            assert not _allowed(statements, action, arn), (function, action)

@@ -104,6 +104,8 @@ def test_protected_routes_are_listed() -> None:
         "GET /v1/orgs/{org_id}/mfa-resets",
         "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/approve",
         "POST /v1/orgs/{org_id}/mfa-resets/{reset_id}/cancel",
+        "GET /v1/orgs/{org_id}/audit",
+        "GET /v1/orgs/{org_id}/audit/verify",
         "PUT /v1/me/password",
         "DELETE /v1/me/remembered-devices",
         "GET /v1/orgs/{org_id}/users",

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mfa_core import audit, members, policy
+from mfa_core import audit, audit_trail, members, policy
 from mfa_core.errors import InvalidInput, MfaError, NotFound
 from mfa_core.identity import ROLES
-from mfa_core.runtime import services
+from mfa_core.runtime import Services, services
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,6 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON_FILE",
         help="replace the policy with this whole document (as PUT /v1/orgs/{org}/mfa-policy "
         "takes it); without it, print the current policy",
+    )
+
+    trail = commands.add_parser("audit", help="check the audit trail")
+    trail_commands = trail.add_subparsers(dest="action", required=True)
+    check = trail_commands.add_parser(
+        "verify",
+        help="recompute the signed digests of the org's audit events; exit 1 when tampered",
+    )
+    check.add_argument("--org-id", required=True)
+    check.add_argument(
+        "--from", dest="start", help="first hour to check, ISO 8601 with offset (default: first)"
+    )
+    check.add_argument(
+        "--to", dest="end", help="last hour to check, ISO 8601 with offset (default: now)"
     )
 
     user = commands.add_parser("user", help="manage members")
@@ -206,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {"org_id": args.org_id, "version": current.version, "policy": current.as_json()}
                 )
             )
+        elif args.command == "audit":
+            return _verify_audit(svc, args)
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,
@@ -233,6 +249,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mfa-admin: {exc.code}{where}: {exc.detail}", file=sys.stderr)
         return 1
     return 0
+
+
+def _verify_audit(svc: Services, args: argparse.Namespace) -> int:
+    """Print the verification report of the org's audit trail; return 1 when tampered."""
+    if svc.store.get_org(args.org_id) is None:
+        raise NotFound("No org with this id.")
+    window = {
+        name: value for name, value in (("from", args.start), ("to", args.end)) if value is not None
+    }
+    start, end = audit_trail.parse_window(window)
+    report = audit_trail.verify(svc, args.org_id, start=start, end=end, max_periods=None)
+    print(json.dumps(report.as_json()))
+    return 0 if report.valid else 1
 
 
 def _read_json(path: str) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class Settings:
     audit_table: str
     counters_table: str
     resets_table: str
+    audit_digests_table: str = "unset"
     kms_key_id: str
     signing_key_secret: str
     jwks_parameter: str
@@ -144,6 +145,7 @@ class Settings:
             audit_table=_required("MFA_AUDIT_TABLE"),
             counters_table=_required("MFA_COUNTERS_TABLE"),
             resets_table=_required("MFA_RESETS_TABLE"),
+            audit_digests_table=os.environ.get("MFA_AUDIT_DIGESTS_TABLE", "").strip() or "unset",
             kms_key_id=_required("MFA_KMS_KEY_ID"),
             signing_key_secret=_required("MFA_SIGNING_KEY_SECRET"),
             jwks_parameter=_required("MFA_JWKS_PARAMETER"),

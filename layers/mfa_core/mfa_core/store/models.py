@@ -274,6 +274,23 @@ class AuditModel(Model):
     expires_at = NumberAttribute()
 
 
+class AuditDigestModel(Model):
+    """A sealed digest of one org's audit events in one period (mfa_core.audit_trail)."""
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)  # the UTC hour, "2027-01-15T08"
+    # The canonical JSON document that `signature` signs, kept verbatim so verification
+    # recomputes the same bytes.
+    document = UnicodeAttribute()
+    # The ES256 JWS (compact serialization) of `document`, and the signing key's id.
+    signature = UnicodeAttribute()
+    kid = UnicodeAttribute()
+    sealed_at = NumberAttribute()
+
+
 class CounterModel(Model):
     """A rate-limit counter for one key and time window, or a cool-down (`until`)."""
 
@@ -324,4 +341,5 @@ ALL_MODELS: dict[str, type[Model]] = {
     "audit_table": AuditModel,
     "counters_table": CounterModel,
     "resets_table": MfaResetModel,
+    "audit_digests_table": AuditDigestModel,
 }

@@ -1,0 +1,378 @@
+"""The audit export and its tamper evidence, through the local gateway."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from mfa_core import audit_trail, cli, members, runtime
+from mfa_core.audit import RequestContext
+from mfa_core.clock import ManualClock
+from mfa_core.store.models import AuditDigestModel, AuditModel
+from tests.api.conftest import START, add_member, add_org
+from tests.api.harness import Client, Flow, Member, Reply
+
+HOUR = 3600
+
+
+def _stored(org_id: str) -> list[AuditModel]:
+    return list(AuditModel.query(org_id))
+
+
+def _export(client: Client, token: str, org_id: str = "acme", **params: Any) -> Reply:
+    query = f"?{urlencode(params)}" if params else ""
+    return client.get(f"/v1/orgs/{org_id}/audit{query}", token=token)
+
+
+def _jsonl(reply: Reply) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in reply.text.splitlines()]
+
+
+def _admin_token(flow: Flow, member: Member) -> str:
+    token: str = flow.login_ok(member, "authenticated")["access_token"]
+    return token
+
+
+def _create_member(org_id: str, email: str, *, user_agent: str) -> str:
+    created = members.create_member(
+        runtime.services(),
+        org_id=org_id,
+        email=email,
+        role="viewer",
+        password="correct horse battery staple",
+        actor="operator",
+        context=RequestContext(source_ip="127.0.0.1", user_agent=user_agent, request_id="r"),
+    )
+    return created.user.user_id
+
+
+def test_export_jsonl_round_trip(client: Client, flow: Flow, acme: Member) -> None:
+    token = _admin_token(flow, acme)
+
+    reply = _export(client, token)
+
+    assert reply.status == 200, reply.text
+    assert reply.header("content-type") == "application/x-ndjson"
+    expected = [audit_trail.export_record(item) for item in _stored("acme")]
+    assert _jsonl(reply) == expected
+    assert len(expected) >= 3
+    assert reply.header("x-next-cursor") is None
+
+
+def test_export_csv_round_trip_and_injection(client: Client, flow: Flow, acme: Member) -> None:
+    _create_member("acme", "formula@acme.example", user_agent='=HYPERLINK("x")')
+    token = _admin_token(flow, acme)
+
+    reply = _export(client, token, format="csv")
+
+    assert reply.status == 200, reply.text
+    assert (
+        reply.header(
+            "content-type",
+        )
+        == "text/csv"
+    )
+    rows = list(csv.reader(io.StringIO(reply.text)))
+    assert tuple(rows[0]) == audit_trail.FIELDS
+    stored = [audit_trail.export_record(item) for item in _stored("acme")]
+    assert len(rows) - 1 == len(stored)
+    for row, record in zip(rows[1:], stored, strict=True):
+        for name, cell in zip(audit_trail.FIELDS, row, strict=True):
+            value = record[name]
+            if value is None:
+                assert cell == "", name
+            elif isinstance(value, dict):
+                assert json.loads(cell) == value, name
+            elif isinstance(value, int | float):
+                assert float(cell) == value, name
+            elif value.startswith(("=", "+", "-", "@")):
+                assert cell == "'" + value, name
+            else:
+                assert cell == value, name
+    assert '\'=HYPERLINK("x")' in [row[audit_trail.FIELDS.index("user_agent")] for row in rows]
+
+
+def test_export_filters(client: Client, flow: Flow, acme: Member, clock: ManualClock) -> None:
+    clock.set(START + HOUR)
+    other = _create_member("acme", "later@acme.example", user_agent="tests")
+    clock.set(START + 2 * HOUR)
+    token = _admin_token(flow, acme)
+
+    by_type = _jsonl(_export(client, token, event_type="member.create"))
+    assert {record["event_type"] for record in by_type} == {"member.create"}
+    assert len(by_type) == 2
+
+    by_user = _jsonl(_export(client, token, user_id=other))
+    assert [record["user_id"] for record in by_user] == [other]
+
+    by_outcome = _jsonl(_export(client, token, outcome="failure"))
+    assert by_outcome == []
+
+    window = _jsonl(
+        _export(
+            client, token, **{"from": "2027-01-15T08:30:00Z", "to": "2027-01-15T09:30:00+00:00"}
+        )
+    )
+    assert [record["user_id"] for record in window] == [other]
+
+    before = _jsonl(_export(client, token, to="2027-01-15T08:00:00Z"))
+    assert {record["event_type"] for record in before} == {"org.create", "member.create"}
+
+
+def test_export_pagination(client: Client, flow: Flow, acme: Member) -> None:
+    for number in range(4):
+        _create_member("acme", f"m{number}@acme.example", user_agent="tests")
+    token = _admin_token(flow, acme)
+    expected = [audit_trail.export_record(item) for item in _stored("acme")]
+
+    collected: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 2}
+    pages = 0
+    while True:
+        reply = _export(client, token, **params)
+        assert reply.status == 200, reply.text
+        page = _jsonl(reply)
+        assert len(page) <= 2
+        collected.extend(page)
+        pages += 1
+        cursor = reply.header("x-next-cursor")
+        if cursor is None:
+            break
+        params["next"] = cursor
+
+    assert collected == expected
+    assert pages == (len(expected) + 1) // 2
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "2027-01-15T08:00:00"}, "from"),
+        ({"to": "yesterday"}, "to"),
+        ({"from": "2027-01-16T00:00:00Z", "to": "2027-01-15T00:00:00Z"}, "from"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"format": "xml"}, "format"),
+        ({"outcome": "maybe"}, "outcome"),
+        ({"next": "not-a-cursor"}, "next"),
+        ({"user_id": "a b"}, "user_id"),
+    ],
+)
+def test_export_rejects_bad_parameters(
+    client: Client, flow: Flow, acme: Member, params: dict[str, str], field: str
+) -> None:
+    reply = _export(client, _admin_token(flow, acme), **params)
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == field
+
+
+def test_export_other_org_not_found(client: Client, flow: Flow, acme: Member) -> None:
+    add_org("globex")
+    token = _admin_token(flow, acme)
+
+    assert _export(client, token, org_id="globex").status == 404
+    assert client.get("/v1/orgs/globex/audit/verify", token=token).status == 404
+
+
+def test_export_forbidden_for_non_admin(client: Client, flow: Flow, acme: Member) -> None:
+    viewer = add_member("acme", "viewer@acme.example", role="viewer")
+    token = _admin_token(flow, viewer)
+
+    assert _export(client, token).status == 403
+    assert client.get("/v1/orgs/acme/audit/verify", token=token).status == 403
+
+
+# --- Tamper evidence ---
+
+
+def _trail_over_hours(clock: ManualClock) -> None:
+    """Write events in three distinct hours after acme's creation, then seal them all."""
+    for hour in (1, 2, 3):
+        clock.set(START + hour * HOUR + 60)
+        _create_member("acme", f"h{hour}a@acme.example", user_agent="tests")
+        _create_member("acme", f"h{hour}b@acme.example", user_agent="tests")
+    clock.set(START + 4 * HOUR + 300)
+    assert audit_trail.seal_all(runtime.services()) == 4
+    assert audit_trail.seal_all(runtime.services()) == 0
+
+
+def _verify(client: Client, token: str, **params: str) -> dict[str, Any]:
+    query = f"?{urlencode(params)}" if params else ""
+    reply = client.get(f"/v1/orgs/acme/audit/verify{query}", token=token)
+    assert reply.status == 200, reply.text
+    body: dict[str, Any] = reply.body
+    return body
+
+
+def _event_in_hour(hour: int, index: int = 0) -> AuditModel:
+    low = f"{(START + hour * HOUR) * 1000:015d}-"
+    high = f"{(START + (hour + 1) * HOUR) * 1000:015d}-"
+    return list(AuditModel.query("acme", AuditModel.event_id.between(low, high)))[index]
+
+
+@pytest.fixture
+def sealed(client: Client, flow: Flow, acme: Member, clock: ManualClock) -> str:
+    _trail_over_hours(clock)
+    return _admin_token(flow, acme)
+
+
+def test_verify_passes_untouched_trail(client: Client, sealed: str) -> None:
+    report = _verify(client, sealed)
+
+    assert report["valid"] is True, report
+    assert report["periods_checked"] == 4
+    # The admin's login in hour 4 is not sealed yet.
+    assert report["unsealed_from"] == "2027-01-15T12"
+
+
+def test_verify_reports_modified_event(client: Client, sealed: str) -> None:
+    item = _event_in_hour(2)
+    item.outcome = "failure"
+    item.save()
+
+    report = _verify(client, sealed)
+
+    assert report["valid"] is False
+    assert report["modified"] == [item.event_id]
+    assert report["deleted"] == report["inserted"] == []
+
+
+def test_verify_reports_deleted_event(client: Client, sealed: str) -> None:
+    item = _event_in_hour(1)
+    item.delete()
+
+    report = _verify(client, sealed)
+
+    assert report["deleted"] == [item.event_id]
+    assert report["valid"] is False
+
+
+def test_verify_reports_inserted_event(client: Client, sealed: str) -> None:
+    original = _event_in_hour(2)
+    forged_id = f"{(START + 2 * HOUR + 120) * 1000:015d}-{'0' * 16}"
+    forged = AuditModel(
+        "acme",
+        forged_id,
+        **{
+            name: value
+            for name, value in original.attribute_values.items()
+            if name not in {"org_id", "event_id"}
+        },
+    )
+    forged.save()
+
+    report = _verify(client, sealed)
+
+    assert report["inserted"] == [forged_id]
+    assert report["valid"] is False
+
+
+def test_verify_reports_swapped_pair(client: Client, sealed: str) -> None:
+    first, second = _event_in_hour(3, 0), _event_in_hour(3, 1)
+    first.user_id, second.user_id = second.user_id, first.user_id
+    first.user_key, second.user_key = second.user_key, first.user_key
+    first.save()
+    second.save()
+
+    report = _verify(client, sealed)
+
+    assert sorted(report["modified"]) == sorted([first.event_id, second.event_id])
+
+
+def test_verify_reports_removed_digest(client: Client, sealed: str) -> None:
+    AuditDigestModel.get("acme", "2027-01-15T09").delete()
+
+    report = _verify(client, sealed)
+
+    assert {"period": "2027-01-15T09", "problem": "digest missing"} in report["broken_links"]
+    assert {"period": "2027-01-15T10", "problem": "previous digest differs"} in report[
+        "broken_links"
+    ]
+    assert report["valid"] is False
+
+
+def test_verify_reports_forged_digest(client: Client, sealed: str) -> None:
+    digest = AuditDigestModel.get("acme", "2027-01-15T10")
+    document = json.loads(digest.document)
+    document["count"] = 0
+    document["events"] = []
+    digest.document = json.dumps(document)
+    digest.save()
+
+    report = _verify(client, sealed)
+
+    assert report["bad_signatures"] == ["2027-01-15T10"]
+    assert report["valid"] is False
+
+
+def test_verify_with_time_window(client: Client, sealed: str) -> None:
+    _event_in_hour(1).delete()
+
+    report = _verify(
+        client, sealed, **{"from": "2027-01-15T10:00:00Z", "to": "2027-01-15T11:59:59Z"}
+    )
+
+    assert report["valid"] is True, report
+    assert report["periods_checked"] == 2
+
+
+def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True
+
+    deleted = _event_in_hour(2)
+    deleted.delete()
+
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 1
+    assert json.loads(capsys.readouterr().out)["deleted"] == [deleted.event_id]
+    window = ["--from", "2027-01-15T11:00:00Z", "--to", "2027-01-15T11:59:00Z"]
+    assert cli.main(["audit", "verify", "--org-id", "acme", *window]) == 0
+    assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 1
+    assert "(from)" in capsys.readouterr().err
+    assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 1
+
+
+def test_verify_reports_all_digests_removed(client: Client, sealed: str) -> None:
+    for digest in AuditDigestModel.query("acme"):
+        digest.delete()
+
+    report = _verify(client, sealed)
+
+    missing = [link["period"] for link in report["broken_links"]]
+    assert missing == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T10"]
+    # The sealer may not have reached the hour that ended five minutes ago.
+    assert report["unsealed_from"] == "2027-01-15T11"
+    assert report["valid"] is False
+
+
+def test_verify_rejects_long_window(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    clock.set(START + 40 * 24 * HOUR)
+    reply = client.get(
+        "/v1/orgs/acme/audit/verify?from=2027-01-15T08:00:00Z", token=_admin_token(flow, acme)
+    )
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "from"
+
+
+def test_verify_reports_digest_moved(client: Client, sealed: str) -> None:
+    source = AuditDigestModel.get("acme", "2027-01-15T08")
+    target = AuditDigestModel.get("acme", "2027-01-15T09")
+    target.document, target.signature = source.document, source.signature
+    target.save()
+
+    report = _verify(client, sealed)
+
+    assert {"period": "2027-01-15T09", "problem": "digest of another period"} in report[
+        "broken_links"
+    ]
+    assert report["valid"] is False

@@ -316,7 +316,7 @@ def _run_sms_flow(client: Client, flow: Flow) -> None:
 
 def _run_audit_flow(client: Client, flow: Flow, stack: LocalStack) -> None:
     """Export and verify a trail after the sealer has sealed the hours so far."""
-    member = add_org("initech")
+    member = add_org("hooli")
     flow.clock.advance(2 * 60 * 60)
     result = stack.function("AuditSealerFunction").invoke({})
     assert result["digests_written"] >= 2

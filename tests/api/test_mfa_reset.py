@@ -396,3 +396,24 @@ def test_recovery_code_not_in_logs_or_tables(
         for table in stack.table_names.values():
             dump = str(dynamodb.scan(TableName=table)["Items"])
             assert not _contains(dump, form), f"recovery code found in {table}"
+
+
+def test_password_alone_cannot_enroll_after_a_reset(
+    client: Client, flow: Flow, org: Org, stack: LocalStack
+) -> None:
+    set_policy("acme", enforcement="optional")
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+    refused = flow.login(org.target)
+    assert refused.status == 401
+    assert refused.body["code"] == "recovery_code_required"
+    denied = [
+        item.get("reason")
+        for item in audit_items(stack, "acme")
+        if item["event_type"] == "login.password" and item["outcome"] == "denied"
+    ]
+    assert denied == ["recovery_code_required"]
+    assert recovery_login(client, org.target, code).status == 200
+    # Once the code is used, the password alone works again as the policy says.
+    assert flow.login(org.target).status == 200

@@ -24,7 +24,7 @@ from mfa_core import (
     webauthn,
 )
 from mfa_core.audit import RequestContext
-from mfa_core.errors import AuthenticationFailed
+from mfa_core.errors import AuthenticationFailed, RecoveryCodeRequired
 from mfa_core.identity import normalize_email, normalize_org_id
 from mfa_core.runtime import Services
 from mfa_core.store.models import ChallengeModel, UserModel
@@ -109,6 +109,13 @@ def login(
     if recovery_code is not None:
         recovery.spend_code(svc, user, recovery_code, context=context)
         return login.require_enrollment(methods=enrollment_methods(org_policy, rule))
+    if user.recovery_required:
+        # After an MFA reset, only the recovery code handed over through the verified channel
+        # lets the user in to enroll; the password alone must not.
+        svc.store.record(
+            _event(now, user, "login.password", "denied", context, reason="recovery_code_required")
+        )
+        raise RecoveryCodeRequired()
     held = user.factor_summaries()
     factors = allowed_factors(user, rule.methods)
 

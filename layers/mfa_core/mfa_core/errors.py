@@ -58,6 +58,18 @@ class AuthenticationFailed(MfaError):
         super().__init__(detail)
 
 
+class RecoveryCodeRequired(AuthenticationFailed):
+    """The user's MFA was reset: login needs the recovery code from the approving admin."""
+
+    code = "recovery_code_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Your MFA was reset. Sign in with your password and the recovery code that your "
+            "admin gave you (field recovery_code); if it expired, ask for a new reset."
+        )
+
+
 class InvalidToken(MfaError):
     code = "invalid_token"
 

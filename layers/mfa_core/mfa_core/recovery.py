@@ -440,7 +440,7 @@ def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestCon
     if usable and challenge_id is not None:
         success = _login_event(now, user, "success", context)
         try:
-            svc.store.spend_recovery_code(challenge_id, now=now, events=[success])
+            svc.store.spend_recovery_code(challenge_id, user, now=now, events=[success])
         except ConditionFailed:
             usable = False  # Another login spent it first.
         else:

@@ -92,6 +92,9 @@ class UserModel(Model):
     grace_started_at = NumberAttribute(null=True)
     # Likewise, when a security key first became required of the user's role.
     key_grace_started_at = NumberAttribute(null=True)
+    # Set by an MFA reset until its recovery code is used: the password alone must not let
+    # anyone enroll the new factor.
+    recovery_required = BooleanAttribute(null=True)
     # Where and when the user signed in before, for anomaly signals (mfa_core.risk).
     login_history: MapAttribute[str, Any] = MapAttribute(null=True)
 

@@ -1062,6 +1062,7 @@ class Store:
                     UserModel.factors_version.add(1),
                     UserModel.sessions_valid_after.set(now),
                     UserModel.credentials_version.add(1),
+                    UserModel.recovery_required.set(True),
                 ],
                 condition=(UserModel.status == "active")
                 & _factors_version_is(user.factors_version),
@@ -1097,16 +1098,22 @@ class Store:
                 )
 
     def spend_recovery_code(
-        self, challenge_id: str, *, now: float, events: list[AuditEvent]
+        self, challenge_id: str, user: UserModel, *, now: float, events: list[AuditEvent]
     ) -> None:
-        """Mark a recovery code used. Raises ConditionFailed naming "recovery_code" when it was
-        used, or has expired, meanwhile."""
+        """Mark a recovery code used, and let `user` sign in without one again. Raises
+        ConditionFailed naming "recovery_code" when it was used, or has expired, meanwhile."""
         with self._transaction() as tx:
             tx.update(
                 "recovery_code",
                 ChallengeModel(challenge_id),
                 actions=[ChallengeModel.consumed_at.set(now)],
                 condition=_unspent(now),
+            )
+            tx.update(
+                "user",
+                UserModel(user.org_id, user.user_id),
+                actions=[UserModel.recovery_required.remove()],
+                condition=UserModel.user_id.exists(),
             )
             self._audit(tx, events)
 

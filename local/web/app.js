@@ -435,7 +435,7 @@ on("signin-form", "submit", async () => {
   await handleLogin(result);
 });
 
-// A verification answers like a login: a session, or enrollment when a key must be added.
+// A verification returns what a login does: a session, or enrollment when a key must be added.
 on("mfa-key-button", "click", async () => handleLogin(await verifyWithKey(state.mfaToken)));
 
 on("mfa-totp-form", "submit", async () => {

@@ -415,5 +415,5 @@ def test_password_alone_cannot_enroll_after_a_reset(
     ]
     assert denied == ["recovery_code_required"]
     assert recovery_login(client, org.target, code).status == 200
-    # Once the code is used, the password alone works again as the policy says.
+    # Once the code is used, the password alone works again as the policy allows.
     assert flow.login(org.target).status == 200

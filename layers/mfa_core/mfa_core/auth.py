@@ -63,7 +63,7 @@ def login(
     AuthenticationFailed after the same argon2 work. The decision:
     - enforcement off, or optional for a user without a factor: a session (aal1);
     - a usable factor: MFA (mfa_required), unless the policy re-verifies only before
-      sensitive operations, or a valid remember-device token stands in for it;
+      sensitive operations, or a valid remember-device token replaces it;
     - required without a usable factor: a session with a deadline during the grace period,
       then enrollment_required;
     - a role that must use a security key, without one: MFA with the factors it has, and past
@@ -138,7 +138,7 @@ def login(
     return login.require_enrollment(methods=enrollment_methods(org_policy, rule))
 
 
-# What a login must do instead of opening a session, once its MFA passes.
+# Steps that replace the session once a login's MFA passes.
 REGISTER_SECURITY_KEY = "register_security_key"
 ENROLL_ALLOWED_METHOD = "enroll_allowed_method"
 

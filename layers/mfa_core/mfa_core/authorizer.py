@@ -111,7 +111,7 @@ def authorize(svc: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Decide an API Gateway HTTP API authorizer event (payload 2.0); return a simple response.
 
     Allowed, the context carries the caller's identity for the backend, which reads it at
-    event.requestContext.authorizer.lambda. Denied, API Gateway answers 403 without a body.
+    event.requestContext.authorizer.lambda. Denied, API Gateway returns 403 without a body.
     """
     route_key = _listed_route(event)
     headers = event.get("headers")

@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         or isinstance(version, bool)
                     ):
                         raise InvalidInput(
-                            f"{args.set} holds the policy of another org, no policy, or no "
+                            f"{args.set} contains the policy of another org, no policy, or no "
                             "version; print the policy again and edit that file.",
                             field="policy",
                         )

@@ -285,7 +285,7 @@ def make_room(
             "of one (GET and DELETE /v1/me/sessions from a signed-in device) and try again."
         )
     # NOTE: at most SESSIONS_PER_TRANSACTION sessions end per login; an org that lowers its
-    # limit far below a user's session count sees the rest end on later logins.
+    # limit far below a user's session count has the rest ended on later logins.
     oldest = live[: min(excess, SESSIONS_PER_TRANSACTION)]
     return revocations(svc, oldest, reason="session_limit", context=context)
 

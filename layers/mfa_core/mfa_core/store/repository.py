@@ -307,7 +307,7 @@ class Store:
     ) -> None:
         """Store a new session, revoking `revocations` (the session limit) in the same write.
 
-        `user_update` holds actions on the user item, such as the login history.
+        `user_update` contains actions on the user item, such as the login history.
         """
         with self._transaction() as tx:
             tx.put("session", session, condition=SessionModel.session_id.does_not_exist())

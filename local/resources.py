@@ -382,8 +382,9 @@ def _create_ssm_parameter(
         "Type": properties["Type"],
         "Value": str(properties["Value"]),
     }
-    if "Description" in properties:
-        arguments["Description"] = properties["Description"]
+    for optional in ("Description", "Tier"):
+        if optional in properties:
+            arguments[optional] = properties[optional]
     ssm.put_parameter(**arguments)
     logger.info(
         "created SSM parameter", extra={"logical_id": resource.logical_id, "parameter": name}

@@ -133,7 +133,7 @@ def export_audit(org_id: str) -> Response[str]:
     principal = sessions.authenticate(
         svc, http.bearer_token(app), accept=frozenset({tokens.ACCESS})
     )
-    page = audit_trail.export(svc, principal, org_id, query)
+    page = audit_trail.export(svc, principal, org_id, query, context=http.request_context(app))
     headers = {"Cache-Control": "no-store", "X-Event-Count": str(page.count)}
     if page.next_cursor is not None:
         headers["X-Next-Cursor"] = page.next_cursor

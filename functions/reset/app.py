@@ -61,9 +61,14 @@ def cancel_reset(org_id: str, reset_id: str) -> Response[str]:
 @app.get("/v1/orgs/<org_id>/mfa-resets")
 def list_resets(org_id: str) -> Response[str]:
     svc = services()
-    resets = recovery.list_resets(svc, _caller(svc), org_id=org_id)
+    limit, before = http.page_parameters(app, maximum=recovery.MAX_PAGE)
+    resets, following = recovery.list_resets(
+        svc, _caller(svc), org_id=org_id, limit=limit, before=before
+    )
     now = svc.clock.now()
-    return http.json_response({"resets": [recovery.as_json(reset, now=now) for reset in resets]})
+    return http.json_response(
+        {"resets": [recovery.as_json(reset, now=now) for reset in resets], "next": following}
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

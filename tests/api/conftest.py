@@ -45,6 +45,7 @@ def stack(clock: ManualClock) -> Iterator[LocalStack]:
 @pytest.fixture
 def client(stack: LocalStack, clock: ManualClock) -> Client:
     stack.reset_data()
+    runtime.services().store.forget_orgs()
     clock.set(START)
     return Client(stack.api_url)
 

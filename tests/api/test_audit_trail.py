@@ -16,6 +16,7 @@ from mfa_core.clock import ManualClock
 from mfa_core.store.models import AuditDigestModel, AuditModel
 from tests.api.conftest import START, add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
+from tests.api.test_policy import DAY, set_policy
 
 HOUR = 3600
 
@@ -54,11 +55,12 @@ def _create_member(org_id: str, email: str, *, user_agent: str) -> str:
 def test_export_jsonl_round_trip(client: Client, flow: Flow, acme: Member) -> None:
     token = _admin_token(flow, acme)
 
+    expected = [audit_trail.export_record(item) for item in _stored("acme")]
+
     reply = _export(client, token)
 
     assert reply.status == 200, reply.text
     assert reply.header("content-type") == "application/x-ndjson"
-    expected = [audit_trail.export_record(item) for item in _stored("acme")]
     assert _jsonl(reply) == expected
     assert len(expected) >= 3
     assert reply.header("x-next-cursor") is None
@@ -67,6 +69,7 @@ def test_export_jsonl_round_trip(client: Client, flow: Flow, acme: Member) -> No
 def test_export_csv_round_trip_and_injection(client: Client, flow: Flow, acme: Member) -> None:
     _create_member("acme", "formula@acme.example", user_agent='=HYPERLINK("x")')
     token = _admin_token(flow, acme)
+    stored = [audit_trail.export_record(item) for item in _stored("acme")]
 
     reply = _export(client, token, format="csv")
 
@@ -79,7 +82,6 @@ def test_export_csv_round_trip_and_injection(client: Client, flow: Flow, acme: M
     )
     rows = list(csv.reader(io.StringIO(reply.text)))
     assert tuple(rows[0]) == audit_trail.FIELDS
-    stored = [audit_trail.export_record(item) for item in _stored("acme")]
     assert len(rows) - 1 == len(stored)
     for row, record in zip(rows[1:], stored, strict=True):
         for name, cell in zip(audit_trail.FIELDS, row, strict=True):
@@ -145,8 +147,35 @@ def test_export_pagination(client: Client, flow: Flow, acme: Member) -> None:
             break
         params["next"] = cursor
 
-    assert collected == expected
-    assert pages == (len(expected) + 1) // 2
+    # Each page is audited, so later pages may hold the export events of earlier ones.
+    exports = [record for record in collected if record["event_type"] == "audit.export"]
+    assert [record for record in collected if record not in exports] == expected
+    assert len(exports) < pages
+    assert pages >= (len(expected) + 1) // 2
+
+
+def test_export_is_audited(client: Client, flow: Flow, acme: Member) -> None:
+    token = _admin_token(flow, acme)
+
+    reply = _export(client, token, event_type="member.create", format="csv", limit=5)
+
+    assert reply.status == 200, reply.text
+    [event] = [item for item in _stored("acme") if item.event_type == "audit.export"]
+    assert event.actor == f"user:{acme.user_id}"
+    assert event.outcome == "success"
+    assert event.session_id is not None
+    assert event.details.as_dict() == {"event_type": "member.create", "format": "csv", "events": 1}
+
+
+def test_event_retention_follows_the_policy(acme: Member, clock: ManualClock) -> None:
+    set_policy("acme", enforcement="optional", audit_retention_days=90)
+    clock.set(START + HOUR)
+    user_id = _create_member("acme", "kept@acme.example", user_agent="tests")
+
+    [created] = [item for item in _stored("acme") if item.user_id == user_id]
+    assert created.expires_at == int(created.created_at) + 90 * DAY
+    [original] = [item for item in _stored("acme") if item.event_type == "org.create"]
+    assert original.expires_at == int(original.created_at) + 400 * DAY
 
 
 @pytest.mark.parametrize(
@@ -252,6 +281,80 @@ def test_verify_reports_deleted_event(client: Client, sealed: str) -> None:
 
     assert report["deleted"] == [item.event_id]
     assert report["valid"] is False
+
+
+def test_verify_tells_expired_events_from_deleted_ones(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    set_policy("acme", enforcement="optional", audit_retention_days=90)
+    _trail_over_hours(clock)
+    short = _event_in_hour(2)
+    assert short.expires_at == int(short.created_at) + 90 * DAY
+    # TTL removes events some time after they expire; here, at once.
+    clock.set(START + 91 * DAY)
+    for item in _stored("acme"):
+        if item.expires_at <= clock.now():
+            item.delete()
+    token = _admin_token(flow, acme)
+
+    report = _verify(
+        client, token, **{"from": "2027-01-15T08:00:00Z", "to": "2027-01-15T11:00:00Z"}
+    )
+
+    assert report["valid"] is True, report
+    assert report["expired"] == 6
+    assert report["deleted"] == []
+
+
+def test_verify_reports_event_deleted_before_its_expiry(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    _trail_over_hours(clock)
+    # Events are kept for 400 days by default; one of hour 2 is deleted at 399.
+    clock.set(START + 399 * DAY)
+    item = _event_in_hour(2)
+    item.delete()
+
+    report = _verify(
+        client,
+        _admin_token(flow, acme),
+        **{"from": "2027-01-15T08:00:00Z", "to": "2027-01-15T11:00:00Z"},
+    )
+
+    assert report["deleted"] == [item.event_id]
+    assert report["valid"] is False
+
+
+def test_verify_reports_a_shortened_expiry(client: Client, sealed: str) -> None:
+    item = _event_in_hour(1)
+    item.expires_at = int(item.created_at) + 60
+    item.save()
+
+    report = _verify(client, sealed)
+
+    assert report["modified"] == [item.event_id]
+
+
+def test_verify_after_the_sealing_key_left_the_jwks(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    _trail_over_hours(clock)
+    svc = runtime.services()
+    sealing_kid = AuditDigestModel.get("acme", "2027-01-15T09").kid
+    # Published keys are kept for a day after a rotation; two rotations days apart drop it.
+    clock.set(START + 2 * DAY)
+    svc.signing_keys.rotate()
+    clock.set(START + 4 * DAY)
+    svc.signing_keys.rotate()
+    assert sealing_kid not in svc.signing_keys.public_keys()
+    token = _admin_token(flow, acme)
+
+    report = _verify(
+        client, token, **{"from": "2027-01-15T08:00:00Z", "to": "2027-01-15T11:00:00Z"}
+    )
+
+    assert report["valid"] is True, report
+    assert report["periods_checked"] == 4
 
 
 def test_verify_reports_inserted_event(client: Client, sealed: str) -> None:
@@ -376,3 +479,56 @@ def test_verify_reports_digest_moved(client: Client, sealed: str) -> None:
         "broken_links"
     ]
     assert report["valid"] is False
+
+
+@pytest.fixture
+def busy_hour(flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Seal an hour of five events in parts of two, then return an admin token."""
+    monkeypatch.setattr(audit_trail, "EVENTS_PER_PART", 2)
+    clock.set(START + HOUR + 60)
+    for number in range(5):
+        _create_member("acme", f"busy{number}@acme.example", user_agent="tests")
+    clock.set(START + 2 * HOUR + 300)
+    assert audit_trail.seal_all(runtime.services()) == 2
+    return _admin_token(flow, acme)
+
+
+def test_busy_hour_is_sealed_in_linked_parts(client: Client, busy_hour: str) -> None:
+    keys = [digest.period for digest in AuditDigestModel.query("acme")]
+    assert keys == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T09+1", "2027-01-15T09+2"]
+
+    report = _verify(client, busy_hour)
+
+    assert report["valid"] is True, report
+    assert report["periods_checked"] == 2
+
+
+def test_verify_reports_removed_digest_part(client: Client, busy_hour: str) -> None:
+    AuditDigestModel.get("acme", "2027-01-15T09+1").delete()
+
+    report = _verify(client, busy_hour)
+
+    assert {"period": "2027-01-15T09", "problem": "digest part missing"} in report["broken_links"]
+    assert {"period": "2027-01-15T09+2", "problem": "previous digest differs"} in report[
+        "broken_links"
+    ]
+    assert report["deleted"] == []
+    assert len(report["inserted"]) == 2
+
+
+def test_verify_reports_event_of_later_part(client: Client, busy_hour: str) -> None:
+    item = _event_in_hour(1, index=4)
+    item.reason = "rewritten"
+    item.save()
+
+    report = _verify(client, busy_hour)
+
+    assert report["modified"] == [item.event_id]
+    assert report["valid"] is False
+
+
+def test_resealing_a_sealed_hour_writes_nothing(busy_hour: str) -> None:
+    svc = runtime.services()
+
+    assert audit_trail.seal(svc, "acme", "2027-01-15T09") is False
+    assert len(list(AuditDigestModel.query("acme"))) == 4

@@ -298,6 +298,41 @@ def test_list_is_newest_first_for_admins(
     assert client.get(RESETS, token=operator).status == 403
 
 
+def test_list_pages_through_every_reset(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    created = []
+    for _ in range(5):
+        created.append(request_reset(client, token, org.target.user_id).body["reset_id"])
+        clock.advance(1)
+
+    listed: list[str] = []
+    query = "?limit=2"
+    while True:
+        page = client.get(RESETS + query, token=token)
+        assert page.status == 200, page.text
+        assert len(page.body["resets"]) <= 2
+        listed.extend(reset["reset_id"] for reset in page.body["resets"])
+        if page.body["next"] is None:
+            break
+        query = f"?limit=2&next={page.body['next']}"
+
+    assert listed == created[::-1]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [("?limit=0", "limit"), ("?limit=101", "limit"), ("?next=x", "next")]
+)
+def test_list_rejects_bad_page_parameters(
+    client: Client, flow: Flow, org: Org, query: str, field: str
+) -> None:
+    reply = client.get(RESETS + query, token=fresh_mfa_token(flow, org.requester))
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == field
+
+
 def test_recovery_code_wins_once_under_concurrency(client: Client, flow: Flow, org: Org) -> None:
     token = fresh_mfa_token(flow, org.requester)
     reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]

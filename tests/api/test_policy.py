@@ -210,6 +210,10 @@ def _without(name: str) -> dict[str, Any]:
         (document(session_limit_action="ignore"), "session_limit_action"),
         (document(reset_approvals=4), "reset_approvals"),
         (document(geo_anomaly_action="alert"), "geo_anomaly_action"),
+        (document(audit_retention_days=89), "audit_retention_days"),
+        (document(audit_retention_days=3651), "audit_retention_days"),
+        (document(audit_retention_days="400"), "audit_retention_days"),
+        (_without("audit_retention_days"), "audit_retention_days"),
         (document(sso={"trust_idp_mfa": True}), "sso.accepted_amr"),
         (
             document(

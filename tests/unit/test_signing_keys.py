@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 
-from mfa_core.adapters.keys import REREAD_SECONDS, SigningKeys
+from mfa_core.adapters.keys import ARCHIVE_SECONDS, MAX_ARCHIVED_KEYS, REREAD_SECONDS, SigningKeys
 from mfa_core.clock import ManualClock
 from mfa_core.errors import InvalidToken
 from mfa_core.tokens import ACCESS, TokenService
 
 
 class FakeSecretsManager:
+    shared: FakeSecretsManager
+
     def __init__(self) -> None:
         self.value = "{}"
         self.reads = 0
@@ -145,3 +147,82 @@ def test_rotation_keeps_new_key_when_clock_is_behind(setup: Any) -> None:
     assert json.loads(secrets.value)["active_kid"] == newest
     assert newest in _published_kids(ssm)
     assert keys.private_keys().active_kid == newest
+
+
+class ParameterStore:
+    """SSM parameters by name, as put_parameter and get_parameter see them."""
+
+    def __init__(self) -> None:
+        self.values = {"jwks": '{"keys": []}', "archive": '{"keys": []}'}
+
+    def get_parameter(self, Name: str) -> dict[str, Any]:
+        return {"Parameter": {"Value": self.values[Name]}}
+
+    def put_parameter(self, Name: str, Value: str, Type: str, Overwrite: bool, **_: Any) -> None:
+        assert len(Value.encode()) <= 8192, "over the size of an advanced SSM parameter"
+        self.values[Name] = Value
+
+    def kids(self, name: str) -> list[str]:
+        return [key["kid"] for key in json.loads(self.values[name])["keys"]]
+
+
+def _archiving_keys(clock: ManualClock, ssm: ParameterStore) -> SigningKeys:
+    return SigningKeys(
+        secrets_client=lambda: FakeSecretsManager.shared,
+        ssm_client=lambda: ssm,
+        secret_id="secret",
+        parameter_name="jwks",
+        archive_parameter_name="archive",
+        cache_seconds=300,
+        now=clock.now,
+    )
+
+
+@pytest.fixture
+def archiving() -> tuple[ManualClock, ParameterStore, SigningKeys]:
+    clock, ssm = ManualClock(1_800_000_000), ParameterStore()
+    FakeSecretsManager.shared = FakeSecretsManager()
+    return clock, ssm, _archiving_keys(clock, ssm)
+
+
+def test_archive_keeps_keys_that_left_the_jwks(archiving: Any) -> None:
+    clock, ssm, keys = archiving
+    first = keys.rotate()
+    clock.advance(2 * 24 * 60 * 60)
+    second = keys.rotate()
+    clock.advance(2 * 24 * 60 * 60)
+    third = keys.rotate()
+
+    assert first not in ssm.kids("jwks")
+    assert ssm.kids("archive") == [third, second, first]
+    # Tokens are checked against the JWKS alone; only digests may use the archive.
+    fresh = _archiving_keys(clock, ssm)
+    assert fresh.public_key(first) is None
+    archived = fresh.archived_key(first)
+    assert archived is not None and "d" not in archived
+    assert fresh.archived_key("made-up") is None
+
+
+def test_archive_drops_keys_no_kept_digest_needs(archiving: Any) -> None:
+    clock, ssm, keys = archiving
+    first = keys.rotate()
+    clock.advance(30 * 24 * 60 * 60)
+    second = keys.rotate()
+    # The first key signed digests until the second replaced it, and digests are kept for up
+    # to ten years after that.
+    clock.advance(ARCHIVE_SECONDS - 60)
+    keys.rotate()
+    assert first in ssm.kids("archive")
+    clock.advance(120)
+    latest = keys.rotate()
+    assert ssm.kids("archive")[0] == latest
+    assert first not in ssm.kids("archive")
+    assert second in ssm.kids("archive")
+
+
+def test_archive_fits_one_parameter(archiving: Any) -> None:
+    clock, ssm, keys = archiving
+    for _ in range(MAX_ARCHIVED_KEYS + 5):
+        clock.advance(60)
+        keys.rotate()
+    assert len(ssm.kids("archive")) == MAX_ARCHIVED_KEYS

@@ -24,11 +24,11 @@ from aws_lambda_powertools import Logger
 from jose import jwk, jws
 from jose.exceptions import JOSEError
 from pynamodb.attributes import MapAttribute
-from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.exceptions import PynamoDBException
 
-from mfa_core import members
-from mfa_core.audit import OUTCOMES
-from mfa_core.errors import DependencyFailed, InvalidInput, MfaError
+from mfa_core import audit, members
+from mfa_core.audit import OUTCOMES, RequestContext
+from mfa_core.errors import InvalidInput, MfaError
 from mfa_core.runtime import Services
 from mfa_core.store.models import AuditDigestModel, AuditModel, OrgModel, user_key
 from mfa_core.tokens import Principal
@@ -62,6 +62,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 PERIOD_SECONDS = 3600
 PERIOD_FORMAT = "%Y-%m-%dT%H"
 DIGEST_VERSION = 1
+# Events listed per digest part: at about 115 bytes each (an estimate), a part stays near
+# 175 KB, within DynamoDB's 400 KB item limit, and 20 parts fit one 4 MB transaction.
+# NOTE: an hour with more than 20 parts, about 30,000 events, cannot be sealed.
+EVENTS_PER_PART = 1500
 # Periods one sealer run seals per org, so that a backlog is worked off over several runs
 # within the function's timeout.
 MAX_PERIODS_PER_RUN = 48
@@ -85,6 +89,19 @@ class ExportQuery:
     limit: int = DEFAULT_LIMIT
     after: str | None = None  # the last event_id of the previous page
     format: str = "jsonl"
+
+    def filters(self) -> dict[str, Any]:
+        """Describe the query for the audit trail, without values left unset."""
+        values = {
+            "from_ms": self.start_ms,
+            "to_ms": self.end_ms,
+            "user_id": self.user_id,
+            "event_type": self.event_type,
+            "outcome": self.outcome,
+            "after": self.after,
+            "format": self.format,
+        }
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -135,9 +152,19 @@ def parse_query(params: Mapping[str, str]) -> ExportQuery:
     )
 
 
-def export(svc: Services, principal: Principal, org_id: str, query: ExportQuery) -> ExportPage:
-    """Return one page of the org's audit events, oldest first, for one of its admins."""
-    members.require_admin(svc, principal, org_id)
+def export(
+    svc: Services,
+    principal: Principal,
+    org_id: str,
+    query: ExportQuery,
+    *,
+    context: RequestContext,
+) -> ExportPage:
+    """Return one page of the org's audit events, oldest first, for one of its admins.
+
+    Each page is audited as `audit.export` with its filters, before it is returned.
+    """
+    admin = members.require_admin(svc, principal, org_id)
     items = list(_query_events(org_id, query))
     next_cursor = None
     if len(items) > query.limit:
@@ -145,9 +172,17 @@ def export(svc: Services, principal: Principal, org_id: str, query: ExportQuery)
         next_cursor = _encode_cursor(items[-1].event_id)
     records = [export_record(item) for item in items]
     body = _jsonl(records) if query.format == "jsonl" else _csv(records)
-    logger.info(
-        "Audit exported",
-        extra={"org_id": org_id, "user_id": principal.user_id, "events": len(records)},
+    svc.store.record(
+        audit.event(
+            now=svc.clock.now(),
+            event_type="audit.export",
+            outcome="success",
+            org_id=org_id,
+            actor=f"user:{admin.user_id}",
+            context=context,
+            session_id=principal.session_id,
+            details={**query.filters(), "events": len(records)},
+        )
     )
     return ExportPage(body, FORMATS[query.format], next_cursor, len(records))
 
@@ -259,13 +294,11 @@ def _csv_cell(value: Any) -> str:
 
 
 def _stored_values(item: AuditModel) -> dict[str, Any]:
-    """Return the item's stored attributes as plain values, without TTL bookkeeping."""
-    values: dict[str, Any] = {}
-    for name, value in item.attribute_values.items():
-        if name == "expires_at":
-            continue
-        values[name] = value.as_dict() if isinstance(value, MapAttribute) else value  # type: ignore[no-untyped-call]
-    return values
+    """Return the item's stored attributes as plain values."""
+    return {
+        name: value.as_dict() if isinstance(value, MapAttribute) else value  # type: ignore[no-untyped-call]
+        for name, value in item.attribute_values.items()
+    }
 
 
 # --- Tamper evidence ---
@@ -295,56 +328,86 @@ def _period_events(org_id: str, start: int) -> list[AuditModel]:
 
 
 def _digest_hash(digest: AuditDigestModel) -> str:
-    return hashlib.sha256(digest.signature.encode("ascii")).hexdigest()
+    """Return the SHA-256 of the digest's whole JWS, which covers its document."""
+    return hashlib.sha256(_attached(digest).encode("ascii")).hexdigest()
+
+
+def _attached(digest: AuditDigestModel) -> str:
+    """Return the compact JWS with the document put back between the detached signature's dots."""
+    header, _, signature = digest.signature.split(".")
+    payload = base64.urlsafe_b64encode(digest.document.encode()).rstrip(b"=").decode("ascii")
+    return f"{header}.{payload}.{signature}"
+
+
+def _hour_of(key: str) -> str:
+    """Return the hour of a digest's key: "2027-01-15T08" for that hour's parts "…T08+1" and on."""
+    return key.split("+", 1)[0]
+
+
+def _part_key(period: str, part: int) -> str:
+    return period if part == 0 else f"{period}+{part}"
+
+
+def _hour_digests(org_id: str, first: str, last: str) -> list[AuditDigestModel]:
+    """Return the digests of the hours `first` to `last`, every part, in key order."""
+    # "~" sorts after "+" and every digit, so the range ends after the last hour's parts.
+    condition = AuditDigestModel.period.between(first, f"{last}+~")
+    return list(AuditDigestModel.query(org_id, condition))
 
 
 def seal(svc: Services, org_id: str, period: str) -> bool:
     """Write the signed digest of one org's events in one complete hour.
 
-    Returns False when the period was already sealed, which the conditional put detects, or
-    is not over yet. The digest links to the previous hour's digest when there is one.
+    An hour with more than EVENTS_PER_PART events gets several parts, each linked to the one
+    before, all written in one transaction. Returns False when the period was already sealed,
+    which the conditional puts detect, or is not over yet. The first part links to the last
+    part of the previous hour when there is one.
     """
     start = period_start(period)
     if start + PERIOD_SECONDS > svc.clock.now():
         return False
-    previous = _get_digest(org_id, period_of(start - PERIOD_SECONDS))
+    previous_hour = period_of(start - PERIOD_SECONDS)
+    previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
     events = _period_events(org_id, start)
-    document = {
-        "version": DIGEST_VERSION,
-        "org_id": org_id,
-        "period": period,
-        "count": len(events),
-        "events": [[item.event_id, event_hash(item)] for item in events],
-        "previous_period": previous.period if previous else None,
-        "previous_digest": _digest_hash(previous) if previous else None,
-    }
-    payload = canonical_json(document)
+    chunks = [events[i : i + EVENTS_PER_PART] for i in range(0, len(events), EVENTS_PER_PART)]
+    chunks = chunks or [[]]
     key_set = svc.signing_keys.private_keys()
     signer = jwk.construct(key_set.active_jwk, "ES256")
-    signature = jws.sign(payload, signer, headers={"kid": key_set.active_kid}, algorithm="ES256")
-    digest = AuditDigestModel(
-        org_id,
-        period,
-        document=payload.decode(),
-        signature=signature,
-        kid=key_set.active_kid,
-        sealed_at=svc.clock.now(),
+    digests = []
+    for part, chunk in enumerate(chunks):
+        key = _part_key(period, part)
+        document = {
+            "version": DIGEST_VERSION,
+            "org_id": org_id,
+            "period": key,
+            "part": part,
+            "parts": len(chunks),
+            "count": len(chunk),
+            # The TTL is sealed too, so that verification distinguishes early deletion from
+            # expiry.
+            "events": [[item.event_id, event_hash(item), int(item.expires_at)] for item in chunk],
+            "previous_period": previous.period if previous else None,
+            "previous_digest": _digest_hash(previous) if previous else None,
+        }
+        payload = canonical_json(document)
+        signed = jws.sign(payload, signer, headers={"kid": key_set.active_kid}, algorithm="ES256")
+        header, _, signature = signed.split(".")
+        # The document is stored once: the JWS keeps an empty payload (RFC 7515, appendix F).
+        previous = AuditDigestModel(
+            org_id,
+            key,
+            document=payload.decode(),
+            signature=f"{header}..{signature}",
+            kid=key_set.active_kid,
+            sealed_at=svc.clock.now(),
+        )
+        digests.append(previous)
+    if not svc.store.put_digests(digests):
+        return False
+    logger.info(
+        "Audit period sealed", extra={"org_id": org_id, "period": period, "parts": len(digests)}
     )
-    try:
-        digest.save(condition=AuditDigestModel.period.does_not_exist())
-    except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise DependencyFailed() from exc
-    logger.info("Audit period sealed", extra={"org_id": org_id, "period": period})
     return True
-
-
-def _get_digest(org_id: str, period: str) -> AuditDigestModel | None:
-    try:
-        return AuditDigestModel.get(org_id, period)
-    except AuditDigestModel.DoesNotExist:
-        return None
 
 
 def seal_org(svc: Services, org: OrgModel) -> int:
@@ -355,7 +418,7 @@ def seal_org(svc: Services, org: OrgModel) -> int:
     """
     latest = next(iter(AuditDigestModel.query(org.org_id, scan_index_forward=False, limit=1)), None)
     if latest is not None:
-        start = period_start(latest.period) + PERIOD_SECONDS
+        start = period_start(_hour_of(latest.period)) + PERIOD_SECONDS
     else:
         start = period_start(period_of(float(org.created_at)))
     sealed = 0
@@ -387,7 +450,7 @@ class VerifyReport:
     inserted: list[str] = field(default_factory=list)
     broken_links: list[dict[str, str]] = field(default_factory=list)
     bad_signatures: list[str] = field(default_factory=list)
-    # Events past the retention period, which TTL deletes: listed in a digest, gone by design.
+    # Events gone after the expiry that their digest records: deleted by TTL, by design.
     expired: int = 0
     # The first period without a digest at the end of the range, which the sealer has not
     # reached yet; its events are not checked.
@@ -468,47 +531,63 @@ def verify(
             f"Use a window of at most {max_periods} hours between `from` and `to`.", field="from"
         )
 
-    digests = {
-        digest.period: digest
-        for digest in AuditDigestModel.query(
-            org_id, AuditDigestModel.period.between(period_of(first), period_of(last))
-        )
-    }
-    retention = svc.settings.audit_retention_days * 86400
-    previous = _get_digest(org_id, period_of(first - PERIOD_SECONDS))
+    by_hour: dict[str, list[AuditDigestModel]] = {}
+    for digest in _hour_digests(org_id, period_of(first), period_of(last)):
+        by_hour.setdefault(_hour_of(digest.period), []).append(digest)
+    previous_hour = period_of(first - PERIOD_SECONDS)
+    previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
     for cursor in range(first, last + 1, PERIOD_SECONDS):
         period = period_of(cursor)
-        digest = digests.get(period)
-        if digest is None and cursor + PERIOD_SECONDS + SEAL_GRACE_SECONDS > now:
+        parts = by_hour.get(period)
+        if parts is None and cursor + PERIOD_SECONDS + SEAL_GRACE_SECONDS > now:
             report.unsealed_from = period
             break
-        if digest is None:
+        if parts is None:
             report.broken_links.append({"period": period, "problem": "digest missing"})
+            previous = None
         else:
-            _check_digest(svc, report, digest, previous, now=now, retention=retention)
-        previous = digest
+            _check_hour(svc, report, period, parts, previous, now=now)
+            previous = parts[-1]
         report.periods_checked += 1
     return report
 
 
-def _check_digest(
+def _check_hour(
     svc: Services,
     report: VerifyReport,
-    digest: AuditDigestModel,
+    period: str,
+    parts: list[AuditDigestModel],
     previous: AuditDigestModel | None,
     *,
     now: float,
-    retention: int,
 ) -> None:
-    if not _signature_valid(svc, digest):
-        report.bad_signatures.append(digest.period)
-        return
-    document = json.loads(digest.document)
-    if document.get("org_id") != digest.org_id or document.get("period") != digest.period:
-        # A validly signed digest copied from another hour or org.
-        report.broken_links.append({"period": digest.period, "problem": "digest of another period"})
-        return
+    """Check one hour's digest parts, their links, and the hour's events against them."""
+    sealed: dict[str, tuple[str, int]] = {}
+    complete = True
+    parts = sorted(parts, key=lambda digest: _part_number(digest.period))
+    for index, digest in enumerate(parts):
+        document = _checked_document(svc, report, digest)
+        if document is None:
+            complete = False
+        else:
+            expected_keys = [_part_key(period, n) for n in range(int(document.get("parts", 1)))]
+            if index == 0 and [part.period for part in parts] != expected_keys:
+                report.broken_links.append({"period": period, "problem": "digest part missing"})
+            _check_link(report, digest, document, previous)
+            for event_id, expected, expires_at in document["events"]:
+                sealed[event_id] = (expected, expires_at)
+        previous = digest
+    # Events that a digest without a valid signature lists cannot be checked.
+    if complete:
+        _check_events(report, sealed, _period_events(parts[0].org_id, period_start(period)), now)
 
+
+def _check_link(
+    report: VerifyReport,
+    digest: AuditDigestModel,
+    document: dict[str, Any],
+    previous: AuditDigestModel | None,
+) -> None:
     if previous is None:
         linked = document.get("previous_period") is None
     else:
@@ -516,14 +595,19 @@ def _check_digest(
     if not linked:
         report.broken_links.append({"period": digest.period, "problem": "previous digest differs"})
 
-    sealed: dict[str, str] = dict(document["events"])
-    current = {
-        item.event_id: item for item in _period_events(digest.org_id, period_start(digest.period))
-    }
-    for event_id, expected in sealed.items():
+
+def _check_events(
+    report: VerifyReport,
+    sealed: dict[str, tuple[str, int]],
+    events: list[AuditModel],
+    now: float,
+) -> None:
+    """Compare an hour's stored events with the hashes and expiries its digests list."""
+    current = {item.event_id: item for item in events}
+    for event_id, (expected, expires_at) in sealed.items():
         item = current.get(event_id)
         if item is None:
-            if int(event_id[:15]) / 1000 + retention <= now:
+            if expires_at <= now:
                 report.expired += 1
             else:
                 report.deleted.append(event_id)
@@ -532,17 +616,33 @@ def _check_digest(
     report.inserted.extend(event_id for event_id in current if event_id not in sealed)
 
 
-def _signature_valid(svc: Services, digest: AuditDigestModel) -> bool:
-    """Check the digest's ES256 signature and that it signs exactly the stored document.
+def _part_number(key: str) -> int:
+    _, _, number = key.partition("+")
+    return int(number) if number.isdigit() else 0
 
-    NOTE: published keys are kept for a day after a rotation (mfa_core.adapters.keys), so a
-    digest signed with a key rotated out more than a day ago fails here as a bad signature.
-    """
-    public = svc.signing_keys.public_key(digest.kid)
+
+def _checked_document(
+    svc: Services, report: VerifyReport, digest: AuditDigestModel
+) -> dict[str, Any] | None:
+    """Return the digest's document if its signature is valid and it belongs where it is."""
+    if not _signature_valid(svc, digest):
+        report.bad_signatures.append(digest.period)
+        return None
+    document: dict[str, Any] = json.loads(digest.document)
+    if document.get("org_id") != digest.org_id or document.get("period") != digest.period:
+        # A validly signed digest copied from another hour or org.
+        report.broken_links.append({"period": digest.period, "problem": "digest of another period"})
+        return None
+    return document
+
+
+def _signature_valid(svc: Services, digest: AuditDigestModel) -> bool:
+    """Check the digest's ES256 signature and that it signs exactly the stored document."""
+    public = svc.signing_keys.archived_key(digest.kid)
     if public is None:
         return False
     try:
-        payload = jws.verify(digest.signature, public, algorithms=["ES256"])
-    except JOSEError:
+        payload = jws.verify(_attached(digest), public, algorithms=["ES256"])
+    except (JOSEError, ValueError):
         return False
     return bool(payload == digest.document.encode())

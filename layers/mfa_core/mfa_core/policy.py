@@ -17,7 +17,7 @@ from mfa_core.errors import InvalidInput, NotFound, PreconditionFailed
 from mfa_core.identity import ROLES
 from mfa_core.runtime import Services
 from mfa_core.store.models import OrgModel
-from mfa_core.store.repository import ConditionFailed
+from mfa_core.store.repository import DEFAULT_AUDIT_RETENTION_DAYS, ConditionFailed
 from mfa_core.tokens import Principal
 
 USER_VERIFICATION = ("required", "preferred", "discouraged")
@@ -275,6 +275,9 @@ GEO_ACTIONS = ("flag", "step_up", "block")
 MAX_GRACE_DAYS = 90
 MAX_SESSIONS = 100
 MAX_RESET_APPROVALS = 3
+# Audit retention, in days: three months to ten years.
+MIN_AUDIT_RETENTION_DAYS = 90
+MAX_AUDIT_RETENTION_DAYS = 3650
 # RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
 CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
 MAX_CLAIM_VALUES = 20
@@ -336,11 +339,12 @@ class MfaPolicy:
     security_key_roles: tuple[str, ...] = ()
     max_sessions: int = 0
     session_limit_action: str = "revoke_oldest"
-    # NOTE: stored and validated, but read by no code until supervised resets and SSO logins
-    # exist.
     reset_approvals: int | None = None
+    # NOTE: stored and validated, but read by no code until SSO logins exist.
     sso: SsoTrust = SsoTrust()
     geo_anomaly_action: str = "flag"
+    # Days each audit event is kept before TTL deletes it; a change applies to later events.
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
     version: int = 0
 
     def rule_for(self, *, role: str, now: float) -> UserRule:
@@ -380,6 +384,7 @@ class MfaPolicy:
             "reset_approvals": self.reset_approvals,
             "sso": self.sso.as_item(),
             "geo_anomaly_action": self.geo_anomaly_action,
+            "audit_retention_days": self.audit_retention_days,
         }
 
     def as_item(self) -> dict[str, Any]:
@@ -423,6 +428,7 @@ def mfa_policy(org: OrgModel | None) -> MfaPolicy:
             max_auth_age_minutes=int(sso.get("max_auth_age_minutes", 60)),
         ),
         geo_anomaly_action=str(item.get("geo_anomaly_action") or "flag"),
+        audit_retention_days=int(item.get("audit_retention_days") or DEFAULT_AUDIT_RETENTION_DAYS),
         version=int(org.policy_version or 0),
     )
 
@@ -456,6 +462,9 @@ def parse_policy(document: Mapping[str, Any]) -> MfaPolicy:
         reset_approvals=reader.integer("reset_approvals", 0, MAX_RESET_APPROVALS, nullable=True),
         sso=_parse_sso(reader.object("sso")),
         geo_anomaly_action=reader.choice("geo_anomaly_action", GEO_ACTIONS),
+        audit_retention_days=reader.integer(
+            "audit_retention_days", MIN_AUDIT_RETENTION_DAYS, MAX_AUDIT_RETENTION_DAYS
+        ),
     )
     reader.reject_unknown()
     _check_consistency(policy)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,9 @@ CODE_LIFETIME = 24 * HOUR
 RECORD_RETENTION = 30 * 24 * HOUR
 MAX_COOLING_OFF_MINUTES = 24 * 60
 VERIFICATION_METHODS = ("video_call", "id_document", "manager_attestation")
-LIST_LIMIT = 100
+MAX_PAGE = 100
+# Reset ids are audit event ids: epoch milliseconds, then 64 random bits.
+RESET_ID_PATTERN = re.compile(r"[0-9]{15}-[0-9a-f]{16}\Z")
 
 # Recovery codes: 20 characters of Crockford's base32 (100 bits), shown as four groups of five.
 CODE_LENGTH = 20
@@ -272,10 +275,17 @@ def cancel_reset(
     return reset
 
 
-def list_resets(svc: Services, principal: Principal, *, org_id: str) -> list[MfaResetModel]:
-    """Return the org's most recent resets, newest first, for an admin."""
+def list_resets(
+    svc: Services, principal: Principal, *, org_id: str, limit: int, before: str | None
+) -> tuple[list[MfaResetModel], str | None]:
+    """Return a page of the org's resets, newest first, for an admin, and the `next` cursor.
+
+    `before` is the `next` of the previous page: the id of its oldest reset.
+    """
     members.require_admin(svc, principal, org_id)
-    return svc.store.list_resets(org_id, limit=LIST_LIMIT)
+    if before is not None and not RESET_ID_PATTERN.match(before):
+        raise InvalidInput("Use the 'next' value of the previous page.", field="next")
+    return svc.store.list_resets(org_id, limit=limit, before=before)
 
 
 def as_json(reset: MfaResetModel, *, now: float) -> dict[str, Any]:

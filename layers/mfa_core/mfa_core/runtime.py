@@ -39,7 +39,7 @@ class Services:
     @cached_property
     def store(self) -> Store:
         connection = bind(self.settings, self.dynamodb)
-        return Store(connection, audit_retention_days=self.settings.audit_retention_days)
+        return Store(connection)
 
     @cached_property
     def session_cache(self) -> SessionCache:
@@ -101,6 +101,7 @@ class Services:
             ssm_client=lambda: self.ssm,
             secret_id=self.settings.signing_key_secret,
             parameter_name=self.settings.jwks_parameter,
+            archive_parameter_name=self.settings.audit_keys_parameter,
             cache_seconds=self.settings.key_cache_seconds,
             now=self.clock.now,
         )

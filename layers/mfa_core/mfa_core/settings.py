@@ -90,6 +90,9 @@ class Settings:
     kms_key_id: str
     signing_key_secret: str
     jwks_parameter: str
+    # SSM parameter with the public keys of every signing key that may have sealed audit
+    # digests still kept; None where no function verifies digests.
+    audit_keys_parameter: str | None = None
     # Secrets Manager secret whose value keys the HMAC of stored backup codes.
     pepper_secret: str
     token_issuer: str
@@ -114,7 +117,6 @@ class Settings:
     session_seconds: int = 12 * 60 * 60
     lockout_threshold: int = 10
     lockout_seconds: int = 30 * 60
-    audit_retention_days: int = 400
     # A security key's registration with an attestation certificate chain takes a few KiB.
     max_body_bytes: int = 32 * 1024
     # Seconds the signing keys are cached before Secrets Manager and SSM are read again.
@@ -149,6 +151,7 @@ class Settings:
             kms_key_id=_required("MFA_KMS_KEY_ID"),
             signing_key_secret=_required("MFA_SIGNING_KEY_SECRET"),
             jwks_parameter=_required("MFA_JWKS_PARAMETER"),
+            audit_keys_parameter=os.environ.get("MFA_AUDIT_KEYS_PARAMETER", "").strip() or None,
             pepper_secret=_required("MFA_PEPPER_SECRET"),
             token_issuer=_required("MFA_TOKEN_ISSUER"),
             token_audience=_required("MFA_TOKEN_AUDIENCE"),
@@ -165,7 +168,6 @@ class Settings:
             session_seconds=_int("MFA_SESSION_SECONDS", 12 * 60 * 60),
             lockout_threshold=_int("MFA_LOCKOUT_THRESHOLD", 10),
             lockout_seconds=_int("MFA_LOCKOUT_SECONDS", 30 * 60),
-            audit_retention_days=_int("MFA_AUDIT_RETENTION_DAYS", 400),
             geoip_database=_file("MFA_GEOIP_DATABASE"),
             geoip_asn_database=_file("MFA_GEOIP_ASN_DATABASE"),
             geoip_trust_cloudfront=_bool("MFA_GEOIP_TRUST_CLOUDFRONT", False),

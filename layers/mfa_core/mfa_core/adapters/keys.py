@@ -4,6 +4,10 @@ Functions that only verify tokens read the public set; only the functions that i
 may read the secret. `rotate` is run by the operator CLI: it adds a key, makes it the active
 signer and keeps the previous ones published for a day, well past the expiry of the tokens they
 signed.
+
+The same keys sign the audit trail's digests, which must stay verifiable for as long as the
+audit events are kept. `rotate` therefore also adds each key's public half to a second set, the
+archive, which nothing reads to verify tokens.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mfa_core.errors import ConfigurationError, DependencyFailed
+
+logger = Logger(child=True)
 
 ALGORITHM = "ES256"
 # Previous signing keys stay published for this long, at most MAX_KEYS keys in all.
@@ -27,6 +34,13 @@ KEEP_SECONDS = 24 * 60 * 60
 MAX_KEYS = 10
 # Minimum seconds between two reads of the public key set caused by an unknown kid.
 REREAD_SECONDS = 30
+# An archived key stays while a key created after it is younger than the longest audit
+# retention that a policy may set (ten years), plus a day for the digests of its last hour.
+ARCHIVE_SECONDS = (3650 + 1) * 24 * 60 * 60
+# NOTE: an SSM parameter value is at most 8 KB, room for 40 archived keys of about 170 bytes.
+# Rotating more often than every three months over ten years drops the oldest, and digests
+# that they signed then fail verification.
+MAX_ARCHIVED_KEYS = 40
 
 
 @dataclass(frozen=True)
@@ -76,16 +90,19 @@ class SigningKeys:
         parameter_name: str,
         cache_seconds: int,
         now: Callable[[], float],
+        archive_parameter_name: str | None = None,
     ) -> None:
         self._secrets_client = secrets_client
         self._ssm_client = ssm_client
         self._secret_id = secret_id
         self._parameter_name = parameter_name
+        self._archive_parameter_name = archive_parameter_name
         self._cache_seconds = cache_seconds
         self._now = now
         self._lock = threading.Lock()
         self._private: tuple[float, PrivateKeySet] | None = None
         self._public: tuple[float, dict[str, dict[str, str]]] | None = None
+        self._archived: tuple[float, dict[str, dict[str, str]]] | None = None
 
     def private_keys(self) -> PrivateKeySet:
         with self._lock:
@@ -117,6 +134,19 @@ class SigningKeys:
             self._public = (self._now(), self._load_public())
             return self._public[1].get(kid)
 
+    def archived_key(self, kid: str) -> dict[str, str] | None:
+        """Return the public key `kid` from the published set or, failing that, the archive.
+
+        For checking signatures made long ago, such as audit digests; never for tokens.
+        """
+        key = self.public_key(kid)
+        if key is not None or self._archive_parameter_name is None:
+            return key
+        with self._lock:
+            if self._archived is None or self._now() - self._archived[0] > self._cache_seconds:
+                self._archived = (self._now(), self._load_set(self._archive_parameter_name))
+            return self._archived[1].get(kid)
+
     def jwks_document(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": list(self.public_keys().values())}
 
@@ -144,6 +174,8 @@ class SigningKeys:
         # The public key is published first, so that no function signs with a key that the
         # others cannot verify yet.
         try:
+            if self._archive_parameter_name is not None:
+                self._archive(newest, now)
             self._ssm_client().put_parameter(
                 Name=self._parameter_name, Value=json.dumps(public), Type="String", Overwrite=True
             )
@@ -155,7 +187,41 @@ class SigningKeys:
         with self._lock:
             self._private = None
             self._public = None
+            self._archived = None
         return new_key["kid"]
+
+    def _archive(self, private_jwks: list[dict[str, str]], now: float) -> None:
+        """Add the keys' public halves to the archive and drop keys no digest may need."""
+        assert self._archive_parameter_name is not None
+        try:
+            archived = self._load_set(self._archive_parameter_name)
+        except ConfigurationError:
+            archived = {}
+        for jwk in private_jwks:
+            archived[jwk["kid"]] = {
+                name: jwk[name] for name in ("kty", "crv", "kid", "x", "y", "created_at")
+            }
+        keys = sorted(
+            archived.values(), key=lambda jwk: int(jwk.get("created_at", "0")), reverse=True
+        )
+        # A key is needed while its successor, the key created next, is young enough.
+        retained = [
+            jwk
+            for index, jwk in enumerate(keys)
+            if index == 0 or now - int(keys[index - 1].get("created_at", "0")) < ARCHIVE_SECONDS
+        ]
+        if len(retained) > MAX_ARCHIVED_KEYS:
+            logger.warning(
+                "Archived signing keys dropped for lack of space",
+                extra={"dropped": len(retained) - MAX_ARCHIVED_KEYS},
+            )
+        self._ssm_client().put_parameter(
+            Name=self._archive_parameter_name,
+            Value=json.dumps({"keys": retained[:MAX_ARCHIVED_KEYS]}, separators=(",", ":")),
+            Type="String",
+            Tier="Intelligent-Tiering",
+            Overwrite=True,
+        )
 
     def _load_private(self) -> PrivateKeySet:
         try:
@@ -174,8 +240,11 @@ class SigningKeys:
         return key_set
 
     def _load_public(self) -> dict[str, dict[str, str]]:
+        return self._load_set(self._parameter_name)
+
+    def _load_set(self, name: str) -> dict[str, dict[str, str]]:
         try:
-            response = self._ssm_client().get_parameter(Name=self._parameter_name)
+            response = self._ssm_client().get_parameter(Name=name)
         except (BotoCoreError, ClientError) as exc:
             raise DependencyFailed("Reading the public signing keys failed.") from exc
         try:

@@ -284,11 +284,13 @@ class AuditDigestModel(Model):
         pass
 
     org_id = UnicodeAttribute(hash_key=True)
-    period = UnicodeAttribute(range_key=True)  # the UTC hour, "2027-01-15T08"
+    # The UTC hour, "2027-01-15T08", and "2027-01-15T08+1" and on for the parts of a busy hour.
+    period = UnicodeAttribute(range_key=True)
     # The canonical JSON document that `signature` signs, kept verbatim so verification
     # recomputes the same bytes.
     document = UnicodeAttribute()
-    # The ES256 JWS (compact serialization) of `document`, and the signing key's id.
+    # The ES256 JWS of `document` in compact serialization with the payload left out
+    # (detached), and the signing key's id.
     signature = UnicodeAttribute()
     kid = UnicodeAttribute()
     sealed_at = NumberAttribute()

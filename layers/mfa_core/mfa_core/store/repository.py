@@ -8,9 +8,10 @@ DependencyFailed, with nothing half-written because every change is one transact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -23,6 +24,7 @@ from pynamodb.transactions import TransactGet, TransactWrite
 from mfa_core.audit import AuditEvent
 from mfa_core.errors import Conflict, DependencyFailed, MfaError, NotFound
 from mfa_core.store.models import (
+    AuditDigestModel,
     AuditModel,
     ChallengeModel,
     CounterModel,
@@ -38,6 +40,10 @@ from mfa_core.store.models import (
 logger = Logger(child=True)
 
 DAY = 24 * 60 * 60
+# How long audit events stay before TTL deletes them, unless the org's policy sets it.
+DEFAULT_AUDIT_RETENTION_DAYS = 400
+# Seconds an org's audit retention, learnt from a read of the org, is reused.
+RETENTION_CACHE_SECONDS = 300
 # Sessions revoked per transaction: two items each, within DynamoDB's 100 items a transaction.
 SESSIONS_PER_TRANSACTION = 40
 
@@ -122,19 +128,34 @@ class StepUp:
     acr: str
 
 
+def audit_retention_days(policy: Any) -> int:
+    """Return the audit retention that an Orgs item's `policy` map sets, or the default."""
+    if policy is not None and not isinstance(policy, Mapping):
+        policy = policy.as_dict()
+    value = (policy or {}).get("audit_retention_days")
+    return DEFAULT_AUDIT_RETENTION_DAYS if value is None else int(value)
+
+
 class Store:
-    def __init__(self, connection: Connection, *, audit_retention_days: int) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._audit_retention = audit_retention_days * DAY
+        # org_id -> (monotonic time of the read, audit retention in days)
+        self._retention: dict[str, tuple[float, int]] = {}
+
+    def forget_orgs(self) -> None:
+        """Drop what earlier reads of orgs taught, after the tables were emptied or restored."""
+        self._retention.clear()
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get_org(self, org_id: str) -> OrgModel | None:
         with _dynamodb_errors():
             try:
-                return OrgModel.get(org_id, consistent_read=True)
+                org = OrgModel.get(org_id, consistent_read=True)
             except DoesNotExist:
                 return None
+        self._retention[org_id] = (monotonic(), audit_retention_days(org.policy))
+        return org
 
     def get_user(self, org_id: str, user_id: str) -> UserModel | None:
         if user_id.startswith("email#"):
@@ -417,6 +438,7 @@ class Store:
                 condition=condition,
             )
             self._audit(tx, events)
+        self._retention[org_id] = (monotonic(), audit_retention_days(policy))
 
     def set_org_webauthn(
         self, org_id: str, settings: dict[str, Any], events: list[AuditEvent]
@@ -968,10 +990,37 @@ class Store:
             except DoesNotExist:
                 return None
 
-    def list_resets(self, org_id: str, *, limit: int) -> list[MfaResetModel]:
-        """Return up to `limit` of the org's resets, newest first."""
+    def list_resets(
+        self, org_id: str, *, limit: int, before: str | None
+    ) -> tuple[list[MfaResetModel], str | None]:
+        """Return up to `limit` of the org's resets older than `before`, newest first, and the
+        id to continue before (None at the end)."""
         with _dynamodb_errors():
-            return list(MfaResetModel.query(org_id, scan_index_forward=False, limit=limit))
+            query = MfaResetModel.query(
+                org_id,
+                range_key_condition=None if before is None else MfaResetModel.reset_id < before,
+                scan_index_forward=False,
+                limit=limit,
+                page_size=limit,
+            )
+            resets = list(query)
+        following = resets[-1].reset_id if resets and query.last_evaluated_key else None
+        return resets, following
+
+    def put_digests(self, digests: Sequence[AuditDigestModel]) -> bool:
+        """Write one hour's audit digest parts in one transaction.
+
+        Returns False, writing nothing, when a part exists already: the hour was sealed.
+        """
+        try:
+            with self._transaction() as tx:
+                for digest in digests:
+                    tx.put(
+                        digest.period, digest, condition=AuditDigestModel.period.does_not_exist()
+                    )
+        except ConditionFailed:
+            return False
+        return True
 
     def create_reset(self, reset: MfaResetModel, events: list[AuditEvent]) -> None:
         with self._transaction() as tx:
@@ -1160,8 +1209,21 @@ class Store:
             reason=item.reason,
             details=item.details,
             created_at=item.created_at,
-            expires_at=int(item.created_at) + self._audit_retention,
+            expires_at=int(item.created_at) + self._retention_days(item.org_id) * DAY,
         )
+
+    def _retention_days(self, org_id: str) -> int:
+        """Return the org's audit retention, from its latest read if that is recent.
+
+        Most requests read their org anyway, so this rarely costs a read of its own. A policy
+        change applies to the events written after it, here within RETENTION_CACHE_SECONDS.
+        """
+        cached = self._retention.get(org_id)
+        if cached is None or monotonic() - cached[0] > RETENTION_CACHE_SECONDS:
+            if self.get_org(org_id) is None:
+                return DEFAULT_AUDIT_RETENTION_DAYS
+            cached = self._retention[org_id]
+        return cached[1]
 
     @contextmanager
     def _transaction(

@@ -532,3 +532,19 @@ def test_resealing_a_sealed_hour_writes_nothing(busy_hour: str) -> None:
 
     assert audit_trail.seal(svc, "acme", "2027-01-15T09") is False
     assert len(list(AuditDigestModel.query("acme"))) == 4
+
+
+def test_deleted_latest_digest_is_not_written_again(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    _trail_over_hours(clock)
+    latest = AuditDigestModel.get("acme", "2027-01-15T11")
+    latest.delete()
+    clock.set(START + 5 * HOUR + 300)
+
+    # The next run seals the following hour only.
+    assert audit_trail.seal_all(runtime.services()) == 1
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert {"period": "2027-01-15T11", "problem": "digest missing"} in report["broken_links"]
+    assert report["valid"] is False

@@ -79,28 +79,49 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
             pairs = []
             for item in params["TransactItems"]:
                 (kind, body) = next(iter(item.items()))
-                pairs.append((f"dynamodb:{TRANSACT_ACTIONS[kind]}", table_arn(body["TableName"])))
+                pairs.append(
+                    (
+                        f"dynamodb:{TRANSACT_ACTIONS[kind]}",
+                        table_arn(body["TableName"]),
+                        _attributes(body),
+                    )
+                )
             return pairs
         return [
             (
                 f"dynamodb:{operation}",
                 table_arn(params["TableName"], params.get("IndexName")),
+                _attributes(params),
             )
         ]
     if service == "kms":
         key = params["KeyId"]
         arn = key if key.startswith("arn:") else f"arn:aws:kms:{region}:{account}:key/{key}"
-        return [(f"kms:{operation}", arn)]
+        return [(f"kms:{operation}", arn, None)]
     if service == "secretsmanager":
-        return [(f"secretsmanager:{operation}", params["SecretId"])]
+        return [(f"secretsmanager:{operation}", params["SecretId"], None)]
     if service == "sns" and operation == "Publish" and "PhoneNumber" in params:
-        return [("sns:Publish", "*")]  # SMS to a phone number has no resource ARN
+        return [("sns:Publish", "*", None)]  # SMS to a phone number has no resource ARN
     if service == "sns" and operation == "Publish":
-        return [("sns:Publish", params["TopicArn"])]
+        return [("sns:Publish", params["TopicArn"], None)]
     if service == "ssm":
         name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
-        return [(f"ssm:{operation}", f"arn:aws:ssm:{region}:{account}:parameter{name}")]
+        return [(f"ssm:{operation}", f"arn:aws:ssm:{region}:{account}:parameter{name}", None)]
     raise AssertionError(f"no IAM mapping for {service}:{operation}")
+
+
+def _attributes(params: dict[str, Any]) -> frozenset[str]:
+    """Return the top-level attributes that a DynamoDB request names: its key and expressions.
+
+    PynamoDB names every attribute of an expression through ExpressionAttributeNames.
+    """
+    names = set(params.get("Key", {})) | set(params.get("ExpressionAttributeNames", {}).values())
+    return frozenset(names)
+
+
+# The one kind of condition the matcher evaluates: an allow-list of the attributes a request
+# may name. Any other condition never covers a call.
+ATTRIBUTES_CONDITION = "ForAllValues:StringEquals"
 
 
 def _statements(stack: LocalStack, function: str) -> list[dict[str, Any]]:
@@ -110,19 +131,38 @@ def _statements(stack: LocalStack, function: str) -> list[dict[str, Any]]:
     for policy in policies:
         for statement in resolve(policy, stack.provisioned.context)["Statement"]:
             # A conditional grant (kms:ViaService) never covers a direct call.
-            if statement["Effect"] == "Allow" and "Condition" not in statement:
+            condition = statement.get("Condition")
+            if statement["Effect"] == "Allow" and (
+                condition is None or list(condition) == [ATTRIBUTES_CONDITION]
+            ):
                 statements.append(statement)
     return statements
 
 
-def _allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+def _allowed(
+    statements: list[dict[str, Any]],
+    action: str,
+    resource: str,
+    attributes: frozenset[str] | None = None,
+) -> bool:
     for statement in statements:
         actions = statement["Action"]
         resources = statement["Resource"]
         actions = [actions] if isinstance(actions, str) else actions
         resources = [resources] if isinstance(resources, str) else resources
-        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(
-            fnmatch.fnmatchcase(resource, r) for r in resources
+        if not (
+            any(fnmatch.fnmatchcase(action, a) for a in actions)
+            and any(fnmatch.fnmatchcase(resource, r) for r in resources)
+        ):
+            continue
+        condition = statement.get("Condition")
+        if condition is None:
+            return True
+        allowed = condition[ATTRIBUTES_CONDITION]
+        if (
+            list(allowed) == ["dynamodb:Attributes"]
+            and attributes is not None
+            and attributes <= set(allowed["dynamodb:Attributes"])
         ):
             return True
     return False
@@ -353,8 +393,8 @@ def test_policies_cover_every_call(
     missing = set()
     for function, service, operation, params in calls:
         statements = _statements(stack, function)
-        for action, resource in _required(stack, service, operation, params):
-            if not _allowed(statements, action, resource):
+        for action, resource, attributes in _required(stack, service, operation, params):
+            if not _allowed(statements, action, resource, attributes):
                 missing.add((function, action, resource.rsplit(":", 1)[-1]))
     assert not missing, sorted(missing)
 
@@ -366,6 +406,17 @@ def test_policy_check_catches_a_missing_grant(stack: LocalStack) -> None:
     region, account = stack.provisioned.region, stack.provisioned.account_id
     arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"
     assert _allowed(statements, "dynamodb:GetItem", arn)
+    assert not _allowed(statements, "dynamodb:UpdateItem", arn)
+
+
+def test_sealer_may_update_only_its_mark(stack: LocalStack) -> None:
+    statements = _statements(stack, "AuditSealerFunction")
+    table = stack.provisioned.table_names["OrgsTable"]
+    region, account = stack.provisioned.region, stack.provisioned.account_id
+    arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"
+    mark = frozenset({"org_id", "audit_sealed_through"})
+    assert _allowed(statements, "dynamodb:UpdateItem", arn, mark)
+    assert not _allowed(statements, "dynamodb:UpdateItem", arn, mark | {"policy"})
     assert not _allowed(statements, "dynamodb:UpdateItem", arn)
 
 

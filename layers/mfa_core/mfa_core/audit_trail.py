@@ -402,7 +402,7 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
             sealed_at=svc.clock.now(),
         )
         digests.append(previous)
-    if not svc.store.put_digests(digests):
+    if not svc.store.put_digests(org_id, period, digests):
         return False
     logger.info(
         "Audit period sealed", extra={"org_id": org_id, "period": period, "parts": len(digests)}
@@ -411,14 +411,18 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
 
 
 def seal_org(svc: Services, org: OrgModel) -> int:
-    """Seal the org's complete hours after its latest digest, at most MAX_PERIODS_PER_RUN.
+    """Seal the org's complete hours after the last sealed one, at most MAX_PERIODS_PER_RUN.
 
-    NOTE: a deleted latest digest is written again from the events as they are then, so
-    tampering in that hour alone goes unnoticed.
+    The last sealed hour is the later of the org's mark and its latest digest, so that a
+    deleted digest stays missing for verification to report, instead of being written again
+    from events that may have been changed meanwhile.
     """
     latest = next(iter(AuditDigestModel.query(org.org_id, scan_index_forward=False, limit=1)), None)
-    if latest is not None:
-        start = period_start(_hour_of(latest.period)) + PERIOD_SECONDS
+    sealed_through = max(
+        org.audit_sealed_through or "", _hour_of(latest.period) if latest is not None else ""
+    )
+    if sealed_through:
+        start = period_start(sealed_through) + PERIOD_SECONDS
     else:
         start = period_start(period_of(float(org.created_at)))
     sealed = 0
@@ -432,7 +436,7 @@ def seal_org(svc: Services, org: OrgModel) -> int:
 def seal_all(svc: Services) -> int:
     """Seal every org's complete hours; returns how many digests were written."""
     total = 0
-    for org in OrgModel.scan(attributes_to_get=["org_id", "created_at"]):
+    for org in OrgModel.scan(attributes_to_get=["org_id", "created_at", "audit_sealed_through"]):
         try:
             total += seal_org(svc, org)
         except (MfaError, PynamoDBException):

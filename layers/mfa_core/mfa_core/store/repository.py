@@ -1007,13 +1007,24 @@ class Store:
         following = resets[-1].reset_id if resets and query.last_evaluated_key else None
         return resets, following
 
-    def put_digests(self, digests: Sequence[AuditDigestModel]) -> bool:
-        """Write one hour's audit digest parts in one transaction.
+    def put_digests(self, org_id: str, period: str, digests: Sequence[AuditDigestModel]) -> bool:
+        """Write one hour's audit digest parts and mark the org sealed through that hour.
 
-        Returns False, writing nothing, when a part exists already: the hour was sealed.
+        Returns False, writing nothing, when a part exists already or the org is marked
+        sealed through that hour or a later one.
         """
         try:
             with self._transaction() as tx:
+                tx.update(
+                    "org",
+                    OrgModel(org_id),
+                    actions=[OrgModel.audit_sealed_through.set(period)],
+                    condition=OrgModel.org_id.exists()
+                    & (
+                        OrgModel.audit_sealed_through.does_not_exist()
+                        | (OrgModel.audit_sealed_through < period)
+                    ),
+                )
                 for digest in digests:
                     tx.put(
                         digest.period, digest, condition=AuditDigestModel.period.does_not_exist()

@@ -72,9 +72,9 @@ MAX_PERIODS_PER_RUN = 48
 # An hour without a digest counts as missing once it ended this long ago, because the
 # sealer runs five minutes past each hour.
 SEAL_GRACE_SECONDS = 3600
-# Verification makes one query of events per hour: a week by default, a month at most.
-# NOTE: the time a month takes against DynamoDB is not measured; the admin function's
-# timeout is 10 seconds.
+# Verification reads the window's events in one paginated query and its digests in another:
+# a week by default, a month at most. NOTE: the time a month takes against DynamoDB is not
+# measured (benchmarks/RESULTS.md counts the requests); the admin function's timeout is 10 s.
 DEFAULT_VERIFY_SECONDS = 7 * 24 * 3600
 MAX_VERIFY_PERIODS = 31 * 24
 
@@ -322,9 +322,32 @@ def period_start(period: str) -> int:
 
 
 def _period_events(org_id: str, start: int) -> list[AuditModel]:
+    return list(_events_between(org_id, start, start + PERIOD_SECONDS))
+
+
+def _events_between(org_id: str, start: int, end: int) -> Iterator[AuditModel]:
+    """Yield the org's events from `start` to before `end` (epoch seconds), oldest first."""
     low = f"{start * 1000:015d}-"
-    high = f"{(start + PERIOD_SECONDS) * 1000 - 1:015d}-g"
-    return list(AuditModel.query(org_id, AuditModel.event_id.between(low, high)))
+    high = f"{end * 1000 - 1:015d}-g"
+    return AuditModel.query(org_id, AuditModel.event_id.between(low, high))
+
+
+class _HourlyEvents:
+    """Hands out one query's events an hour at a time, so a long window costs a few pages
+    instead of one query per hour, and only one hour's events are held at once."""
+
+    def __init__(self, events: Iterator[AuditModel]) -> None:
+        self._events = events
+        self._next: AuditModel | None = next(self._events, None)
+
+    def until(self, end: int) -> list[AuditModel]:
+        """Return the events before `end` (epoch seconds) that were not handed out yet."""
+        bound = f"{end * 1000:015d}-"
+        taken = []
+        while self._next is not None and self._next.event_id < bound:
+            taken.append(self._next)
+            self._next = next(self._events, None)
+        return taken
 
 
 def _digest_hash(digest: AuditDigestModel) -> str:
@@ -540,17 +563,19 @@ def verify(
         by_hour.setdefault(_hour_of(digest.period), []).append(digest)
     previous_hour = period_of(first - PERIOD_SECONDS)
     previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
+    events = _HourlyEvents(_events_between(org_id, first, last + PERIOD_SECONDS))
     for cursor in range(first, last + 1, PERIOD_SECONDS):
         period = period_of(cursor)
         parts = by_hour.get(period)
         if parts is None and cursor + PERIOD_SECONDS + SEAL_GRACE_SECONDS > now:
             report.unsealed_from = period
             break
+        hour_events = events.until(cursor + PERIOD_SECONDS)
         if parts is None:
             report.broken_links.append({"period": period, "problem": "digest missing"})
             previous = None
         else:
-            _check_hour(svc, report, period, parts, previous, now=now)
+            _check_hour(svc, report, period, parts, previous, events=hour_events, now=now)
             previous = parts[-1]
         report.periods_checked += 1
     return report
@@ -563,6 +588,7 @@ def _check_hour(
     parts: list[AuditDigestModel],
     previous: AuditDigestModel | None,
     *,
+    events: list[AuditModel],
     now: float,
 ) -> None:
     """Check one hour's digest parts, their links, and the hour's events against them."""
@@ -583,7 +609,7 @@ def _check_hour(
         previous = digest
     # Events that a digest without a valid signature lists cannot be checked.
     if complete:
-        _check_events(report, sealed, _period_events(parts[0].org_id, period_start(period)), now)
+        _check_events(report, sealed, events, now)
 
 
 def _check_link(

@@ -191,6 +191,7 @@ def test_event_retention_follows_the_policy(acme: Member, clock: ManualClock) ->
         ({"outcome": "maybe"}, "outcome"),
         ({"next": "not-a-cursor"}, "next"),
         ({"user_id": "a b"}, "user_id"),
+        ({"fromm": "2027-01-15T08:00:00Z"}, "fromm"),
     ],
 )
 def test_export_rejects_bad_parameters(
@@ -437,9 +438,9 @@ def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out)["deleted"] == [deleted.event_id]
     window = ["--from", "2027-01-15T11:00:00Z", "--to", "2027-01-15T11:59:00Z"]
     assert cli.main(["audit", "verify", "--org-id", "acme", *window]) == 0
-    assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 1
+    assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 2
     assert "(from)" in capsys.readouterr().err
-    assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 1
+    assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 2
 
 
 def test_verify_reports_all_digests_removed(client: Client, sealed: str) -> None:
@@ -548,3 +549,27 @@ def test_deleted_latest_digest_is_not_written_again(
 
     assert {"period": "2027-01-15T11", "problem": "digest missing"} in report["broken_links"]
     assert report["valid"] is False
+
+
+def test_cli_seals_and_nothing_checked_is_not_valid(
+    acme: Member, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["periods_checked"] == 0
+    assert report["valid"] is False
+
+    clock.set(START + 60 * HOUR + 300)
+    assert cli.main(["audit", "seal", "--org-id", "acme"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"org_id": "acme", "hours_sealed": 60}
+    assert cli.main(["audit", "seal"]) == 0
+    assert json.loads(capsys.readouterr().out)["hours_sealed"] == 0
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 0
+    assert cli.main(["audit", "seal", "--org-id", "nobody"]) == 2
+
+
+def test_verify_rejects_unknown_parameter(client: Client, flow: Flow, acme: Member) -> None:
+    reply = client.get("/v1/orgs/acme/audit/verify?form=2027-01-15", token=_admin_token(flow, acme))
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "form"

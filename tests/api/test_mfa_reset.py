@@ -298,6 +298,22 @@ def test_list_is_newest_first_for_admins(
     assert client.get(RESETS, token=operator).status == 403
 
 
+def test_dashboard_shows_pending_recovery(client: Client, flow: Flow, org: Org) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+
+    def target_status() -> str:
+        reply = client.get("/v1/orgs/acme/mfa-status", token=fresh_mfa_token(flow, org.requester))
+        assert reply.status == 200, reply.text
+        [member] = [m for m in reply.body["members"] if m["user_id"] == org.target.user_id]
+        return str(member["status"])
+
+    assert target_status() == "recovery_pending"
+    assert recovery_login(client, org.target, code).status == 200
+    assert target_status() != "recovery_pending"
+
+
 def test_list_pages_through_every_reset(
     client: Client, flow: Flow, clock: ManualClock, org: Org
 ) -> None:

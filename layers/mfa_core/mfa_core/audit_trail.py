@@ -58,6 +58,7 @@ FIELDS = (
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EVENT_ID_PATTERN = re.compile(r"[0-9]{15}-[0-9a-f]{16}\Z")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
+EXPORT_PARAMETERS = ("from", "to", "user_id", "event_type", "outcome", "limit", "next", "format")
 
 PERIOD_SECONDS = 3600
 PERIOD_FORMAT = "%Y-%m-%dT%H"
@@ -114,6 +115,7 @@ class ExportPage:
 
 def parse_query(params: Mapping[str, str]) -> ExportQuery:
     """Validate the export's query string; a bad parameter raises InvalidInput naming it."""
+    _reject_unknown(params, EXPORT_PARAMETERS)
     start = _timestamp_ms(params, "from")
     end = _timestamp_ms(params, "to")
     if start is not None and end is not None and start > end:
@@ -230,6 +232,17 @@ def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
         limit=query.limit + 1,
         last_evaluated_key=start_key,
     )
+
+
+def _reject_unknown(params: Mapping[str, str], known: tuple[str, ...]) -> None:
+    """Reject a parameter that is not `known`, so that a misspelt filter never widens a query."""
+    for name in params:
+        if name not in known:
+            field = name if NAME_PATTERN.match(name) else None
+            shown = f"'{name}' " if field else ""
+            raise InvalidInput(
+                f"Query parameter {shown}is unknown; use only: {', '.join(known)}.", field=field
+            )
 
 
 def _timestamp_ms(params: Mapping[str, str], name: str) -> int | None:
@@ -485,7 +498,8 @@ class VerifyReport:
 
     @property
     def valid(self) -> bool:
-        return not (
+        """Tell whether at least one hour was checked and no check failed."""
+        return self.periods_checked > 0 and not (
             self.modified
             or self.deleted
             or self.inserted
@@ -518,6 +532,7 @@ def verify_as_admin(
 
 def parse_window(params: Mapping[str, str]) -> tuple[float | None, float | None]:
     """Return the `from` and `to` ISO 8601 times as epoch seconds; None where absent."""
+    _reject_unknown(params, ("from", "to"))
     start = _timestamp_ms(params, "from")
     end = _timestamp_ms(params, "to")
     if start is not None and end is not None and start > end:

@@ -14,6 +14,8 @@ ENROLLED = "enrolled"
 GRACE = "grace"
 OVERDUE = "overdue"
 LOCKED = "locked"
+# After a supervised reset, until the member signs in with the recovery code.
+RECOVERY_PENDING = "recovery_pending"
 NOT_REQUIRED = "not_required"
 DISABLED = "disabled"
 # Members read per request while the summary goes through the whole org.
@@ -28,7 +30,8 @@ def mfa_status(
     A member is `enrolled` with a factor of an allowed method (and a security key where the
     role needs one), `grace` or `overdue` without one where MFA is required of them (before or
     after the deadline; a grace period that has not started yet counts as grace), `locked`
-    while locked out, `not_required` otherwise, and `disabled` when disabled.
+    while locked out, `recovery_pending` after an MFA reset until the recovery code is used,
+    `not_required` otherwise, and `disabled` when disabled.
     """
     members.require_admin(svc, principal, org_id)
     members.check_cursor(after)
@@ -54,6 +57,8 @@ def _member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) ->
         status = DISABLED
     elif user.locked_until is not None and user.locked_until > now:
         status = LOCKED
+    elif user.recovery_required:
+        status = RECOVERY_PENDING
     elif allowed and (has_key or not rule.security_key):
         status = ENROLLED
     elif not required and not allowed:

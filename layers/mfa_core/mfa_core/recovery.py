@@ -220,7 +220,8 @@ def approve_reset(
 
     Needs a fresh MFA. The requester, and an admin who approved already, are Forbidden. A
     reset that is not pending, still cooling off or expired is a Conflict; an expired one is
-    marked expired first.
+    marked expired first. So is a reset whose requester or an earlier approver has been
+    demoted or disabled since, because their part in it no longer counts.
     """
     admin = _fresh_admin(svc, principal, org_id, APPROVE_ROUTE, "Approving an MFA reset")
     reset = _pending_reset(svc, org_id, reset_id, context=context)
@@ -242,7 +243,7 @@ def approve_reset(
         try:
             svc.store.approve_reset(reset, approver_id=admin.user_id, now=now, events=[event])
         except ConditionFailed as exc:
-            raise Conflict("This reset changed meanwhile; read it again and retry.") from exc
+            raise _approval_conflict(exc) from exc
         reset.approvals = [*(reset.approvals or []), admin.user_id]
         return Approval(reset)
 
@@ -317,6 +318,15 @@ def _fresh_admin(
     return admin
 
 
+def _approval_conflict(exc: ConditionFailed) -> Conflict:
+    if "admin" in exc.failed:
+        return Conflict(
+            "The admin who requested or approved this reset is no longer an active admin; "
+            "request a new reset."
+        )
+    return Conflict("This reset changed meanwhile; read it again and retry.")
+
+
 def _pending_reset(
     svc: Services, org_id: str, reset_id: str, *, context: RequestContext
 ) -> MfaResetModel:
@@ -385,6 +395,8 @@ def _complete(
             revoked_sessions=sessions.revocations(svc, live, reason="mfa_reset", context=context),
         )
     except ConditionFailed as exc:
+        if "admin" in exc.failed:
+            raise _approval_conflict(exc) from exc
         raise Conflict("This reset or the user's factors changed meanwhile; retry.") from exc
     logger.info(
         "MFA reset completed",

@@ -69,9 +69,17 @@ class _Transaction:
         """Return the item names in the order that DynamoDB receives the items."""
         return [*self._checks, *self._deletes, *self._puts, *self._updates]
 
-    def check(self, name: str, model: type[Model], hash_key: str, *, condition: Any) -> None:
+    def check(
+        self,
+        name: str,
+        model: type[Model],
+        hash_key: str,
+        range_key: str | None = None,
+        *,
+        condition: Any,
+    ) -> None:
         self._checks.append(name)
-        self._tx.condition_check(model, hash_key, condition=condition)
+        self._tx.condition_check(model, hash_key, range_key, condition=condition)
 
     def delete(self, name: str, item: Model, *, condition: Any) -> None:
         self._deletes.append(name)
@@ -1009,7 +1017,8 @@ class Store:
     ) -> None:
         """Add an approval that is not the last one needed.
 
-        Raises ConditionFailed naming "reset" when the reset changed since it was read.
+        Raises ConditionFailed naming "reset" when the reset changed since it was read, or
+        "admin" when its requester or one of its approvers is no longer an active admin.
         """
         with self._transaction() as tx:
             tx.update(
@@ -1020,6 +1029,7 @@ class Store:
                 ],
                 condition=_reset_unchanged(reset, now),
             )
+            self._check_admins(tx, reset, approver_id)
             self._audit(tx, events)
 
     def complete_reset(
@@ -1039,7 +1049,8 @@ class Store:
         The user's factors are disabled, the user's sessions end through the cut-off
         (`sessions_valid_after`), remember-device tokens through `credentials_version`, and the
         recovery code is stored. Raises ConditionFailed naming "reset" when the reset changed
-        since it was read, or "user" when the user's factors changed or the user is disabled.
+        since it was read, "admin" when its requester or one of its approvers is no longer an
+        active admin, or "user" when the user's factors changed or the user is disabled.
         """
         first, rest = _split(revoked_sessions)
         with self._transaction() as tx:
@@ -1054,6 +1065,7 @@ class Store:
                 ],
                 condition=_reset_unchanged(reset, now),
             )
+            self._check_admins(tx, reset, approver_id)
             tx.update(
                 "user",
                 UserModel(user.org_id, user.user_id),
@@ -1118,6 +1130,18 @@ class Store:
             self._audit(tx, events)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _check_admins(self, tx: _Transaction, reset: MfaResetModel, approver_id: str) -> None:
+        # The requester and every approver must still be active admins when an approval is
+        # written, so that demoting or disabling one of them meanwhile fails the approval.
+        for admin_id in dict.fromkeys((reset.requested_by, *(reset.approvals or []), approver_id)):
+            tx.check(
+                "admin",
+                UserModel,
+                reset.org_id,
+                admin_id,
+                condition=(UserModel.role == "admin") & (UserModel.status == "active"),
+            )
 
     def _revoke(
         self,

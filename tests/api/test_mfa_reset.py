@@ -489,3 +489,35 @@ def test_approval_loses_to_concurrent_demotion(
     reply = approve(client, approver_token, reset_id)
     assert reply.status == 409, reply.text
     assert _factors_intact(org.target)
+
+
+def test_reset_fits_many_factors_and_sessions(client: Client, flow: Flow, org: Org) -> None:
+    # Disabling 17 active factors (16 TOTP and the backup codes) and ending 41 sessions takes
+    # more items than one DynamoDB transaction holds.
+    token = fresh_mfa_token(flow, org.target)
+    for number in range(15):
+        added = client.post("/v1/me/factors/totp", {"label": f"Phone {number}"}, token=token)
+        assert added.status == 201, added.text
+        confirmed = client.post(
+            f"/v1/me/factors/totp/{added.body['factor_id']}/confirm",
+            {"code": flow.code(added.body["secret"])},
+            token=token,
+        )
+        assert confirmed.status == 200, confirmed.text
+    set_policy("acme", enforcement="optional", reauthentication="sensitive_only")
+    refresh_tokens = [
+        flow.login_ok(org.target, "authenticated")["refresh_token"] for _ in range(40)
+    ]
+    set_policy("acme", enforcement="optional")
+
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    reply = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert reply.status == 200, reply.text
+    assert reply.body["status"] == "completed"
+    factors = runtime.services().store.list_factors("acme", org.target.user_id)
+    assert [f.factor_id for f in factors if f.status == "active"] == []
+    for refresh_token in (refresh_tokens[0], refresh_tokens[-1]):
+        refresh = client.post("/v1/auth/refresh", {"refresh_token": refresh_token})
+        assert refresh.status == 401, refresh.text

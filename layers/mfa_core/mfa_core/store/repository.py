@@ -38,6 +38,8 @@ from mfa_core.store.models import (
 logger = Logger(child=True)
 
 DAY = 24 * 60 * 60
+# DynamoDB's limit of items in one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
 # Sessions revoked per transaction: two items each, within DynamoDB's 100 items a transaction.
 SESSIONS_PER_TRANSACTION = 40
 
@@ -1052,7 +1054,11 @@ class Store:
         since it was read, "admin" when its requester or one of its approvers is no longer an
         active admin, or "user" when the user's factors changed or the user is disabled.
         """
-        first, rest = _split(revoked_sessions)
+        # A user can hold up to enrollment.MAX_FACTORS factors, so the sessions marked in the
+        # first transaction get only the room that its other items leave.
+        admins = len({reset.requested_by, *(reset.approvals or []), approver_id})
+        other_items = 3 + admins + len(factors) + len(events)
+        first, rest = _split(revoked_sessions, (MAX_TRANSACTION_ITEMS - other_items) // 2)
         with self._transaction() as tx:
             tx.update(
                 "reset",
@@ -1269,8 +1275,9 @@ def _reset_unchanged(reset: MfaResetModel, now: float) -> Any:
 
 def _split(
     revocations: list[tuple[SessionModel, AuditEvent]],
+    first_size: int = SESSIONS_PER_TRANSACTION,
 ) -> tuple[list[tuple[SessionModel, AuditEvent]], list[tuple[SessionModel, AuditEvent]]]:
-    return revocations[:SESSIONS_PER_TRANSACTION], revocations[SESSIONS_PER_TRANSACTION:]
+    return revocations[:first_size], revocations[first_size:]
 
 
 def _key_summary(factor: FactorModel) -> dict[str, Any]:

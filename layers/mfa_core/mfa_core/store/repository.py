@@ -184,10 +184,12 @@ class Store:
         status: str | None,
         now: float,
         events: list[AuditEvent],
+        admin_id: str | None = None,
     ) -> None:
         """Change a member's role or status. Disabling also ends every session of the member.
 
-        Raises ConditionFailed when the member changed since `user` was read.
+        Raises ConditionFailed naming "user" when the member changed since `user` was read, or
+        "admin" when `admin_id`, the admin making the change, is no longer an active admin.
         """
         actions: list[Any] = []
         if role is not None:
@@ -203,6 +205,16 @@ class Store:
                 actions=actions,
                 condition=(UserModel.role == user.role) & (UserModel.status == user.status),
             )
+            if admin_id is not None:
+                # Two admins who demote or disable each other at once must not both succeed
+                # and leave the org without an admin.
+                tx.check(
+                    "admin",
+                    UserModel,
+                    user.org_id,
+                    admin_id,
+                    condition=(UserModel.role == "admin") & (UserModel.status == "active"),
+                )
             self._audit(tx, events)
 
     def find_user_by_email(self, org_id: str, email: str) -> UserModel | None:

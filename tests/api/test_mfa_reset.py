@@ -521,3 +521,17 @@ def test_reset_fits_many_factors_and_sessions(client: Client, flow: Flow, org: O
     for refresh_token in (refresh_tokens[0], refresh_tokens[-1]):
         refresh = client.post("/v1/auth/refresh", {"refresh_token": refresh_token})
         assert refresh.status == 401, refresh.text
+
+
+def test_reset_admin_cannot_cancel_own_reset(client: Client, flow: Flow, org: Org) -> None:
+    target = add_member("acme", "third@acme.example", role="admin")
+    _enroll(flow, target)
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), target.user_id).body[
+        "reset_id"
+    ]
+    cancelled = client.post(f"{RESETS}/{reset_id}/cancel", {}, token=fresh_mfa_token(flow, target))
+    assert cancelled.status == 403, cancelled.text
+
+    approved = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert approved.status == 200, approved.text
+    assert approved.body["status"] == "completed"

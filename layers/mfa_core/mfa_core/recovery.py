@@ -256,9 +256,15 @@ def approve_reset(
 def cancel_reset(
     svc: Services, principal: Principal, *, org_id: str, reset_id: str, context: RequestContext
 ) -> MfaResetModel:
-    """Cancel a pending reset; any admin of the org may."""
+    """Cancel a pending reset; any admin of the org may, except the admin being reset.
+
+    Whoever holds a hijacked admin account could otherwise keep cancelling the reset that
+    would end its sessions.
+    """
     admin = members.require_admin(svc, principal, org_id)
     reset = _pending_reset(svc, org_id, reset_id, context=context)
+    if admin.user_id == reset.user_id:
+        raise Forbidden("An admin cannot cancel the reset of their own MFA; ask another admin.")
     now = svc.clock.now()
     event = _event(now, reset, "mfa_reset.cancel", context, actor=admin.user_id)
     try:

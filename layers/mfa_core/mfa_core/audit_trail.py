@@ -73,6 +73,10 @@ SEAL_GRACE_SECONDS = 3600
 # timeout is 10 seconds.
 DEFAULT_VERIFY_SECONDS = 7 * 24 * 3600
 MAX_VERIFY_PERIODS = 31 * 24
+# An event id may be this far ahead of the verifier's clock, for clock skew between functions.
+FUTURE_TOLERANCE_SECONDS = 300
+# Items outside the org's lifetime listed per end of the key range.
+MAX_OUTSIDE_EVENTS = 100
 
 
 @dataclass(frozen=True)
@@ -289,9 +293,27 @@ def period_start(period: str) -> int:
 
 
 def _period_events(org_id: str, start: int) -> list[AuditModel]:
-    low = f"{start * 1000:015d}-"
-    high = f"{(start + PERIOD_SECONDS) * 1000 - 1:015d}-g"
+    # Without a "-" the bounds of consecutive hours meet, so the hours cover every sort key
+    # between them, also a malformed one that a forged item could have.
+    low = f"{start * 1000:015d}"
+    high = f"{(start + PERIOD_SECONDS) * 1000:015d}"
     return list(AuditModel.query(org_id, AuditModel.event_id.between(low, high)))
+
+
+def _events_outside(org_id: str, *, first: int, now: float) -> list[str]:
+    """Return the ids of items sorted before the org's first hour, or after `now` plus
+    FUTURE_TOLERANCE_SECONDS.
+
+    No event has such an id, so each is a forged insertion that no hour's digest covers.
+    """
+    early = AuditModel.query(
+        org_id, AuditModel.event_id < f"{first * 1000:015d}", limit=MAX_OUTSIDE_EVENTS
+    )
+    late_ms = int((now + FUTURE_TOLERANCE_SECONDS) * 1000)
+    late = AuditModel.query(
+        org_id, AuditModel.event_id > f"{late_ms:015d}-g", limit=MAX_OUTSIDE_EVENTS
+    )
+    return [item.event_id for item in (*early, *late)]
 
 
 def _digest_hash(digest: AuditDigestModel) -> str:
@@ -451,7 +473,9 @@ def verify(
     Without `start`, checking begins DEFAULT_VERIFY_SECONDS before `end`, or at the org's
     creation if that is later; without `end`, at the current hour. Every hour needs a digest,
     except the hours that ended less than SEAL_GRACE_SECONDS ago, which the sealer may not
-    have reached yet. More than `max_periods` hours raise InvalidInput.
+    have reached yet. More than `max_periods` hours raise InvalidInput. Items whose ids sort
+    before the org's first hour or after the current time count as inserted, whatever the
+    window.
     """
     report = VerifyReport(org_id)
     now = svc.clock.now()
@@ -488,6 +512,8 @@ def verify(
             _check_digest(svc, report, digest, previous, now=now, retention=retention)
         previous = digest
         report.periods_checked += 1
+    created = period_start(period_of(float(org.created_at)))
+    report.inserted.extend(_events_outside(org_id, first=created, now=now))
     return report
 
 
@@ -523,7 +549,7 @@ def _check_digest(
     for event_id, expected in sealed.items():
         item = current.get(event_id)
         if item is None:
-            if int(event_id[:15]) / 1000 + retention <= now:
+            if EVENT_ID_PATTERN.match(event_id) and int(event_id[:15]) / 1000 + retention <= now:
                 report.expired += 1
             else:
                 report.deleted.append(event_id)

@@ -103,6 +103,34 @@ def test_member_changes_are_refused_where_they_must_be(
     assert client.get(USERS, token=other).status == 404
 
 
+def test_demoted_admin_token_loses_admin_role(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    second = add_member("acme", "second@acme.example", role="admin")
+    flow.enroll(second, flow.login_ok(second, "authenticated")["access_token"])
+    flow.next_step()
+    demoted = flow.verify(second, flow.mfa_token(second)).body
+    config = "/v1/agents/a1/config"
+    before = client.request("PUT", config, json_body={}, token=demoted["access_token"])
+    assert before.status == 200, before.text
+    assert before.body["caller"]["roles"] == "admin"
+
+    clock.advance(1)
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    assert _patch(client, token, second, {"role": "viewer"}).status == 200
+    clock.advance(11)  # past the authorizer's session cache
+
+    after = client.request("PUT", config, json_body={}, token=demoted["access_token"])
+    assert after.status == 403, after.text
+    refresh = client.post("/v1/auth/refresh", {"refresh_token": demoted["refresh_token"]})
+    assert refresh.status == 401, refresh.text
+    flow.next_step()
+    again = flow.verify(second, flow.mfa_token(second)).body
+    fresh = client.request("PUT", config, json_body={}, token=again["access_token"])
+    assert fresh.status == 200, fresh.text
+    assert fresh.body["caller"]["roles"] == "viewer"
+
+
 def test_admins_demoting_each_other_keep_one(
     client: Client, flow: Flow, acme: Member, monkeypatch: pytest.MonkeyPatch
 ) -> None:

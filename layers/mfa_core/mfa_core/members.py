@@ -254,7 +254,8 @@ def change_member(
     Needs a recent MFA once the admin has a factor. An admin cannot change their own role or
     status, and the change is written only while its admin still is an active admin, so an org
     cannot lose its last admin this way, even to two admins demoting each other at once.
-    Disabling ends the member's sessions.
+    Disabling, or a new role, ends the member's sessions, so that no access token keeps the
+    old role.
     """
     from mfa_core import policy  # noqa: PLC0415 - policy imports this module
 

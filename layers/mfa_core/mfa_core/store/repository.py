@@ -186,7 +186,8 @@ class Store:
         events: list[AuditEvent],
         admin_id: str | None = None,
     ) -> None:
-        """Change a member's role or status. Disabling also ends every session of the member.
+        """Change a member's role or status. Disabling, or a new role, also ends every session
+        of the member, because access tokens carry the role that the authorizer passes on.
 
         Raises ConditionFailed naming "user" when the member changed since `user` was read, or
         "admin" when `admin_id`, the admin making the change, is no longer an active admin.
@@ -196,8 +197,8 @@ class Store:
             actions.append(UserModel.role.set(role))
         if status is not None:
             actions.append(UserModel.status.set(status))
-            if status == "disabled":
-                actions.append(UserModel.sessions_valid_after.set(now))
+        if status == "disabled" or (role is not None and role != user.role):
+            actions.append(UserModel.sessions_valid_after.set(now))
         with self._transaction() as tx:
             tx.update(
                 "user",

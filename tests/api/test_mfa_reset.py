@@ -535,3 +535,26 @@ def test_reset_admin_cannot_cancel_own_reset(client: Client, flow: Flow, org: Or
     approved = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
     assert approved.status == 200, approved.text
     assert approved.body["status"] == "completed"
+
+
+def test_later_reset_voids_earlier_code(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    first_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    first_code = approve(client, fresh_mfa_token(flow, org.approver), first_id).body[
+        "recovery_code"
+    ]
+    clock.advance(60)
+    second_id = request_reset(
+        client, fresh_mfa_token(flow, org.requester), org.target.user_id
+    ).body["reset_id"]
+    second_code = approve(client, fresh_mfa_token(flow, org.approver), second_id).body[
+        "recovery_code"
+    ]
+
+    stale = recovery_login(client, org.target, first_code)
+    assert stale.status == 401, stale.text
+    current = recovery_login(client, org.target, second_code)
+    assert current.status == 200, current.text

@@ -440,7 +440,8 @@ def code_digest(pepper: bytes, canonical: str) -> str:
 def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestContext) -> None:
     """Spend `user`'s recovery code at login, once.
 
-    A wrong, expired or used code, or one of another user, is audited, counts toward the
+    A wrong, expired or used code, one of another user, or one issued before the user's
+    sessions cut-off last moved (as a later reset moves it) is audited, counts toward the
     lockout and raises AuthenticationFailed (LockedOut when the account locks now).
     """
     now = svc.clock.now()
@@ -454,13 +455,17 @@ def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestCon
         and stored.user_id == user.user_id
         and stored.consumed_at is None
         and stored.expires_at > now
+        # A later reset, a new factor or a new role moves the cut-off and voids older codes.
+        and (user.sessions_valid_after is None or stored.created_at >= user.sessions_valid_after)
     )
-    if usable and challenge_id is not None:
+    if usable and stored is not None and challenge_id is not None:
         success = _login_event(now, user, "success", context)
         try:
-            svc.store.spend_recovery_code(challenge_id, user, now=now, events=[success])
+            svc.store.spend_recovery_code(
+                challenge_id, user, issued_at=stored.created_at, now=now, events=[success]
+            )
         except ConditionFailed:
-            usable = False  # Another login spent it first.
+            usable = False  # Another login spent it first, or the cut-off moved meanwhile.
         else:
             logger.info(
                 "Recovery code accepted", extra={"org_id": user.org_id, "user_id": user.user_id}

@@ -1129,10 +1129,20 @@ class Store:
                 )
 
     def spend_recovery_code(
-        self, challenge_id: str, user: UserModel, *, now: float, events: list[AuditEvent]
+        self,
+        challenge_id: str,
+        user: UserModel,
+        *,
+        issued_at: float,
+        now: float,
+        events: list[AuditEvent],
     ) -> None:
-        """Mark a recovery code used, and let `user` sign in without one again. Raises
-        ConditionFailed naming "recovery_code" when it was used, or has expired, meanwhile."""
+        """Mark a recovery code used, and let `user` sign in without one again.
+
+        Raises ConditionFailed naming "recovery_code" when it was used, or has expired,
+        meanwhile, or "user" when the user's sessions cut-off moved past `issued_at`, the
+        code's creation, as a later reset or a new factor moves it.
+        """
         with self._transaction() as tx:
             tx.update(
                 "recovery_code",
@@ -1144,7 +1154,11 @@ class Store:
                 "user",
                 UserModel(user.org_id, user.user_id),
                 actions=[UserModel.recovery_required.remove()],
-                condition=UserModel.user_id.exists(),
+                condition=UserModel.user_id.exists()
+                & (
+                    UserModel.sessions_valid_after.does_not_exist()
+                    | (UserModel.sessions_valid_after <= issued_at)
+                ),
             )
             self._audit(tx, events)
 

@@ -360,6 +360,23 @@ def test_verify_with_time_window(client: Client, sealed: str) -> None:
     assert report["periods_checked"] == 2
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"from": "2030-01-01T00:00:00Z"},
+        {"to": "2020-01-01T00:00:00Z"},
+        {"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"},
+    ],
+)
+def test_verify_rejects_window_outside_lifetime(
+    client: Client, sealed: str, window: dict[str, str]
+) -> None:
+    reply = client.get(f"/v1/orgs/acme/audit/verify?{urlencode(window)}", token=sealed)
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "from"
+
+
 def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["audit", "verify", "--org-id", "acme"]) == 0
     assert json.loads(capsys.readouterr().out)["valid"] is True

@@ -473,7 +473,8 @@ def verify(
     Without `start`, checking begins DEFAULT_VERIFY_SECONDS before `end`, or at the org's
     creation if that is later; without `end`, at the current hour. Every hour needs a digest,
     except the hours that ended less than SEAL_GRACE_SECONDS ago, which the sealer may not
-    have reached yet. More than `max_periods` hours raise InvalidInput. Items whose ids sort
+    have reached yet. More than `max_periods` hours, or a window outside the org's lifetime,
+    raise InvalidInput. Items whose ids sort
     before the org's first hour or after the current time count as inserted, whatever the
     window.
     """
@@ -487,6 +488,13 @@ def verify(
         start = end - DEFAULT_VERIFY_SECONDS
     first = max(period_start(period_of(start)), period_start(period_of(float(org.created_at))))
     last = period_start(period_of(end))
+    if first > last:
+        # Otherwise the report would be valid with nothing checked.
+        raise InvalidInput(
+            "Use a window that overlaps the org's lifetime: `from` no later than now, and "
+            "`to` no earlier than the org's creation.",
+            field="from",
+        )
     if max_periods is not None and (last - first) // PERIOD_SECONDS + 1 > max_periods:
         raise InvalidInput(
             f"Use a window of at most {max_periods} hours between `from` and `to`.", field="from"

@@ -378,6 +378,43 @@ def test_verify_reports_inserted_event(client: Client, sealed: str) -> None:
     assert report["valid"] is False
 
 
+def _forge(event_id: str) -> None:
+    """Copy an hour-2 event under `event_id`, as someone with write access to the table could."""
+    original = _event_in_hour(2)
+    AuditModel(
+        "acme",
+        event_id,
+        **{
+            name: value
+            for name, value in original.attribute_values.items()
+            if name not in {"org_id", "event_id"}
+        },
+    ).save()
+
+
+@pytest.mark.parametrize(
+    "forged_id",
+    [
+        # Malformed ids: "+" sorts before "-", so the first sorts between two hours' ids.
+        f"{(START + 2 * HOUR) * 1000:015d}+forged",
+        f"{(START + 2 * HOUR + 120) * 1000:015d}",
+        # Before the org existed, and far in the future.
+        f"{(START - 30 * 24 * HOUR) * 1000:015d}-{'0' * 16}",
+        f"{(START + 1000 * HOUR) * 1000:015d}-{'0' * 16}",
+        "zzz",
+    ],
+)
+def test_verify_reports_insertion_outside_hours(
+    client: Client, sealed: str, forged_id: str
+) -> None:
+    _forge(forged_id)
+
+    report = _verify(client, sealed)
+
+    assert forged_id in report["inserted"]
+    assert report["valid"] is False
+
+
 def test_verify_reports_swapped_pair(client: Client, sealed: str) -> None:
     first, second = _event_in_hour(3, 0), _event_in_hour(3, 1)
     first.user_id, second.user_id = second.user_id, first.user_id
@@ -425,6 +462,23 @@ def test_verify_with_time_window(client: Client, sealed: str) -> None:
 
     assert report["valid"] is True, report
     assert report["periods_checked"] == 2
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"from": "2030-01-01T00:00:00Z"},
+        {"to": "2020-01-01T00:00:00Z"},
+        {"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"},
+    ],
+)
+def test_verify_rejects_window_outside_lifetime(
+    client: Client, sealed: str, window: dict[str, str]
+) -> None:
+    reply = client.get(f"/v1/orgs/acme/audit/verify?{urlencode(window)}", token=sealed)
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "from"
 
 
 def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,6 +78,10 @@ SEAL_GRACE_SECONDS = 3600
 # measured (benchmarks/RESULTS.md counts the requests); the admin function's timeout is 10 s.
 DEFAULT_VERIFY_SECONDS = 7 * 24 * 3600
 MAX_VERIFY_PERIODS = 31 * 24
+# An event id may be this far ahead of the verifier's clock, for clock skew between functions.
+FUTURE_TOLERANCE_SECONDS = 300
+# Items outside the org's lifetime listed per end of the key range.
+MAX_OUTSIDE_EVENTS = 100
 
 
 @dataclass(frozen=True)
@@ -339,9 +343,11 @@ def _period_events(org_id: str, start: int) -> list[AuditModel]:
 
 
 def _events_between(org_id: str, start: int, end: int) -> Iterator[AuditModel]:
-    """Yield the org's events from `start` to before `end` (epoch seconds), oldest first."""
-    low = f"{start * 1000:015d}-"
-    high = f"{end * 1000 - 1:015d}-g"
+    """Yield the org's items from `start` to before `end` (epoch seconds), oldest first."""
+    # Without a "-" the bounds of consecutive hours meet, so the hours cover every sort key
+    # between them, also a malformed one that a forged item could have.
+    low = f"{start * 1000:015d}"
+    high = f"{end * 1000:015d}"
     return AuditModel.query(org_id, AuditModel.event_id.between(low, high))
 
 
@@ -355,12 +361,28 @@ class _HourlyEvents:
 
     def until(self, end: int) -> list[AuditModel]:
         """Return the events before `end` (epoch seconds) that were not handed out yet."""
-        bound = f"{end * 1000:015d}-"
+        bound = f"{end * 1000:015d}"
         taken = []
         while self._next is not None and self._next.event_id < bound:
             taken.append(self._next)
             self._next = next(self._events, None)
         return taken
+
+
+def _events_outside(org_id: str, *, first: int, now: float) -> list[str]:
+    """Return the ids of items sorted before the org's first hour, or after `now` plus
+    FUTURE_TOLERANCE_SECONDS.
+
+    No event has such an id, so each is a forged insertion that no hour's digest covers.
+    """
+    early = AuditModel.query(
+        org_id, AuditModel.event_id < f"{first * 1000:015d}", limit=MAX_OUTSIDE_EVENTS
+    )
+    late_ms = int((now + FUTURE_TOLERANCE_SECONDS) * 1000)
+    late = AuditModel.query(
+        org_id, AuditModel.event_id > f"{late_ms:015d}-g", limit=MAX_OUTSIDE_EVENTS
+    )
+    return [item.event_id for item in (*early, *late)]
 
 
 def _digest_hash(digest: AuditDigestModel) -> str:
@@ -556,7 +578,10 @@ def verify(
     Without `start`, checking begins DEFAULT_VERIFY_SECONDS before `end`, or at the org's
     creation if that is later; without `end`, at the current hour. Every hour needs a digest,
     except the hours that ended less than SEAL_GRACE_SECONDS ago, which the sealer may not
-    have reached yet. More than `max_periods` hours raise InvalidInput.
+    have reached yet. More than `max_periods` hours, or a window outside the org's lifetime,
+    raise InvalidInput. Items whose ids sort
+    before the org's first hour or after the current time count as inserted, whatever the
+    window.
     """
     report = VerifyReport(org_id)
     now = svc.clock.now()
@@ -568,6 +593,13 @@ def verify(
         start = end - DEFAULT_VERIFY_SECONDS
     first = max(period_start(period_of(start)), period_start(period_of(float(org.created_at))))
     last = period_start(period_of(end))
+    if first > last:
+        # Otherwise the report would be valid with nothing checked.
+        raise InvalidInput(
+            "Use a window that overlaps the org's lifetime: `from` no later than now, and "
+            "`to` no earlier than the org's creation.",
+            field="from",
+        )
     if max_periods is not None and (last - first) // PERIOD_SECONDS + 1 > max_periods:
         raise InvalidInput(
             f"Use a window of at most {max_periods} hours between `from` and `to`.", field="from"
@@ -593,6 +625,8 @@ def verify(
             _check_hour(svc, report, period, parts, previous, events=hour_events, now=now)
             previous = parts[-1]
         report.periods_checked += 1
+    created = period_start(period_of(float(org.created_at)))
+    report.inserted.extend(_events_outside(org_id, first=created, now=now))
     return report
 
 

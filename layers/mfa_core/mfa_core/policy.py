@@ -647,8 +647,9 @@ def set_mfa_policy(
 ) -> MfaPolicy:
     """Replace an org's policy, audited with the values before and after.
 
-    A policy equal to the current one is not written. With `expected_version`, the change applies only if the stored policy still has that
-    version (PreconditionFailed otherwise). Two concurrent changes never both apply.
+    A policy equal to the current one is not written. With `expected_version`, the change
+    applies only if the stored policy still has that version (PreconditionFailed otherwise).
+    Two concurrent changes never both apply.
     """
     org = svc.store.get_org(org_id)
     if org is None:

@@ -223,7 +223,8 @@ def approve_reset(
 
     Needs a fresh MFA. The requester, and an admin who approved already, are Forbidden. A
     reset that is not pending, still cooling off or expired is a Conflict; an expired one is
-    marked expired first.
+    marked expired first. So is a reset whose requester or an earlier approver has been
+    demoted or disabled since, because their part in it no longer counts.
     """
     admin = _fresh_admin(svc, principal, org_id, APPROVE_ROUTE, "Approving an MFA reset")
     reset = _pending_reset(svc, org_id, reset_id, context=context)
@@ -245,7 +246,7 @@ def approve_reset(
         try:
             svc.store.approve_reset(reset, approver_id=admin.user_id, now=now, events=[event])
         except ConditionFailed as exc:
-            raise Conflict("This reset changed meanwhile; read it again and retry.") from exc
+            raise _approval_conflict(exc) from exc
         reset.approvals = [*(reset.approvals or []), admin.user_id]
         return Approval(reset)
 
@@ -258,9 +259,15 @@ def approve_reset(
 def cancel_reset(
     svc: Services, principal: Principal, *, org_id: str, reset_id: str, context: RequestContext
 ) -> MfaResetModel:
-    """Cancel a pending reset; any admin of the org may."""
+    """Cancel a pending reset; any admin of the org may, except the admin being reset.
+
+    Whoever holds a hijacked admin account could otherwise keep cancelling the reset that
+    would end its sessions.
+    """
     admin = members.require_admin(svc, principal, org_id)
     reset = _pending_reset(svc, org_id, reset_id, context=context)
+    if admin.user_id == reset.user_id:
+        raise Forbidden("An admin cannot cancel the reset of their own MFA; ask another admin.")
     now = svc.clock.now()
     event = _event(now, reset, "mfa_reset.cancel", context, actor=admin.user_id)
     try:
@@ -325,6 +332,15 @@ def _fresh_admin(
         max_age_cap=policy.step_up_cap(svc.store.get_org(org_id)),
     )
     return admin
+
+
+def _approval_conflict(exc: ConditionFailed) -> Conflict:
+    if "admin" in exc.failed:
+        return Conflict(
+            "The admin who requested or approved this reset is no longer an active admin; "
+            "request a new reset."
+        )
+    return Conflict("This reset changed meanwhile; read it again and retry.")
 
 
 def _pending_reset(
@@ -395,6 +411,8 @@ def _complete(
             revoked_sessions=sessions.revocations(svc, live, reason="mfa_reset", context=context),
         )
     except ConditionFailed as exc:
+        if "admin" in exc.failed:
+            raise _approval_conflict(exc) from exc
         raise Conflict("This reset or the user's factors changed meanwhile; retry.") from exc
     logger.info(
         "MFA reset completed",
@@ -432,7 +450,8 @@ def code_digest(pepper: bytes, canonical: str) -> str:
 def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestContext) -> None:
     """Spend `user`'s recovery code at login, once.
 
-    A wrong, expired or used code, or one of another user, is audited, counts toward the
+    A wrong, expired or used code, one of another user, or one issued before the user's
+    sessions cut-off last moved (as a later reset moves it) is audited, counts toward the
     lockout and raises AuthenticationFailed (LockedOut when the account locks now).
     """
     now = svc.clock.now()
@@ -446,13 +465,17 @@ def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestCon
         and stored.user_id == user.user_id
         and stored.consumed_at is None
         and stored.expires_at > now
+        # A later reset, a new factor or a new role moves the cut-off and voids older codes.
+        and (user.sessions_valid_after is None or stored.created_at >= user.sessions_valid_after)
     )
-    if usable and challenge_id is not None:
+    if usable and stored is not None and challenge_id is not None:
         success = _login_event(now, user, "success", context)
         try:
-            svc.store.spend_recovery_code(challenge_id, user, now=now, events=[success])
+            svc.store.spend_recovery_code(
+                challenge_id, user, issued_at=stored.created_at, now=now, events=[success]
+            )
         except ConditionFailed:
-            usable = False  # Another login spent it first.
+            usable = False  # Another login spent it first, or the cut-off moved meanwhile.
         else:
             logger.info(
                 "Recovery code accepted", extra={"org_id": user.org_id, "user_id": user.user_id}

@@ -179,6 +179,7 @@ def test_single_admin_reset_completes_at_once(client: Client, flow: Flow) -> Non
     assert requested.status == 201, requested.text
     assert requested.body["status"] == "completed"
     assert requested.body["required_approvals"] == 0
+    assert requested.body["approvals"] == []
     assert recovery_login(client, target, requested.body["recovery_code"]).status == 200
 
 
@@ -609,3 +610,46 @@ def test_later_reset_voids_earlier_code(
     assert stale.status == 401, stale.text
     current = recovery_login(client, org.target, second_code)
     assert current.status == 200, current.text
+
+
+def test_stale_reset_cannot_undo_a_recovery(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    first = request_reset(client, token, org.target.user_id).body["reset_id"]
+    stale = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), first).body["recovery_code"]
+    clock.advance(60)
+    recovered = recovery_login(client, org.target, code)
+    assert recovered.status == 200, recovered.text
+    enrollment = recovered.body["enrollment_token"]
+    flow.enroll(org.target, enrollment)
+
+    reply = approve(client, fresh_mfa_token(flow, org.approver), stale)
+
+    assert reply.status == 409, reply.text
+    assert "Another reset" in reply.body["detail"]
+    user = runtime.services().store.get_user("acme", org.target.user_id)
+    assert user is not None
+    assert user.factor_summaries() != {}
+
+
+def test_reset_audit_names_record_and_approver(
+    client: Client, flow: Flow, org: Org, stack: LocalStack
+) -> None:
+    fresh_mfa_token(flow, org.target)
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    assert approve(client, fresh_mfa_token(flow, org.approver), reset_id).status == 200
+
+    items = audit_items(stack, "acme")
+    [requested] = [item for item in items if item["event_type"] == "mfa_reset.request"]
+    assert requested["details"]["reason"] == "Lost phone"
+    assert requested["details"]["verification"] == VERIFICATION
+    revoked = [
+        item
+        for item in items
+        if item["event_type"] == "session.revoke" and item.get("reason") == "mfa_reset"
+    ]
+    assert revoked
+    assert {item["actor"] for item in revoked} == {f"user:{org.approver.user_id}"}

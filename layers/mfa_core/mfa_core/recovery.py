@@ -165,8 +165,8 @@ def request_reset(
     approvers = [user for user in admins if user.user_id not in (admin.user_id, user_id)]
     if len(approvers) < needed:
         raise Conflict(
-            f"This reset needs {needed} approvals from other admins, and the org has only "
-            f"{len(approvers)}. Add an admin or lower the policy's reset_approvals."
+            f"This reset needs approval by {needed} other admin(s), and the org has "
+            f"{len(approvers)}; add an admin who can approve it."
         )
     if needed == 0 and cooling_off_minutes:
         raise InvalidInput(
@@ -175,17 +175,18 @@ def request_reset(
         )
 
     now = svc.clock.now()
+    record = {
+        "method": verification.method,
+        "reference": verification.reference,
+        "verified_by": verification.verified_by,
+    }
     reset = MfaResetModel(
         org_id,
         audit.new_event_id(now),
         user_id=user_id,
         requested_by=admin.user_id,
         reason=request.reason,
-        verification={
-            "method": verification.method,
-            "reference": verification.reference,
-            "verified_by": verification.verified_by,
-        },
+        verification=record,
         status="pending",
         required_approvals=needed,
         approvals=[],
@@ -201,7 +202,8 @@ def request_reset(
         context,
         actor=admin.user_id,
         details={
-            "verification_method": verification.method,
+            "reason": request.reason,
+            "verification": record,
             "required_approvals": needed,
             "cooling_off_minutes": cooling_off_minutes,
         },
@@ -371,6 +373,12 @@ def _complete(
     now: float,
     context: RequestContext,
 ) -> Approval:
+    if target.last_reset_at is not None and target.last_reset_at >= reset.created_at:
+        # Otherwise a stale request could undo the recovery that a later reset started.
+        raise Conflict(
+            "Another reset of this user completed after this one was requested; cancel this "
+            "one, and request a new reset if the user needs one."
+        )
     code = generate_code()
     challenge = ChallengeModel(
         CHALLENGE_PREFIX + code_digest(svc.pepper, normalize_code(code) or ""),
@@ -408,7 +416,9 @@ def _complete(
             recovery_code=challenge,
             now=now,
             events=events,
-            revoked_sessions=sessions.revocations(svc, live, reason="mfa_reset", context=context),
+            revoked_sessions=sessions.revocations(
+                svc, live, reason="mfa_reset", context=context, actor=f"user:{admin.user_id}"
+            ),
         )
     except ConditionFailed as exc:
         if "admin" in exc.failed:
@@ -420,7 +430,8 @@ def _complete(
     )
     svc.notifier.mfa_reset(org_id=target.org_id, user_id=target.user_id, reset_id=reset.reset_id)
     reset.status, reset.closed_at, reset.closed_by = "completed", now, admin.user_id
-    reset.approvals = [*(reset.approvals or []), admin.user_id]
+    if admin.user_id != reset.requested_by:
+        reset.approvals = [*(reset.approvals or []), admin.user_id]
     return Approval(reset, recovery_code=code)
 
 

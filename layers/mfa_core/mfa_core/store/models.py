@@ -98,6 +98,8 @@ class UserModel(Model):
     # Set by an MFA reset until its recovery code is used: the password alone must not let
     # anyone enroll the new factor.
     recovery_required = BooleanAttribute(null=True)
+    # When the latest MFA reset of the user completed; a reset requested before it is void.
+    last_reset_at = NumberAttribute(null=True)
     # Where and when the user signed in before, for anomaly signals (mfa_core.risk).
     login_history: MapAttribute[str, Any] = MapAttribute(null=True)
 

@@ -1125,7 +1125,8 @@ class Store:
         (`sessions_valid_after`), remember-device tokens through `credentials_version`, and the
         recovery code is stored. Raises ConditionFailed naming "reset" when the reset changed
         since it was read, "admin" when its requester or one of its approvers is no longer an
-        active admin, or "user" when the user's factors changed or the user is disabled.
+        active admin, or "user" when the user's factors changed, the user is disabled, or
+        another reset of the user completed after this one was requested.
         """
         # A user can hold up to enrollment.MAX_FACTORS factors, so the sessions marked in the
         # first transaction get only the room that its other items leave.
@@ -1133,11 +1134,17 @@ class Store:
         other_items = 3 + admins + len(factors) + len(events)
         first, rest = _split(revoked_sessions, (MAX_TRANSACTION_ITEMS - other_items) // 2)
         with self._transaction() as tx:
+            # A reset that needs no approval completes at its request, with no approval listed.
+            approval = (
+                []
+                if approver_id == reset.requested_by
+                else [MfaResetModel.approvals.set(MfaResetModel.approvals.append([approver_id]))]
+            )
             tx.update(
                 "reset",
                 reset,
                 actions=[
-                    MfaResetModel.approvals.set(MfaResetModel.approvals.append([approver_id])),
+                    *approval,
                     MfaResetModel.status.set("completed"),
                     MfaResetModel.closed_at.set(now),
                     MfaResetModel.closed_by.set(approver_id),
@@ -1154,9 +1161,14 @@ class Store:
                     UserModel.sessions_valid_after.set(now),
                     UserModel.credentials_version.add(1),
                     UserModel.recovery_required.set(True),
+                    UserModel.last_reset_at.set(now),
                 ],
                 condition=(UserModel.status == "active")
-                & _factors_version_is(user.factors_version),
+                & _factors_version_is(user.factors_version)
+                & (
+                    UserModel.last_reset_at.does_not_exist()
+                    | (UserModel.last_reset_at < reset.created_at)
+                ),
             )
             for factor in factors:
                 tx.update(

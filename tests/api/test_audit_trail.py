@@ -550,7 +550,7 @@ def busy_hour(flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.
 
 def test_busy_hour_is_sealed_in_linked_parts(client: Client, busy_hour: str) -> None:
     keys = [digest.period for digest in AuditDigestModel.query("acme")]
-    assert keys == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T09+1", "2027-01-15T09+2"]
+    assert keys == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T09+01", "2027-01-15T09+02"]
 
     report = _verify(client, busy_hour)
 
@@ -559,12 +559,12 @@ def test_busy_hour_is_sealed_in_linked_parts(client: Client, busy_hour: str) -> 
 
 
 def test_verify_reports_removed_digest_part(client: Client, busy_hour: str) -> None:
-    AuditDigestModel.get("acme", "2027-01-15T09+1").delete()
+    AuditDigestModel.get("acme", "2027-01-15T09+01").delete()
 
     report = _verify(client, busy_hour)
 
     assert {"period": "2027-01-15T09", "problem": "digest part missing"} in report["broken_links"]
-    assert {"period": "2027-01-15T09+2", "problem": "previous digest differs"} in report[
+    assert {"period": "2027-01-15T09+02", "problem": "previous digest differs"} in report[
         "broken_links"
     ]
     assert report["deleted"] == []
@@ -627,3 +627,56 @@ def test_verify_rejects_unknown_parameter(client: Client, flow: Flow, acme: Memb
 
     assert reply.status == 400, reply.text
     assert reply.body["field"] == "form"
+
+
+def test_cursor_outside_a_new_window(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    clock.set(START + HOUR)
+    later = _create_member("acme", "later@acme.example", user_agent="tests")
+    token = _admin_token(flow, acme)
+    first_page = _export(client, token, limit=1)
+    cursor = first_page.header("x-next-cursor")
+    assert cursor is not None
+
+    # The cursor lies before the new window: the page starts at the window.
+    moved = _export(client, token, next=cursor, **{"from": "2027-01-15T08:30:00Z"})
+    assert moved.status == 200, moved.text
+    assert _jsonl(moved)[0]["user_id"] == later
+    # The cursor lies after the window: nothing is left in it.
+    past = _export(client, token, next=cursor, to="2027-01-15T07:00:00Z")
+    assert past.status == 200, past.text
+    assert past.text == ""
+
+
+def test_hour_of_many_parts_links_in_order(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_trail, "EVENTS_PER_PART", 1)
+    clock.set(START + HOUR + 60)
+    for number in range(12):
+        _create_member("acme", f"many{number}@acme.example", user_agent="tests")
+    clock.set(START + 3 * HOUR + 300)
+    assert audit_trail.seal_all(runtime.services()) == 3
+    assert AuditDigestModel.get("acme", "2027-01-15T09+11").period == "2027-01-15T09+11"
+
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert report["valid"] is True, report
+
+
+def test_hour_over_the_part_limit_stays_unsealed(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_trail, "EVENTS_PER_PART", 2)
+    monkeypatch.setattr(audit_trail, "MAX_PARTS", 2)
+    clock.set(START + HOUR + 60)
+    for number in range(5):
+        _create_member("acme", f"over{number}@acme.example", user_agent="tests")
+    clock.set(START + 3 * HOUR + 300)
+    audit_trail.seal_all(runtime.services())
+
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert {"period": "2027-01-15T09", "problem": "digest missing"} in report["broken_links"]
+    assert report["valid"] is False

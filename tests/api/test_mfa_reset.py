@@ -653,3 +653,9 @@ def test_reset_audit_names_record_and_approver(
     ]
     assert revoked
     assert {item["actor"] for item in revoked} == {f"user:{org.approver.user_id}"}
+
+
+def test_overlong_reset_id_is_not_found(client: Client, flow: Flow, org: Org) -> None:
+    reply = approve(client, fresh_mfa_token(flow, org.approver), "1" * 2000)
+
+    assert reply.status == 404, reply.text

@@ -725,7 +725,7 @@ def test_operator_cli_sets_the_org_key_rules(
             "not-an-aaguid",
         ]
     )
-    assert bad == 1
+    assert bad == 2
     assert "allowed_aaguids" in capsys.readouterr().err
 
 

@@ -65,8 +65,9 @@ PERIOD_FORMAT = "%Y-%m-%dT%H"
 DIGEST_VERSION = 1
 # Events listed per digest part: at about 115 bytes each (an estimate), a part stays near
 # 175 KB, within DynamoDB's 400 KB item limit, and 20 parts fit one 4 MB transaction.
-# NOTE: an hour with more than 20 parts, about 30,000 events, cannot be sealed.
+# NOTE: an hour with more than MAX_PARTS parts, about 30,000 events, cannot be sealed.
 EVENTS_PER_PART = 1500
+MAX_PARTS = 20
 # Periods one sealer run seals per org, so that a backlog is worked off over several runs
 # within the function's timeout.
 MAX_PERIODS_PER_RUN = 48
@@ -204,8 +205,15 @@ def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
     low = f"{query.start_ms:015d}-" if query.start_ms is not None else "0"
     # "g" sorts after every hex digit, so the bound includes every id of that millisecond.
     high = f"{query.end_ms:015d}-g" if query.end_ms is not None else "9" * 15 + "-g"
-    if query.after is not None:
-        low = max(low, query.after)
+    after = query.after
+    # A cursor outside the window (the filters changed between pages) would put the start key
+    # outside the key range, which DynamoDB rejects: start at the window's edge instead.
+    if after is not None and after < low:
+        after = None
+    if after is not None:
+        low = after
+    if low > high:
+        return iter(())
     conditions = []
     if query.event_type is not None:
         conditions.append(AuditModel.event_type == query.event_type)
@@ -216,8 +224,8 @@ def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
         filter_condition = condition if filter_condition is None else filter_condition & condition
     # Pagination resumes after the cursor's event, which the between condition still includes.
     start_key: dict[str, Any] | None = None
-    if query.after is not None:
-        start_key = {"org_id": {"S": org_id}, "event_id": {"S": query.after}}
+    if after is not None:
+        start_key = {"org_id": {"S": org_id}, "event_id": {"S": after}}
 
     if query.user_id is not None:
         if start_key is not None:
@@ -398,12 +406,19 @@ def _attached(digest: AuditDigestModel) -> str:
 
 
 def _hour_of(key: str) -> str:
-    """Return the hour of a digest's key: "2027-01-15T08" for that hour's parts "…T08+1" and on."""
+    """Return the hour of a digest's key: "2027-01-15T08" for that hour's parts "…T08+01" on."""
     return key.split("+", 1)[0]
 
 
 def _part_key(period: str, part: int) -> str:
-    return period if part == 0 else f"{period}+{part}"
+    # Two digits, so that the parts of an hour sort in order (at most MAX_PARTS).
+    return period if part == 0 else f"{period}+{part:02d}"
+
+
+def _last_part(org_id: str, period: str) -> AuditDigestModel | None:
+    """Return the last digest part of the hour `period`, or None if it has no digest."""
+    parts = _hour_digests(org_id, period, period)
+    return max(parts, key=lambda digest: _part_number(digest.period), default=None)
 
 
 def _hour_digests(org_id: str, first: str, last: str) -> list[AuditDigestModel]:
@@ -422,13 +437,28 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
     part of the previous hour when there is one.
     """
     start = period_start(period)
+    previous = _last_part(org_id, period_of(start - PERIOD_SECONDS))
+    return _seal_hour(svc, org_id, period, previous) is not None
+
+
+def _seal_hour(
+    svc: Services, org_id: str, period: str, previous: AuditDigestModel | None
+) -> AuditDigestModel | None:
+    """Seal one hour after the digest `previous`; return its last part, or None if the hour
+    was sealed already or is not over yet."""
+    start = period_start(period)
     if start + PERIOD_SECONDS > svc.clock.now():
-        return False
-    previous_hour = period_of(start - PERIOD_SECONDS)
-    previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
+        return None
     events = _period_events(org_id, start)
     chunks = [events[i : i + EVENTS_PER_PART] for i in range(0, len(events), EVENTS_PER_PART)]
     chunks = chunks or [[]]
+    if len(chunks) > MAX_PARTS:
+        # Left unsealed, so that verification reports the hour's digest as missing.
+        logger.error(
+            "Audit period has too many events to seal",
+            extra={"org_id": org_id, "period": period, "events": len(events)},
+        )
+        return None
     key_set = svc.signing_keys.private_keys()
     signer = jwk.construct(key_set.active_jwk, "ES256")
     digests = []
@@ -461,11 +491,11 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
         )
         digests.append(previous)
     if not svc.store.put_digests(org_id, period, digests):
-        return False
+        return None
     logger.info(
         "Audit period sealed", extra={"org_id": org_id, "period": period, "parts": len(digests)}
     )
-    return True
+    return digests[-1]
 
 
 def seal_org(svc: Services, org: OrgModel) -> int:
@@ -484,9 +514,16 @@ def seal_org(svc: Services, org: OrgModel) -> int:
     else:
         start = period_start(period_of(float(org.created_at)))
     sealed = 0
+    previous = _last_part(org.org_id, period_of(start - PERIOD_SECONDS))
     while sealed < MAX_PERIODS_PER_RUN and start + PERIOD_SECONDS <= svc.clock.now():
-        if seal(svc, org.org_id, period_of(start)):
+        period = period_of(start)
+        written = _seal_hour(svc, org.org_id, period, previous)
+        if written is None:
+            # Sealed meanwhile by another run: link to what that run wrote.
+            written = _last_part(org.org_id, period)
+        else:
             sealed += 1
+        previous = written
         start += PERIOD_SECONDS
     return sealed
 
@@ -608,8 +645,7 @@ def verify(
     by_hour: dict[str, list[AuditDigestModel]] = {}
     for digest in _hour_digests(org_id, period_of(first), period_of(last)):
         by_hour.setdefault(_hour_of(digest.period), []).append(digest)
-    previous_hour = period_of(first - PERIOD_SECONDS)
-    previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
+    previous = _last_part(org_id, period_of(first - PERIOD_SECONDS))
     events = _HourlyEvents(_events_between(org_id, first, last + PERIOD_SECONDS))
     for cursor in range(first, last + 1, PERIOD_SECONDS):
         period = period_of(cursor)

@@ -349,7 +349,8 @@ def _pending_reset(
     svc: Services, org_id: str, reset_id: str, *, context: RequestContext
 ) -> MfaResetModel:
     """Return a pending, unexpired reset; mark an expired one as such and raise Conflict."""
-    reset = svc.store.get_reset(org_id, reset_id)
+    # An id of another shape names no reset, and DynamoDB rejects keys over 1,024 bytes.
+    reset = svc.store.get_reset(org_id, reset_id) if RESET_ID_PATTERN.match(reset_id) else None
     if reset is None:
         raise NotFound("No MFA reset with this id in the org.")
     if reset.status != "pending":

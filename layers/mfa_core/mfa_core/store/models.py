@@ -289,7 +289,7 @@ class AuditDigestModel(Model):
         pass
 
     org_id = UnicodeAttribute(hash_key=True)
-    # The UTC hour, "2027-01-15T08", and "2027-01-15T08+1" and on for the parts of a busy hour.
+    # The UTC hour, "2027-01-15T08", and "2027-01-15T08+01" and on for the parts of a busy hour.
     period = UnicodeAttribute(range_key=True)
     # The canonical JSON document that `signature` signs, kept verbatim so verification
     # recomputes the same bytes.

@@ -33,9 +33,9 @@ from mfa_core.store.models import AuditDigestModel, AuditModel
 
 ORG_ID = "audit-bench"
 DAYS = 31
-EVENTS_PER_HOUR = 10
+EVENTS_PER_HOUR = 5
 # More than EVENTS_PER_PART, so that this hour is sealed in parts.
-BUSY_HOUR_EVENTS = 4000
+BUSY_HOUR_EVENTS = 2000
 HOUR = 3600
 RETENTION = 400 * 24 * HOUR
 

@@ -41,7 +41,7 @@ def mfa_status(
     listed = [_member_status(user, org_policy, now) for user in users]
     # NOTE: the summary reads every member of the org on each request, so its cost grows with
     # the org; the scheduled scan is the place for very large orgs.
-    summary = _summary(svc, org_id, org_policy, now)
+    summary = summarize(svc, org_id, org_policy, now)
     return {"members": listed, "next": following, "summary": summary}
 
 
@@ -84,9 +84,10 @@ def _member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) ->
     }
 
 
-def _summary(
+def summarize(
     svc: Services, org_id: str, org_policy: policy.MfaPolicy, now: float
 ) -> dict[str, Any]:
+    """Count the org's members by status, by role and by method, reading every member."""
     statuses: Counter[str] = Counter()
     by_role: dict[str, Counter[str]] = {}
     by_method: Counter[str] = Counter()

@@ -663,8 +663,9 @@ def set_mfa_policy(
         # Nothing changes: no new version, so remembered devices stay valid, and no event.
         return before
     after = MfaPolicy(**{**policy.__dict__, "version": before.version + 1})
+    now = svc.clock.now()
     event = audit.event(
-        now=svc.clock.now(),
+        now=now,
         event_type="policy.mfa",
         outcome="success",
         org_id=org_id,
@@ -686,6 +687,7 @@ def set_mfa_policy(
             sms=sms.as_item(),
             version=after.version,
             previous_version=org.policy_version,
+            changed_at=now,
             events=[event],
         )
     except ConditionFailed as exc:

@@ -47,6 +47,8 @@ class OrgModel(Model):
     policy: MapAttribute[str, Any] = MapAttribute(null=True)
     # Incremented by every policy change, so that a change based on a stale read fails.
     policy_version = NumberAttribute(null=True)
+    # When the MFA policy last changed, for compliance evidence.
+    policy_changed_at = NumberAttribute(null=True)
     # The latest hour whose audit digest was written, so that a deleted digest is not
     # written again (mfa_core.audit_trail.seal).
     audit_sealed_through = UnicodeAttribute(null=True)

@@ -440,6 +440,7 @@ class Store:
         sms: dict[str, Any],
         version: int,
         previous_version: float | None,
+        changed_at: float,
         events: list[AuditEvent],
     ) -> None:
         """Replace an org's MFA policy if its version is still `previous_version`."""
@@ -457,6 +458,7 @@ class Store:
                     OrgModel.policy.set(policy),
                     OrgModel.sms.set(sms),
                     OrgModel.policy_version.set(version),
+                    OrgModel.policy_changed_at.set(changed_at),
                 ],
                 condition=condition,
             )

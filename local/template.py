@@ -22,6 +22,7 @@ KMS_KEY_TYPE = "AWS::KMS::Key"
 SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter"
 SNS_TOPIC_TYPE = "AWS::SNS::Topic"
+S3_BUCKET_TYPE = "AWS::S3::Bucket"
 
 DEFAULT_ROUTE_KEY = "$default"
 ANY_METHOD = "ANY"
@@ -205,6 +206,10 @@ class Template:
     @property
     def sns_topics(self) -> tuple[ResourceSpec, ...]:
         return self.resources_of_type(SNS_TOPIC_TYPE)
+
+    @property
+    def s3_buckets(self) -> tuple[ResourceSpec, ...]:
+        return self.resources_of_type(S3_BUCKET_TYPE)
 
     @property
     def http_apis(self) -> tuple[ResourceSpec, ...]:

@@ -453,6 +453,27 @@ def test_verify_reports_forged_digest(client: Client, sealed: str) -> None:
     assert report["valid"] is False
 
 
+@pytest.mark.parametrize("signature", ["x", "é.é.é"])
+def test_malformed_signature_reported_and_sealed_past(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock, signature: str
+) -> None:
+    _trail_over_hours(clock)
+    latest = AuditDigestModel.get("acme", "2027-01-15T11")
+    latest.signature = signature
+    latest.save()
+    add_org("globex")
+    clock.set(START + 5 * HOUR + 300)
+
+    # The next hour links to the tampered digest; other orgs are sealed as usual.
+    assert audit_trail.seal_all(runtime.services()) == 2
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert report["bad_signatures"] == ["2027-01-15T11"]
+    assert report["broken_links"] == []
+    assert report["valid"] is False
+    assert [digest.period for digest in AuditDigestModel.query("globex")] == ["2027-01-15T12"]
+
+
 def test_verify_with_time_window(client: Client, sealed: str) -> None:
     _event_in_hour(1).delete()
 

@@ -395,12 +395,17 @@ def _events_outside(org_id: str, *, first: int, now: float) -> list[str]:
 
 def _digest_hash(digest: AuditDigestModel) -> str:
     """Return the SHA-256 of the digest's whole JWS, which covers its document."""
-    return hashlib.sha256(_attached(digest).encode("ascii")).hexdigest()
+    return hashlib.sha256(_attached(digest).encode()).hexdigest()
 
 
 def _attached(digest: AuditDigestModel) -> str:
-    """Return the compact JWS with the document put back between the detached signature's dots."""
-    header, _, signature = digest.signature.split(".")
+    """Return the compact JWS with the document put back between the detached signature's dots.
+
+    A tampered signature without those dots still gives a string, which then fails the
+    signature check and no longer matches the next digest's link, instead of raising.
+    """
+    header, _, rest = digest.signature.partition(".")
+    _, _, signature = rest.rpartition(".")
     payload = base64.urlsafe_b64encode(digest.document.encode()).rstrip(b"=").decode("ascii")
     return f"{header}.{payload}.{signature}"
 

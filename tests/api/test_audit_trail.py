@@ -13,7 +13,7 @@ import pytest
 from mfa_core import audit_trail, cli, members, runtime
 from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
-from mfa_core.store.models import AuditDigestModel, AuditModel
+from mfa_core.store.models import AuditDigestModel, AuditModel, OrgModel
 from tests.api.conftest import START, add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.api.test_policy import DAY, set_policy
@@ -472,6 +472,31 @@ def test_malformed_signature_reported_and_sealed_past(
     assert report["broken_links"] == []
     assert report["valid"] is False
     assert [digest.period for digest in AuditDigestModel.query("globex")] == ["2027-01-15T12"]
+
+
+def test_malformed_items_hold_up_only_their_org(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    _trail_over_hours(clock)
+    add_org("globex")
+    add_org("initech")
+    OrgModel("acme").update(actions=[OrgModel.audit_sealed_through.set("not an hour")])
+    clock.set(START + 4 * HOUR + 600)
+    _create_member("initech", "late@initech.example", user_agent="tests")
+    # An event written outside the service, without the TTL attribute.
+    client_dynamodb = AuditModel._get_connection().connection.client
+    client_dynamodb.update_item(
+        TableName=AuditModel.Meta.table_name,
+        Key={"org_id": {"S": "initech"}, "event_id": {"S": _stored("initech")[-1].event_id}},
+        UpdateExpression="REMOVE expires_at",
+    )
+    clock.set(START + 5 * HOUR + 300)
+
+    assert audit_trail.seal_all(runtime.services()) == 1
+
+    assert [digest.period for digest in AuditDigestModel.query("globex")] == ["2027-01-15T12"]
+    assert list(AuditDigestModel.query("initech")) == []
+    assert len(list(AuditDigestModel.query("acme"))) == 4
 
 
 def test_verify_with_time_window(client: Client, sealed: str) -> None:

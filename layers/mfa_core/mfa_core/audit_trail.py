@@ -539,8 +539,10 @@ def seal_all(svc: Services) -> int:
     for org in OrgModel.scan(attributes_to_get=["org_id", "created_at", "audit_sealed_through"]):
         try:
             total += seal_org(svc, org)
-        except (MfaError, PynamoDBException):
-            # One org's failure does not hold up the others; the next run retries it.
+        except (MfaError, PynamoDBException, ValueError, TypeError):
+            # One org's failure does not hold up the others; the next run retries it. Items
+            # changed outside the service, such as an unparsable mark or an event without
+            # expires_at, raise ValueError or TypeError, and that org stays unsealed.
             logger.exception("Audit sealing failed", extra={"org_id": org.org_id})
     return total
 

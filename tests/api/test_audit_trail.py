@@ -499,6 +499,22 @@ def test_malformed_items_hold_up_only_their_org(
     assert len(list(AuditDigestModel.query("acme"))) == 4
 
 
+def test_verify_reports_event_of_wrong_type(client: Client, sealed: str) -> None:
+    item = _event_in_hour(2)
+    # A map attribute overwritten with a string, which pynamodb cannot load.
+    AuditModel._get_connection().connection.client.update_item(
+        TableName=AuditModel.Meta.table_name,
+        Key={"org_id": {"S": "acme"}, "event_id": {"S": item.event_id}},
+        UpdateExpression="SET details = :details",
+        ExpressionAttributeValues={":details": {"S": "rewritten"}},
+    )
+
+    report = _verify(client, sealed)
+
+    assert report["modified"] == [item.event_id]
+    assert report["valid"] is False
+
+
 def test_verify_with_time_window(client: Client, sealed: str) -> None:
     _event_in_hour(1).delete()
 

@@ -24,7 +24,8 @@ from aws_lambda_powertools import Logger
 from jose import jwk, jws
 from jose.exceptions import JOSEError
 from pynamodb.attributes import MapAttribute
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import AttributeDeserializationError, PynamoDBException
+from pynamodb.pagination import ResultIterator
 
 from mfa_core import audit, members
 from mfa_core.audit import OUTCOMES, RequestContext
@@ -356,7 +357,25 @@ def _events_between(org_id: str, start: int, end: int) -> Iterator[AuditModel]:
     # between them, also a malformed one that a forged item could have.
     low = f"{start * 1000:015d}"
     high = f"{end * 1000:015d}"
-    return AuditModel.query(org_id, AuditModel.event_id.between(low, high))
+    # As AuditModel.query, but with a map function that keeps an item pynamodb cannot load.
+    return ResultIterator(
+        AuditModel._get_connection().query,
+        (org_id,),
+        {"range_key_condition": AuditModel.event_id.between(low, high)},
+        map_fn=_loaded_or_key,
+    )
+
+
+def _loaded_or_key(data: dict[str, Any]) -> AuditModel:
+    """Load a raw audit item, or keep only its key when an attribute has the wrong type.
+
+    Such an item was changed outside the service. Kept by its key, it counts as modified or
+    inserted instead of failing the whole verification.
+    """
+    try:
+        return AuditModel.from_raw_data(data)
+    except AttributeDeserializationError:
+        return AuditModel(data["org_id"]["S"], data["event_id"]["S"])
 
 
 class _HourlyEvents:

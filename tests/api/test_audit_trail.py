@@ -515,6 +515,23 @@ def test_verify_reports_event_of_wrong_type(client: Client, sealed: str) -> None
     assert report["valid"] is False
 
 
+def test_hour_sealed_after_its_last_writes(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    clock.set(START + 2 * HOUR + 1)
+    assert audit_trail.seal_all(runtime.services()) == 1
+    # A request that read the clock just before 10:00 writes its event just after.
+    clock.set(START + 2 * HOUR - 1)
+    _create_member("acme", "late@acme.example", user_agent="tests")
+    clock.set(START + 2 * HOUR + 300)
+
+    assert audit_trail.seal_all(runtime.services()) == 1
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert report["inserted"] == []
+    assert report["valid"] is True, report
+
+
 def test_verify_with_time_window(client: Client, sealed: str) -> None:
     _event_in_hour(1).delete()
 

@@ -75,6 +75,9 @@ MAX_PERIODS_PER_RUN = 48
 # An hour without a digest counts as missing once it ended this long ago, because the
 # sealer runs five minutes past each hour.
 SEAL_GRACE_SECONDS = 3600
+# An hour is sealed only this long after it ended, so that the events of requests that read
+# the clock before the hour ended are written by then (API functions time out after 10 s).
+SEAL_DELAY_SECONDS = 60
 # Verification reads the window's events in one paginated query and its digests in another:
 # a week by default, a month at most. NOTE: the time a month takes against DynamoDB is not
 # measured (benchmarks/RESULTS.md counts the requests); the admin function's timeout is 10 s.
@@ -471,7 +474,7 @@ def _seal_hour(
     """Seal one hour after the digest `previous`; return its last part, or None if the hour
     was sealed already or is not over yet."""
     start = period_start(period)
-    if start + PERIOD_SECONDS > svc.clock.now():
+    if start + PERIOD_SECONDS + SEAL_DELAY_SECONDS > svc.clock.now():
         return None
     events = _period_events(org_id, start)
     chunks = [events[i : i + EVENTS_PER_PART] for i in range(0, len(events), EVENTS_PER_PART)]
@@ -539,7 +542,10 @@ def seal_org(svc: Services, org: OrgModel) -> int:
         start = period_start(period_of(float(org.created_at)))
     sealed = 0
     previous = _last_part(org.org_id, period_of(start - PERIOD_SECONDS))
-    while sealed < MAX_PERIODS_PER_RUN and start + PERIOD_SECONDS <= svc.clock.now():
+    while (
+        sealed < MAX_PERIODS_PER_RUN
+        and start + PERIOD_SECONDS + SEAL_DELAY_SECONDS <= svc.clock.now()
+    ):
         period = period_of(start)
         written = _seal_hour(svc, org.org_id, period, previous)
         if written is None:

@@ -13,7 +13,7 @@ import pytest
 from mfa_core import audit_trail, cli, members, runtime
 from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
-from mfa_core.store.models import AuditDigestModel, AuditModel
+from mfa_core.store.models import AuditDigestModel, AuditModel, OrgModel
 from tests.api.conftest import START, add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.api.test_policy import DAY, set_policy
@@ -453,6 +453,85 @@ def test_verify_reports_forged_digest(client: Client, sealed: str) -> None:
     assert report["valid"] is False
 
 
+@pytest.mark.parametrize("signature", ["x", "é.é.é"])
+def test_malformed_signature_reported_and_sealed_past(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock, signature: str
+) -> None:
+    _trail_over_hours(clock)
+    latest = AuditDigestModel.get("acme", "2027-01-15T11")
+    latest.signature = signature
+    latest.save()
+    add_org("globex")
+    clock.set(START + 5 * HOUR + 300)
+
+    # The next hour links to the tampered digest; other orgs are sealed as usual.
+    assert audit_trail.seal_all(runtime.services()) == 2
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert report["bad_signatures"] == ["2027-01-15T11"]
+    assert report["broken_links"] == []
+    assert report["valid"] is False
+    assert [digest.period for digest in AuditDigestModel.query("globex")] == ["2027-01-15T12"]
+
+
+def test_malformed_items_hold_up_only_their_org(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    _trail_over_hours(clock)
+    add_org("globex")
+    add_org("initech")
+    OrgModel("acme").update(actions=[OrgModel.audit_sealed_through.set("not an hour")])
+    clock.set(START + 4 * HOUR + 600)
+    _create_member("initech", "late@initech.example", user_agent="tests")
+    # An event written outside the service, without the TTL attribute.
+    client_dynamodb = AuditModel._get_connection().connection.client
+    client_dynamodb.update_item(
+        TableName=AuditModel.Meta.table_name,
+        Key={"org_id": {"S": "initech"}, "event_id": {"S": _stored("initech")[-1].event_id}},
+        UpdateExpression="REMOVE expires_at",
+    )
+    clock.set(START + 5 * HOUR + 300)
+
+    assert audit_trail.seal_all(runtime.services()) == 1
+
+    assert [digest.period for digest in AuditDigestModel.query("globex")] == ["2027-01-15T12"]
+    assert list(AuditDigestModel.query("initech")) == []
+    assert len(list(AuditDigestModel.query("acme"))) == 4
+
+
+def test_verify_reports_event_of_wrong_type(client: Client, sealed: str) -> None:
+    item = _event_in_hour(2)
+    # A map attribute overwritten with a string, which pynamodb cannot load.
+    AuditModel._get_connection().connection.client.update_item(
+        TableName=AuditModel.Meta.table_name,
+        Key={"org_id": {"S": "acme"}, "event_id": {"S": item.event_id}},
+        UpdateExpression="SET details = :details",
+        ExpressionAttributeValues={":details": {"S": "rewritten"}},
+    )
+
+    report = _verify(client, sealed)
+
+    assert report["modified"] == [item.event_id]
+    assert report["valid"] is False
+
+
+def test_hour_sealed_after_its_last_writes(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    clock.set(START + 2 * HOUR + 1)
+    assert audit_trail.seal_all(runtime.services()) == 1
+    # A request that read the clock just before 10:00 writes its event just after.
+    clock.set(START + 2 * HOUR - 1)
+    _create_member("acme", "late@acme.example", user_agent="tests")
+    clock.set(START + 2 * HOUR + 300)
+
+    assert audit_trail.seal_all(runtime.services()) == 1
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert report["inserted"] == []
+    assert report["valid"] is True, report
+
+
 def test_verify_with_time_window(client: Client, sealed: str) -> None:
     _event_in_hour(1).delete()
 
@@ -642,7 +721,10 @@ def test_cursor_outside_a_new_window(
     # The cursor lies before the new window: the page starts at the window.
     moved = _export(client, token, next=cursor, **{"from": "2027-01-15T08:30:00Z"})
     assert moved.status == 200, moved.text
-    assert _jsonl(moved)[0]["user_id"] == later
+    # The login and the first export share the millisecond of the member's creation, and ids
+    # of one millisecond sort in random order.
+    assert later in [record["user_id"] for record in _jsonl(moved)]
+    assert min(record["created_at"] for record in _jsonl(moved)) >= START + HOUR / 2
     # The cursor lies after the window: nothing is left in it.
     past = _export(client, token, next=cursor, to="2027-01-15T07:00:00Z")
     assert past.status == 200, past.text

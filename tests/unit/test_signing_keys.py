@@ -9,7 +9,7 @@ import pytest
 
 from mfa_core.adapters.keys import ARCHIVE_SECONDS, MAX_ARCHIVED_KEYS, REREAD_SECONDS, SigningKeys
 from mfa_core.clock import ManualClock
-from mfa_core.errors import InvalidToken
+from mfa_core.errors import ConfigurationError, InvalidToken
 from mfa_core.tokens import ACCESS, TokenService
 
 
@@ -226,3 +226,31 @@ def test_archive_fits_one_parameter(archiving: Any) -> None:
         clock.advance(60)
         keys.rotate()
     assert len(ssm.kids("archive")) == MAX_ARCHIVED_KEYS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("kid", None), ("created_at", "soon"), ("keys", None)]
+)
+def test_rotation_keeps_a_malformed_archive(archiving: Any, field: str, value: Any) -> None:
+    clock, ssm, keys = archiving
+    for _ in range(2):
+        keys.rotate()
+        clock.advance(2 * 24 * 60 * 60)
+    active = keys.rotate()
+    # The oldest key left the secret, so only the archive still contains it.
+    archive = json.loads(ssm.values["archive"])
+    if field == "keys":
+        del archive["keys"]
+    elif value is None:
+        del archive["keys"][2][field]
+    else:
+        archive["keys"][2][field] = value
+    ssm.values["archive"] = json.dumps(archive)
+    clock.advance(60)
+
+    with pytest.raises(ConfigurationError, match="archive"):
+        keys.rotate()
+
+    # Nothing was replaced: the archived keys stay, and the active key still signs.
+    assert ssm.values["archive"] == json.dumps(archive)
+    assert keys.private_keys().active_kid == active

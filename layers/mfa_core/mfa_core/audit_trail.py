@@ -24,7 +24,8 @@ from aws_lambda_powertools import Logger
 from jose import jwk, jws
 from jose.exceptions import JOSEError
 from pynamodb.attributes import MapAttribute
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import AttributeDeserializationError, PynamoDBException
+from pynamodb.pagination import ResultIterator
 
 from mfa_core import audit, members
 from mfa_core.audit import OUTCOMES, RequestContext
@@ -74,6 +75,9 @@ MAX_PERIODS_PER_RUN = 48
 # An hour without a digest counts as missing once it ended this long ago, because the
 # sealer runs five minutes past each hour.
 SEAL_GRACE_SECONDS = 3600
+# An hour is sealed only this long after it ended, so that the events of requests that read
+# the clock before the hour ended are written by then (API functions time out after 10 s).
+SEAL_DELAY_SECONDS = 60
 # Verification reads the window's events in one paginated query and its digests in another:
 # a week by default, a month at most. NOTE: the time a month takes against DynamoDB is not
 # measured (benchmarks/RESULTS.md counts the requests); the admin function's timeout is 10 s.
@@ -356,7 +360,25 @@ def _events_between(org_id: str, start: int, end: int) -> Iterator[AuditModel]:
     # between them, also a malformed one that a forged item could have.
     low = f"{start * 1000:015d}"
     high = f"{end * 1000:015d}"
-    return AuditModel.query(org_id, AuditModel.event_id.between(low, high))
+    # As AuditModel.query, but with a map function that keeps an item pynamodb cannot load.
+    return ResultIterator(
+        AuditModel._get_connection().query,
+        (org_id,),
+        {"range_key_condition": AuditModel.event_id.between(low, high)},
+        map_fn=_loaded_or_key,
+    )
+
+
+def _loaded_or_key(data: dict[str, Any]) -> AuditModel:
+    """Load a raw audit item, or keep only its key when an attribute has the wrong type.
+
+    Such an item was changed outside the service. Kept by its key, it counts as modified or
+    inserted instead of failing the whole verification.
+    """
+    try:
+        return AuditModel.from_raw_data(data)
+    except AttributeDeserializationError:
+        return AuditModel(data["org_id"]["S"], data["event_id"]["S"])
 
 
 class _HourlyEvents:
@@ -395,12 +417,17 @@ def _events_outside(org_id: str, *, first: int, now: float) -> list[str]:
 
 def _digest_hash(digest: AuditDigestModel) -> str:
     """Return the SHA-256 of the digest's whole JWS, which covers its document."""
-    return hashlib.sha256(_attached(digest).encode("ascii")).hexdigest()
+    return hashlib.sha256(_attached(digest).encode()).hexdigest()
 
 
 def _attached(digest: AuditDigestModel) -> str:
-    """Return the compact JWS with the document put back between the detached signature's dots."""
-    header, _, signature = digest.signature.split(".")
+    """Return the compact JWS with the document put back between the detached signature's dots.
+
+    A tampered signature without those dots still gives a string, which then fails the
+    signature check and no longer matches the next digest's link, instead of raising.
+    """
+    header, _, rest = digest.signature.partition(".")
+    _, _, signature = rest.rpartition(".")
     payload = base64.urlsafe_b64encode(digest.document.encode()).rstrip(b"=").decode("ascii")
     return f"{header}.{payload}.{signature}"
 
@@ -447,7 +474,7 @@ def _seal_hour(
     """Seal one hour after the digest `previous`; return its last part, or None if the hour
     was sealed already or is not over yet."""
     start = period_start(period)
-    if start + PERIOD_SECONDS > svc.clock.now():
+    if start + PERIOD_SECONDS + SEAL_DELAY_SECONDS > svc.clock.now():
         return None
     events = _period_events(org_id, start)
     chunks = [events[i : i + EVENTS_PER_PART] for i in range(0, len(events), EVENTS_PER_PART)]
@@ -515,7 +542,10 @@ def seal_org(svc: Services, org: OrgModel) -> int:
         start = period_start(period_of(float(org.created_at)))
     sealed = 0
     previous = _last_part(org.org_id, period_of(start - PERIOD_SECONDS))
-    while sealed < MAX_PERIODS_PER_RUN and start + PERIOD_SECONDS <= svc.clock.now():
+    while (
+        sealed < MAX_PERIODS_PER_RUN
+        and start + PERIOD_SECONDS + SEAL_DELAY_SECONDS <= svc.clock.now()
+    ):
         period = period_of(start)
         written = _seal_hour(svc, org.org_id, period, previous)
         if written is None:
@@ -534,8 +564,10 @@ def seal_all(svc: Services) -> int:
     for org in OrgModel.scan(attributes_to_get=["org_id", "created_at", "audit_sealed_through"]):
         try:
             total += seal_org(svc, org)
-        except (MfaError, PynamoDBException):
-            # One org's failure does not hold up the others; the next run retries it.
+        except (MfaError, PynamoDBException, ValueError, TypeError):
+            # One org's failure does not hold up the others; the next run retries it. Items
+            # changed outside the service, such as an unparsable mark or an event without
+            # expires_at, raise ValueError or TypeError, and that org stays unsealed.
             logger.exception("Audit sealing failed", extra={"org_id": org.org_id})
     return total
 

@@ -192,18 +192,31 @@ class SigningKeys:
 
     def _archive(self, private_jwks: list[dict[str, str]], now: float) -> None:
         """Add the keys' public halves to the archive and drop keys no digest may need."""
-        assert self._archive_parameter_name is not None
+        parameter = self._archive_parameter_name
+        assert parameter is not None
+        # A malformed archive raises instead of being replaced, because the keys it contains
+        # may still be needed to check kept digests. Only the CLI rotates, so the message may
+        # name the parameter.
         try:
-            archived = self._load_set(self._archive_parameter_name)
-        except ConfigurationError:
-            archived = {}
+            archived = self._load_set(parameter)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"The parameter {parameter} is not a JWK set; restore an earlier version of it and "
+                "rotate again."
+            ) from exc
         for jwk in private_jwks:
             archived[jwk["kid"]] = {
                 name: jwk[name] for name in ("kty", "crv", "kid", "x", "y", "created_at")
             }
-        keys = sorted(
-            archived.values(), key=lambda jwk: int(jwk.get("created_at", "0")), reverse=True
-        )
+        try:
+            keys = sorted(
+                archived.values(), key=lambda jwk: int(jwk.get("created_at", "0")), reverse=True
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"The parameter {parameter} has a key whose created_at is "
+                "not a number; restore an earlier version of it and rotate again."
+            ) from exc
         # A key is needed while its successor, the key created next, is young enough.
         retained = [
             jwk
@@ -216,7 +229,7 @@ class SigningKeys:
                 extra={"dropped": len(retained) - MAX_ARCHIVED_KEYS},
             )
         self._ssm_client().put_parameter(
-            Name=self._archive_parameter_name,
+            Name=parameter,
             Value=json.dumps({"keys": retained[:MAX_ARCHIVED_KEYS]}, separators=(",", ":")),
             Type="String",
             Tier="Intelligent-Tiering",

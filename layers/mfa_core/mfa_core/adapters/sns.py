@@ -107,6 +107,10 @@ class SecurityNotifier:
         """Tell the user, through the topic's subscribers, that admins reset their MFA."""
         self._publish("mfa.reset", {"org_id": org_id, "user_id": user_id, "reset_id": reset_id})
 
+    def finding(self, summary: dict[str, Any]) -> None:
+        """Tell responders about a new finding of the security scan (mfa_core.cso.notify)."""
+        self._publish("cso.finding", summary)
+
     def _publish(self, kind: str, details: dict[str, Any]) -> None:
         if self._topic_arn is None:
             logger.info("No security topic configured; notification not sent", extra={"kind": kind})

@@ -22,6 +22,7 @@ KMS_KEY_TYPE = "AWS::KMS::Key"
 SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter"
 SNS_TOPIC_TYPE = "AWS::SNS::Topic"
+EVENT_BUS_TYPE = "AWS::Events::EventBus"
 
 DEFAULT_ROUTE_KEY = "$default"
 ANY_METHOD = "ANY"
@@ -205,6 +206,10 @@ class Template:
     @property
     def sns_topics(self) -> tuple[ResourceSpec, ...]:
         return self.resources_of_type(SNS_TOPIC_TYPE)
+
+    @property
+    def event_buses(self) -> tuple[ResourceSpec, ...]:
+        return self.resources_of_type(EVENT_BUS_TYPE)
 
     @property
     def http_apis(self) -> tuple[ResourceSpec, ...]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mfa_core import audit, audit_trail, members, policy
+from mfa_core.cso import scan
 from mfa_core.errors import InvalidInput, MfaError, NotFound
 from mfa_core.identity import ROLES
 from mfa_core.runtime import Services, services
@@ -125,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
         "--to", dest="end", help="last hour to check, ISO 8601 with offset (default: now)"
     )
 
+    cso = commands.add_parser("cso", help="run the security scan")
+    cso_commands = cso.add_subparsers(dest="action", required=True)
+    cso_scan = cso_commands.add_parser(
+        "scan",
+        help="scan the changes since the previous run and print the findings it opened, "
+        "updated and resolved",
+    )
+    cso_scan.add_argument("--org-id", help="scan only this org (default: every org)")
+
     user = commands.add_parser("user", help="manage members")
     user_commands = user.add_subparsers(dest="action", required=True)
     create = user_commands.add_parser("create", help="create a member of an org")
@@ -220,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {"org_id": args.org_id, "version": current.version, "policy": current.as_json()}
                 )
             )
-        elif args.command == "audit":
-            return _verify_audit(svc, args)
+        elif args.command in ("audit", "cso"):
+            return _verify_audit(svc, args) if args.command == "audit" else _scan(svc, args)
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,
@@ -262,6 +272,15 @@ def _verify_audit(svc: Services, args: argparse.Namespace) -> int:
     report = audit_trail.verify(svc, args.org_id, start=start, end=end, max_periods=None)
     print(json.dumps(report.as_json()))
     return 0 if report.valid else 1
+
+
+def _scan(svc: Services, args: argparse.Namespace) -> int:
+    """Run the security scan and print each org's result."""
+    if args.org_id is not None and svc.store.get_org(args.org_id) is None:
+        raise NotFound("No org with this id.")
+    results = scan.scan_all(svc, org_id=args.org_id)
+    print(json.dumps({"orgs": [result.as_json() for result in results]}))
+    return 0
 
 
 def _read_json(path: str) -> dict[str, Any]:

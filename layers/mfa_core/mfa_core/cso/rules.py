@@ -49,6 +49,8 @@ HOUR_FORMAT = "%Y-%m-%dT%H"
 FAILED_MFA_EVENTS = frozenset({"login.mfa", "mfa.step_up"})
 # Event types whose success completes a login and opens a session.
 LOGIN_EVENTS = frozenset({"login", "login.mfa"})
+# Event types of a step of a login, whatever its outcome, that name the user.
+LOGIN_ATTEMPT_EVENTS = frozenset({"login", "login.password", "login.mfa"})
 RESET_OPENED = frozenset({"mfa_reset.request", "mfa_reset.approve", "mfa_reset.complete"})
 RESET_CLOSED = frozenset({"mfa_reset.cancel", "mfa_reset.expire"})
 ENFORCEMENT_RANK = {"off": 0, "optional": 1, "required": 2}
@@ -255,10 +257,12 @@ def weakening(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     rank_after = ENFORCEMENT_RANK.get(str(after.get("enforcement")), 0)
     if rank_after < rank_before:
         reasons.append("enforcement_lowered")
-    if rank_after > 0 and rank_before > 0 and _narrower_scope(before, after):
-        reasons.append("scope_narrowed")
-    if rank_after == rank_before == ENFORCEMENT_RANK["required"] and _postponed(before, after):
-        reasons.append("enforcement_postponed")
+    # The scope and the start date limit only "required": other members get "optional".
+    if rank_after == rank_before == ENFORCEMENT_RANK["required"]:
+        if _narrower_scope(before, after):
+            reasons.append("scope_narrowed")
+        if _postponed(before, after):
+            reasons.append("enforcement_postponed")
     return reasons
 
 

@@ -215,10 +215,10 @@ def _count_failed_mfa(svc: Services, org_id: str, events: list[Event], batch: _B
 
 
 def _count_shared_addresses(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
-    """Distinct users whose password step came from one source address in each UTC hour."""
+    """Distinct users who tried to sign in from one source address in each UTC hour."""
     groups: dict[tuple[str, str], list[Event]] = defaultdict(list)
     for event in events:
-        if event.event_type == "login.password" and event.source_ip and event.user_id:
+        if event.event_type in rules.LOGIN_ATTEMPT_EVENTS and event.source_ip and event.user_id:
             groups[(event.source_ip, event.hour)].append(event)
 
     threshold = svc.settings.cso_users_per_ip

@@ -2,8 +2,8 @@
 notifications over SNS and EventBridge, the findings API and the incremental reads.
 
 The scan runs through its Lambda handler (CsoScanFunction) against the moto server. Most
-events come from the API flows; the few that need a cloned key or an approved reset are
-recorded through the store exactly as the services record them.
+events come from the API flows. Cloned keys, resets and factor changes of other types are
+recorded through the store as the services record them, because their flows are long.
 """
 
 from __future__ import annotations
@@ -526,6 +526,7 @@ def queues(stack: LocalStack) -> Iterator[dict[str, str]]:
     sqs = boto3.client("sqs", **endpoint)
     sns = boto3.client("sns", **endpoint)
     events = boto3.client("events", **endpoint)
+
     urls = {
         name: sqs.create_queue(QueueName=f"findings-{name}")["QueueUrl"]
         for name in ("topic", "bus")
@@ -539,6 +540,7 @@ def queues(stack: LocalStack) -> Iterator[dict[str, str]]:
     subscription = sns.subscribe(
         TopicArn=settings.security_topic_arn, Protocol="sqs", Endpoint=arns["topic"]
     )
+
     bus = settings.findings_bus_name
     events.put_rule(
         Name="findings-to-queue",

@@ -38,9 +38,7 @@ def policy(**changes: Any) -> dict[str, Any]:
         (REQUIRED, REQUIRED, []),
     ],
 )
-def test_weakening_table(
-    before: dict[str, Any], after: dict[str, Any], reasons: list[str]
-) -> None:
+def test_weakening_table(before: dict[str, Any], after: dict[str, Any], reasons: list[str]) -> None:
     assert rules.weakening(before, after) == reasons
 
 

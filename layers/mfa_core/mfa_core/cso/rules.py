@@ -94,7 +94,7 @@ class Event:
 
 @dataclass(kw_only=True)
 class Detection:
-    """A condition seen by a rule. `qualifier` tells apart findings of one rule and subject,
+    """A condition seen by a rule. `qualifier` distinguishes findings of one rule and subject,
     such as the UTC hour of rules that count per hour."""
 
     rule: str

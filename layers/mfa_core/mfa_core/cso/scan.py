@@ -1,9 +1,10 @@
 """One run of the security scan over every org, or over one.
 
-Each run of an org reads only what changed since its previous run: the audit events after the
-stored position (one key-range Query of the Audit table), the members those events name, and
-the open "not enrolled" findings whose grace deadline has passed. Every member is read only on
-the org's first run, after its policy changed, and when a scheduled enforcement starts.
+Each run of an org reads only what changed since its previous run. That is the audit events
+after the stored position, from one key-range Query of the Audit table, and the members those
+events name. It also reads the open "not enrolled" findings, to raise those past their
+deadline. Every member is read only on the org's first run, after its policy changed, and when
+a scheduled enforcement starts.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ MAX_LISTED_USERS = 20
 
 @dataclass
 class ScanResult:
-    """What one run found in one org. `new` lists findings first seen, reopened or raised to a
-    higher severity in this run, the ones that were notified."""
+    """The outcome of one run in one org. `new` lists the findings that were notified: first
+    seen, reopened or raised to a higher severity in this run."""
 
     org_id: str
     events_read: int = 0
@@ -272,7 +273,7 @@ def _counter_expiry(hour: str) -> int:
 
 def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
     """Flag a login in an hour of the day when the user never signed in, within an hour either
-    side, once the profile holds enough logins; then add the login to the profile."""
+    side, once the profile contains enough logins. Then add the login to the profile."""
     logins: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         if event.event_type in rules.LOGIN_EVENTS and event.outcome == "success" and event.user_id:

@@ -70,8 +70,10 @@ class ScanStore:
     def add_to_counter(
         self, org_id: str, key: str, *, count: int, members: set[str] | None, expires_at: int
     ) -> int:
-        """Add `count` events, or the distinct values `members`, to a counter in one
-        UpdateItem; return its new total: the event count, or the number of distinct values."""
+        """Add `count` events, or the distinct values `members`, to a counter in one UpdateItem.
+
+        Returns the new total, which is the event count or the number of distinct values.
+        """
         counter = ScanCounterModel(org_id, key)
         actions: list[Any] = [ScanCounterModel.expires_at.set(expires_at)]
         if members is None:

@@ -367,7 +367,7 @@ class FindingModel(Model):
 
 
 class ScanStateModel(Model):
-    """Where the security scan stopped in one org's audit trail, in the ScanState table."""
+    """The security scan's position in one org's audit trail, in the ScanState table."""
 
     class Meta(_Unbound):
         pass
@@ -383,8 +383,8 @@ class ScanStateModel(Model):
 class ScanCounterModel(Model):
     """A count of the scan for one subject and UTC hour, in the ScanState table.
 
-    `state_key` is "count#<rule>#<subject>#<hour>". `members` holds distinct values (such as the
-    users seen from one address) where the rule counts those instead of events.
+    `state_key` is "count#<rule>#<subject>#<hour>". `members` contains distinct values (such as
+    the users seen from one address) where the rule counts those instead of events.
     """
 
     class Meta(_Unbound):

@@ -19,7 +19,7 @@ import pytest
 from botocore.client import BaseClient
 
 from local.stack import LocalStack
-from mfa_core import audit, cli, runtime
+from mfa_core import audit, runtime
 from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
 from mfa_core.cso import rules
@@ -28,6 +28,9 @@ from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
 from tests.api.harness import Client, Flow, Member, wrong_code
 from tests.api.test_policy import set_policy
 
+# LAZY_IMPORTS: mfa_core.cli and mfa_core.cso.scan are imported inside the tests, once the
+# stack has set POWERTOOLS_SERVICE_NAME, because their imports create Powertools child loggers
+# whose names take the service name from the environment at that moment.
 HOUR = 3600
 DAY = 24 * HOUR
 # Past the scan's settle time, so that the events written so far are read.
@@ -603,6 +606,30 @@ def test_new_findings_reach_topic_and_bus(
     assert received(stack, queues["bus"]) == []
 
 
+def test_topic_messages_capped_per_run(
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    queues: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mfa_core.cso.scan.MAX_TOPIC_MESSAGES", 2)
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("operator",))
+    for n in range(4):
+        add_member("acme", f"ops{n}@acme.example")
+
+    result = run_scan(stack, clock)
+
+    assert len(result["new"]) == 4
+    topic = [json.loads(body["Message"]) for body in received(stack, queues["topic"])]
+    kinds = sorted(message["kind"] for message in topic)
+    assert kinds == ["cso.finding", "cso.finding", "cso.findings_summary"]
+    [rest] = [message for message in topic if message["kind"] == "cso.findings_summary"]
+    assert rest["severities"] == {"high": 2}
+    bus = received(stack, queues["bus"])
+    assert len(bus) == 4
+
+
 # -- the findings API ----------------------------------------------------------------------
 
 
@@ -791,6 +818,8 @@ def test_rerun_reads_only_the_members_named(
 def test_cli_scan_prints_results(
     clock: ManualClock, acme: Member, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mfa_core import cli  # noqa: PLC0415 - see LAZY_IMPORTS
+
     set_policy("acme", enforcement="required")
     clock.advance(SETTLE)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mfa_core import audit, audit_trail, members, policy
-from mfa_core.cso import scan
 from mfa_core.errors import InvalidInput, MfaError, NotFound
 from mfa_core.identity import ROLES
 from mfa_core.runtime import Services, services
@@ -276,6 +275,10 @@ def _verify_audit(svc: Services, args: argparse.Namespace) -> int:
 
 def _scan(svc: Services, args: argparse.Namespace) -> int:
     """Run the security scan and print each org's result."""
+    # Imported here: the scan's rules import modules whose loggers take the service name from
+    # the environment when they are first imported, and the other commands never need them.
+    from mfa_core.cso import scan  # noqa: PLC0415
+
     if args.org_id is not None and svc.store.get_org(args.org_id) is None:
         raise NotFound("No org with this id.")
     results = scan.scan_all(svc, org_id=args.org_id)

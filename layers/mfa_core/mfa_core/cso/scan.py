@@ -9,7 +9,7 @@ a scheduled enforcement starts.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from pynamodb.exceptions import PynamoDBException
 
-from mfa_core import dashboard, policy, sms, webauthn
+from mfa_core import dashboard, policy, sms, telemetry, webauthn
 from mfa_core.cso import rules
 from mfa_core.cso.rules import Detection, Event
 from mfa_core.errors import MfaError
@@ -42,6 +42,10 @@ MEMBER_PAGE = 500
 FACTOR_EVENTS = frozenset({"factor.activate", "factor.remove", "mfa_reset.complete"})
 # Distinct users listed in a shared-address finding.
 MAX_LISTED_USERS = 20
+# Messages to the security topic per org and run, because people read them. An org's first run
+# can open a finding for every member not enrolled; the rest go into one summary message, and
+# the event bus gets every finding.
+MAX_TOPIC_MESSAGES = 20
 
 
 @dataclass
@@ -582,12 +586,30 @@ def summary(finding: FindingModel) -> dict[str, Any]:
 
 
 def notify(svc: Services, findings: list[FindingModel]) -> None:
-    """Publish each finding to the security topic and to the findings event bus."""
+    """Publish each finding of one org to the findings event bus, and to the security topic
+    up to MAX_TOPIC_MESSAGES, with one summary message for the rest."""
     if not findings:
         return
     summaries = [summary(finding) for finding in findings]
     for item in summaries:
+        telemetry.count(telemetry.SCAN_FINDING_NEW)
+        logger.warning(
+            "Security finding",
+            extra={
+                "org_id": item["org_id"],
+                "finding_id": item["finding_id"],
+                "rule": item["rule"],
+                "severity": item["severity"],
+            },
+        )
+    for item in summaries[:MAX_TOPIC_MESSAGES]:
         svc.notifier.finding(item)
+    rest = summaries[MAX_TOPIC_MESSAGES:]
+    if rest:
+        svc.notifier.findings_summary(
+            org_id=rest[0]["org_id"],
+            severities=dict(Counter(item["severity"] for item in rest)),
+        )
     svc.finding_events.publish("MFA finding", summaries)
 
 

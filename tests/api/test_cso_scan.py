@@ -812,6 +812,24 @@ def test_rerun_reads_only_the_members_named(
     assert result["events_read"] >= 1
 
 
+def test_full_pass_over_compliant_org_writes_no_finding(
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    dynamodb_calls: list[tuple[str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    for n in range(3):
+        add_member("acme", f"ops{n}@acme.example")
+
+    result = run_scan(stack, clock)
+
+    assert result["full_member_pass"] is True
+    assert result["members_read"] == 4
+    findings_table = runtime.services().settings.findings_table
+    operations = [operation for operation, _, _ in on_table(dynamodb_calls, findings_table)]
+    assert operations == ["Query"]  # the open "not enrolled" findings, none
+
+
 # -- the operator command ------------------------------------------------------------------
 
 

@@ -275,7 +275,7 @@ def _verify_audit(svc: Services, args: argparse.Namespace) -> int:
 
 def _scan(svc: Services, args: argparse.Namespace) -> int:
     """Run the security scan and print each org's result."""
-    # Imported here: the scan's rules import modules whose loggers take the service name from
+    # Imported here, because the scan imports modules whose loggers take the service name from
     # the environment when they are first imported, and the other commands never need them.
     from mfa_core.cso import scan  # noqa: PLC0415
 

@@ -108,7 +108,7 @@ class SecurityNotifier:
         self._publish("mfa.reset", {"org_id": org_id, "user_id": user_id, "reset_id": reset_id})
 
     def finding(self, summary: dict[str, Any]) -> None:
-        """Tell responders about a new finding of the security scan (mfa_core.cso.notify)."""
+        """Tell responders about a new finding of the security scan (mfa_core.cso.scan.notify)."""
         self._publish("cso.finding", summary)
 
     def findings_summary(self, *, org_id: str, severities: dict[str, int]) -> None:

@@ -42,9 +42,9 @@ MEMBER_PAGE = 500
 FACTOR_EVENTS = frozenset({"factor.activate", "factor.remove", "mfa_reset.complete"})
 # Distinct users listed in a shared-address finding.
 MAX_LISTED_USERS = 20
-# Messages to the security topic per org and run, because people read them. An org's first run
-# can open a finding for every member not enrolled; the rest go into one summary message, and
-# the event bus gets every finding.
+# Messages to the security topic per org and run, kept few because people read them. An org's
+# first run can open a finding for every member not enrolled. Findings past this count go into
+# one summary message, and the event bus gets every finding.
 MAX_TOPIC_MESSAGES = 20
 
 
@@ -126,7 +126,16 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
         or _enforcement_started(org_policy, since=float(state.last_run_at), now=now)
     )
     checked = _check_members(svc, org_id, org_policy, events, batch=batch, result=result, now=now)
-    _escalate_overdue(svc, org_id, checked, batch, now=now)
+    not_enrolled = svc.scan_store.open_findings(org_id, rules.NOT_ENROLLED)
+    _escalate_overdue(not_enrolled, checked, batch, now=now)
+    # Members found enrolled resolve only the findings that are open, so that a full pass
+    # over an enrolled org makes no write per member.
+    open_ids = {finding.finding_id for finding in not_enrolled}
+    batch.resolutions = {
+        finding_id
+        for finding_id in batch.resolutions
+        if not finding_id.startswith(f"{rules.NOT_ENROLLED}#") or finding_id in open_ids
+    }
 
     _apply(svc, org_id, batch, result, now=now)
     notify(svc, result.new)
@@ -490,11 +499,11 @@ def _check_downgrade(
 
 
 def _escalate_overdue(
-    svc: Services, org_id: str, checked: set[str], batch: _Batch, *, now: float
+    not_enrolled: list[FindingModel], checked: set[str], batch: _Batch, *, now: float
 ) -> None:
     """Raise open low "not enrolled" findings whose grace deadline has passed to high,
     for members not checked in this run. A member who enrolled since would have an event."""
-    for finding in svc.scan_store.open_findings(org_id, rules.NOT_ENROLLED):
+    for finding in not_enrolled:
         user_id = finding.subject.removeprefix("user:")
         if user_id in checked or finding.severity != "low" or finding.deadline is None:
             continue

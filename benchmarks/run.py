@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import cold_init, geo, verify_cpu
+from benchmarks import audit_scale, cold_init, geo, verify_cpu
 from benchmarks import request_counts as aws_requests
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
@@ -81,6 +81,7 @@ def report(
     cold: cold_init.ColdInitResult,
     cpu: verify_cpu.CpuResult,
     geolocation: geo.GeoResult,
+    audit: audit_scale.AuditScaleResult,
 ) -> str:
     sections = [
         "## Results",
@@ -93,6 +94,8 @@ def report(
         cpu.markdown(),
         "### 4. Geolocation",
         geolocation.markdown(),
+        "### 5. Sealing and verifying a month of audit events",
+        audit.markdown(),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = aws_requests.measure()
     print("measuring geolocation...", file=sys.stderr)
     geolocation = geo.measure()
+    print("sealing and verifying a month of audit events...", file=sys.stderr)
+    audit = audit_scale.measure()
     text = report(
         started=started,
         elapsed_s=time.monotonic() - clock_start,
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         cold=cold,
         cpu=cpu,
         geolocation=geolocation,
+        audit=audit,
     )
     print(text, end="")
     if args.write:

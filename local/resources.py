@@ -129,6 +129,10 @@ def provision(
     for resource in template.event_buses:
         created[resource.logical_id] = _create_event_bus(events, resource, name_prefix, context)
 
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    for resource in template.s3_buckets:
+        created[resource.logical_id] = _create_s3_bucket(s3, resource, name_prefix, context)
+
     _add_unprovisioned_refs(template, created, name_prefix, context, api_id)
     environments = {
         function.logical_id: resolve_environment(function, context)
@@ -179,6 +183,11 @@ def delete_resources(template: Template, provisioned: ProvisionedStack) -> None:
     for bus in template.event_buses:
         name = provisioned.physical_id(bus.logical_id)
         deletions.append((bus.logical_id, partial(events.delete_event_bus, Name=name)))
+
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    for bucket in template.s3_buckets:
+        name = provisioned.physical_id(bucket.logical_id)
+        deletions.append((bucket.logical_id, partial(_delete_bucket, s3, name)))
     for key in template.kms_keys:
         alias = f"alias/{physical_name(provisioned.name_prefix, key.logical_id)}"
         key_id = provisioned.physical_id(key.logical_id)
@@ -426,6 +435,34 @@ def _create_event_bus(
     logger.info("created event bus", extra={"logical_id": resource.logical_id, "bus_arn": arn})
     # !Ref of a bus is its name; its Arn and Name attributes are the ARN and the name.
     return PhysicalResource(resource.logical_id, name, {"Arn": arn, "Name": name})
+
+
+def _create_s3_bucket(
+    s3: Any, resource: ResourceSpec, name_prefix: str, context: IntrinsicContext
+) -> PhysicalResource:
+    properties = resolve(dict(resource.properties), context)
+    # Bucket names are lower-case.
+    name = str(
+        properties.get("BucketName") or physical_name(name_prefix, resource.logical_id).lower()
+    )
+    s3.create_bucket(Bucket=name)
+    versioning = properties.get("VersioningConfiguration")
+    if versioning:
+        s3.put_bucket_versioning(
+            Bucket=name, VersioningConfiguration={"Status": versioning["Status"]}
+        )
+    logger.info("created S3 bucket", extra={"logical_id": resource.logical_id, "bucket": name})
+    arn = f"arn:{context.partition}:s3:::{name}"
+    # !Ref of a bucket is its name.
+    return PhysicalResource(resource.logical_id, name, {"Arn": arn})
+
+
+def _delete_bucket(s3: Any, name: str) -> None:
+    """Delete every version of every object, then the bucket."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+        for version in (*page.get("Versions", []), *page.get("DeleteMarkers", [])):
+            s3.delete_object(Bucket=name, Key=version["Key"], VersionId=version["VersionId"])
+    s3.delete_bucket(Bucket=name)
 
 
 def _add_unprovisioned_refs(

@@ -23,6 +23,7 @@ SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter"
 SNS_TOPIC_TYPE = "AWS::SNS::Topic"
 EVENT_BUS_TYPE = "AWS::Events::EventBus"
+S3_BUCKET_TYPE = "AWS::S3::Bucket"
 
 DEFAULT_ROUTE_KEY = "$default"
 ANY_METHOD = "ANY"
@@ -210,6 +211,10 @@ class Template:
     @property
     def event_buses(self) -> tuple[ResourceSpec, ...]:
         return self.resources_of_type(EVENT_BUS_TYPE)
+
+    @property
+    def s3_buckets(self) -> tuple[ResourceSpec, ...]:
+        return self.resources_of_type(S3_BUCKET_TYPE)
 
     @property
     def http_apis(self) -> tuple[ResourceSpec, ...]:

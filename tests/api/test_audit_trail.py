@@ -191,6 +191,7 @@ def test_event_retention_follows_the_policy(acme: Member, clock: ManualClock) ->
         ({"outcome": "maybe"}, "outcome"),
         ({"next": "not-a-cursor"}, "next"),
         ({"user_id": "a b"}, "user_id"),
+        ({"fromm": "2027-01-15T08:00:00Z"}, "fromm"),
     ],
 )
 def test_export_rejects_bad_parameters(
@@ -377,6 +378,43 @@ def test_verify_reports_inserted_event(client: Client, sealed: str) -> None:
     assert report["valid"] is False
 
 
+def _forge(event_id: str) -> None:
+    """Copy an hour-2 event under `event_id`, as someone with write access to the table could."""
+    original = _event_in_hour(2)
+    AuditModel(
+        "acme",
+        event_id,
+        **{
+            name: value
+            for name, value in original.attribute_values.items()
+            if name not in {"org_id", "event_id"}
+        },
+    ).save()
+
+
+@pytest.mark.parametrize(
+    "forged_id",
+    [
+        # Malformed ids: "+" sorts before "-", so the first sorts between two hours' ids.
+        f"{(START + 2 * HOUR) * 1000:015d}+forged",
+        f"{(START + 2 * HOUR + 120) * 1000:015d}",
+        # Before the org existed, and far in the future.
+        f"{(START - 30 * 24 * HOUR) * 1000:015d}-{'0' * 16}",
+        f"{(START + 1000 * HOUR) * 1000:015d}-{'0' * 16}",
+        "zzz",
+    ],
+)
+def test_verify_reports_insertion_outside_hours(
+    client: Client, sealed: str, forged_id: str
+) -> None:
+    _forge(forged_id)
+
+    report = _verify(client, sealed)
+
+    assert forged_id in report["inserted"]
+    assert report["valid"] is False
+
+
 def test_verify_reports_swapped_pair(client: Client, sealed: str) -> None:
     first, second = _event_in_hour(3, 0), _event_in_hour(3, 1)
     first.user_id, second.user_id = second.user_id, first.user_id
@@ -426,6 +464,23 @@ def test_verify_with_time_window(client: Client, sealed: str) -> None:
     assert report["periods_checked"] == 2
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"from": "2030-01-01T00:00:00Z"},
+        {"to": "2020-01-01T00:00:00Z"},
+        {"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"},
+    ],
+)
+def test_verify_rejects_window_outside_lifetime(
+    client: Client, sealed: str, window: dict[str, str]
+) -> None:
+    reply = client.get(f"/v1/orgs/acme/audit/verify?{urlencode(window)}", token=sealed)
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "from"
+
+
 def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["audit", "verify", "--org-id", "acme"]) == 0
     assert json.loads(capsys.readouterr().out)["valid"] is True
@@ -437,9 +492,9 @@ def test_cli_verify_exit_codes(sealed: str, capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out)["deleted"] == [deleted.event_id]
     window = ["--from", "2027-01-15T11:00:00Z", "--to", "2027-01-15T11:59:00Z"]
     assert cli.main(["audit", "verify", "--org-id", "acme", *window]) == 0
-    assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 1
+    assert cli.main(["audit", "verify", "--org-id", "acme", "--from", "noon"]) == 2
     assert "(from)" in capsys.readouterr().err
-    assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 1
+    assert cli.main(["audit", "verify", "--org-id", "nobody"]) == 2
 
 
 def test_verify_reports_all_digests_removed(client: Client, sealed: str) -> None:
@@ -495,7 +550,7 @@ def busy_hour(flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.
 
 def test_busy_hour_is_sealed_in_linked_parts(client: Client, busy_hour: str) -> None:
     keys = [digest.period for digest in AuditDigestModel.query("acme")]
-    assert keys == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T09+1", "2027-01-15T09+2"]
+    assert keys == ["2027-01-15T08", "2027-01-15T09", "2027-01-15T09+01", "2027-01-15T09+02"]
 
     report = _verify(client, busy_hour)
 
@@ -504,12 +559,12 @@ def test_busy_hour_is_sealed_in_linked_parts(client: Client, busy_hour: str) -> 
 
 
 def test_verify_reports_removed_digest_part(client: Client, busy_hour: str) -> None:
-    AuditDigestModel.get("acme", "2027-01-15T09+1").delete()
+    AuditDigestModel.get("acme", "2027-01-15T09+01").delete()
 
     report = _verify(client, busy_hour)
 
     assert {"period": "2027-01-15T09", "problem": "digest part missing"} in report["broken_links"]
-    assert {"period": "2027-01-15T09+2", "problem": "previous digest differs"} in report[
+    assert {"period": "2027-01-15T09+02", "problem": "previous digest differs"} in report[
         "broken_links"
     ]
     assert report["deleted"] == []
@@ -547,4 +602,81 @@ def test_deleted_latest_digest_is_not_written_again(
     report = _verify(client, _admin_token(flow, acme))
 
     assert {"period": "2027-01-15T11", "problem": "digest missing"} in report["broken_links"]
+    assert report["valid"] is False
+
+
+def test_cli_seals_and_nothing_checked_is_not_valid(
+    acme: Member, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["periods_checked"] == 0
+    assert report["valid"] is False
+
+    clock.set(START + 60 * HOUR + 300)
+    assert cli.main(["audit", "seal", "--org-id", "acme"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"org_id": "acme", "hours_sealed": 60}
+    assert cli.main(["audit", "seal"]) == 0
+    assert json.loads(capsys.readouterr().out)["hours_sealed"] == 0
+    assert cli.main(["audit", "verify", "--org-id", "acme"]) == 0
+    assert cli.main(["audit", "seal", "--org-id", "nobody"]) == 2
+
+
+def test_verify_rejects_unknown_parameter(client: Client, flow: Flow, acme: Member) -> None:
+    reply = client.get("/v1/orgs/acme/audit/verify?form=2027-01-15", token=_admin_token(flow, acme))
+
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "form"
+
+
+def test_cursor_outside_a_new_window(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    clock.set(START + HOUR)
+    later = _create_member("acme", "later@acme.example", user_agent="tests")
+    token = _admin_token(flow, acme)
+    first_page = _export(client, token, limit=1)
+    cursor = first_page.header("x-next-cursor")
+    assert cursor is not None
+
+    # The cursor lies before the new window: the page starts at the window.
+    moved = _export(client, token, next=cursor, **{"from": "2027-01-15T08:30:00Z"})
+    assert moved.status == 200, moved.text
+    assert _jsonl(moved)[0]["user_id"] == later
+    # The cursor lies after the window: nothing is left in it.
+    past = _export(client, token, next=cursor, to="2027-01-15T07:00:00Z")
+    assert past.status == 200, past.text
+    assert past.text == ""
+
+
+def test_hour_of_many_parts_links_in_order(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_trail, "EVENTS_PER_PART", 1)
+    clock.set(START + HOUR + 60)
+    for number in range(12):
+        _create_member("acme", f"many{number}@acme.example", user_agent="tests")
+    clock.set(START + 3 * HOUR + 300)
+    assert audit_trail.seal_all(runtime.services()) == 3
+    assert AuditDigestModel.get("acme", "2027-01-15T09+11").period == "2027-01-15T09+11"
+
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert report["valid"] is True, report
+
+
+def test_hour_over_the_part_limit_stays_unsealed(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_trail, "EVENTS_PER_PART", 2)
+    monkeypatch.setattr(audit_trail, "MAX_PARTS", 2)
+    clock.set(START + HOUR + 60)
+    for number in range(5):
+        _create_member("acme", f"over{number}@acme.example", user_agent="tests")
+    clock.set(START + 3 * HOUR + 300)
+    audit_trail.seal_all(runtime.services())
+
+    report = _verify(client, _admin_token(flow, acme))
+
+    assert {"period": "2027-01-15T09", "problem": "digest missing"} in report["broken_links"]
     assert report["valid"] is False

@@ -846,5 +846,5 @@ def test_cli_scan_prints_results(
     assert [org["org_id"] for org in output["orgs"]] == ["acme"]
     assert not_enrolled_id(acme) in output["orgs"][0]["new"]
 
-    assert cli.main(["cso", "scan", "--org-id", "missing"]) == 1
+    assert cli.main(["cso", "scan", "--org-id", "missing"]) == cli.EXIT_ERROR
     assert "not_found" in capsys.readouterr().err

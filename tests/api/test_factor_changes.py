@@ -193,5 +193,5 @@ def test_cli_reports_missing_org(client: Client) -> None:
     errors = io.StringIO()
     with redirect_stderr(errors):
         exit_code = cli.main(["user", "create", "--org-id", "nosuchorg", "--email", "a@b.example"])
-    assert exit_code == 1
+    assert exit_code == 2
     assert "not_found" in errors.getvalue()

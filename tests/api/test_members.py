@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
+from mfa_core import members, runtime
 from mfa_core.clock import ManualClock
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member
@@ -100,6 +101,57 @@ def test_member_changes_are_refused_where_they_must_be(
     other = flow.login_ok(globex, "authenticated")["access_token"]
     assert _patch(client, other, member, {"role": "viewer"}).status == 404
     assert client.get(USERS, token=other).status == 404
+
+
+def test_demoted_admin_token_loses_admin_role(
+    client: Client, flow: Flow, acme: Member, clock: ManualClock
+) -> None:
+    second = add_member("acme", "second@acme.example", role="admin")
+    flow.enroll(second, flow.login_ok(second, "authenticated")["access_token"])
+    flow.next_step()
+    demoted = flow.verify(second, flow.mfa_token(second)).body
+    config = "/v1/agents/a1/config"
+    before = client.request("PUT", config, json_body={}, token=demoted["access_token"])
+    assert before.status == 200, before.text
+    assert before.body["caller"]["roles"] == "admin"
+
+    clock.advance(1)
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    assert _patch(client, token, second, {"role": "viewer"}).status == 200
+    clock.advance(11)  # past the authorizer's session cache
+
+    after = client.request("PUT", config, json_body={}, token=demoted["access_token"])
+    assert after.status == 403, after.text
+    refresh = client.post("/v1/auth/refresh", {"refresh_token": demoted["refresh_token"]})
+    assert refresh.status == 401, refresh.text
+    flow.next_step()
+    again = flow.verify(second, flow.mfa_token(second)).body
+    fresh = client.request("PUT", config, json_body={}, token=again["access_token"])
+    assert fresh.status == 200, fresh.text
+    assert fresh.body["caller"]["roles"] == "viewer"
+
+
+def test_admins_demoting_each_other_keep_one(
+    client: Client, flow: Flow, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = add_member("acme", "second@acme.example", role="admin")
+    token = flow.login_ok(acme, "authenticated")["access_token"]
+    require_admin = members.require_admin
+
+    def demoted_after_the_check(*args: Any, **kwargs: Any) -> Any:
+        # The second admin demotes the first between the first's role check and its write.
+        admin = require_admin(*args, **kwargs)
+        store = runtime.services().store
+        current = store.get_user("acme", admin.user_id)
+        assert current is not None
+        store.update_member(current, role="operator", status=None, now=flow.clock.now(), events=[])
+        return admin
+
+    monkeypatch.setattr(members, "require_admin", demoted_after_the_check)
+    reply = _patch(client, token, second, {"role": "operator"})
+    assert reply.status == 403, reply.text
+    admins = runtime.services().store.list_admins("acme")
+    assert [admin.user_id for admin in admins] == [second.user_id]
 
 
 def test_member_change_needs_a_recent_mfa_once_the_admin_has_a_factor(

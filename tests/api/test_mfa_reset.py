@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from local.stack import LocalStack
-from mfa_core import runtime
+from mfa_core import members, runtime
 from mfa_core.clock import ManualClock
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
@@ -179,6 +179,7 @@ def test_single_admin_reset_completes_at_once(client: Client, flow: Flow) -> Non
     assert requested.status == 201, requested.text
     assert requested.body["status"] == "completed"
     assert requested.body["required_approvals"] == 0
+    assert requested.body["approvals"] == []
     assert recovery_login(client, target, requested.body["recovery_code"]).status == 200
 
 
@@ -296,6 +297,22 @@ def test_list_is_newest_first_for_admins(
     assert [r["reset_id"] for r in listed.body["resets"]] == [second, first]
     operator = fresh_mfa_token(flow, org.target)
     assert client.get(RESETS, token=operator).status == 403
+
+
+def test_dashboard_shows_pending_recovery(client: Client, flow: Flow, org: Org) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), reset_id).body["recovery_code"]
+
+    def target_status() -> str:
+        reply = client.get("/v1/orgs/acme/mfa-status", token=fresh_mfa_token(flow, org.requester))
+        assert reply.status == 200, reply.text
+        [member] = [m for m in reply.body["members"] if m["user_id"] == org.target.user_id]
+        return str(member["status"])
+
+    assert target_status() == "recovery_pending"
+    assert recovery_login(client, org.target, code).status == 200
+    assert target_status() != "recovery_pending"
 
 
 def test_list_pages_through_every_reset(
@@ -452,3 +469,193 @@ def test_password_alone_cannot_enroll_after_a_reset(
     assert recovery_login(client, org.target, code).status == 200
     # Once the code is used, the password alone works again as the policy allows.
     assert flow.login(org.target).status == 200
+
+
+def _factors_intact(member: Member) -> bool:
+    user = runtime.services().store.get_user("acme", member.user_id)
+    assert user is not None
+    return user.factor_summaries() != {} and not user.recovery_required
+
+
+def _change_member(client: Client, token: str, member: Member, body: dict[str, Any]) -> Reply:
+    return client.request(
+        "PATCH", f"/v1/orgs/acme/users/{member.user_id}", json_body=body, token=token
+    )
+
+
+def test_disabled_requester_voids_reset(client: Client, flow: Flow, org: Org) -> None:
+    third = add_member("acme", "third@acme.example", role="admin")
+    _enroll(flow, third)
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    disabled = _change_member(
+        client, fresh_mfa_token(flow, third), org.requester, {"status": "disabled"}
+    )
+    assert disabled.status == 200, disabled.text
+
+    reply = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert reply.status == 409, reply.text
+    assert "no longer an active admin" in reply.body["detail"]
+    assert _factors_intact(org.target)
+
+
+def test_demoted_approver_no_longer_counts(client: Client, flow: Flow, org: Org) -> None:
+    third = add_member("acme", "third@acme.example", role="admin")
+    _enroll(flow, third)
+    set_policy("acme", enforcement="optional", reset_approvals=2)
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    first = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert first.status == 200, first.text
+    demoted = _change_member(
+        client, fresh_mfa_token(flow, org.requester), org.approver, {"role": "operator"}
+    )
+    assert demoted.status == 200, demoted.text
+
+    reply = approve(client, fresh_mfa_token(flow, third), reset_id)
+    assert reply.status == 409, reply.text
+    assert _factors_intact(org.target)
+
+
+def test_approval_loses_to_concurrent_demotion(
+    client: Client, flow: Flow, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    approver_token = fresh_mfa_token(flow, org.approver)
+    require_admin = members.require_admin
+
+    def demoted_after_the_check(*args: Any, **kwargs: Any) -> Any:
+        # Another admin demotes the approver between the role check and the write.
+        admin = require_admin(*args, **kwargs)
+        store = runtime.services().store
+        current = store.get_user("acme", admin.user_id)
+        assert current is not None
+        store.update_member(current, role="operator", status=None, now=flow.clock.now(), events=[])
+        return admin
+
+    monkeypatch.setattr(members, "require_admin", demoted_after_the_check)
+    reply = approve(client, approver_token, reset_id)
+    assert reply.status == 409, reply.text
+    assert _factors_intact(org.target)
+
+
+def test_reset_fits_many_factors_and_sessions(client: Client, flow: Flow, org: Org) -> None:
+    # Disabling 17 active factors (16 TOTP and the backup codes) and ending 41 sessions takes
+    # more items than one DynamoDB transaction holds.
+    token = fresh_mfa_token(flow, org.target)
+    for number in range(15):
+        added = client.post("/v1/me/factors/totp", {"label": f"Phone {number}"}, token=token)
+        assert added.status == 201, added.text
+        confirmed = client.post(
+            f"/v1/me/factors/totp/{added.body['factor_id']}/confirm",
+            {"code": flow.code(added.body["secret"])},
+            token=token,
+        )
+        assert confirmed.status == 200, confirmed.text
+    set_policy("acme", enforcement="optional", reauthentication="sensitive_only")
+    refresh_tokens = [
+        flow.login_ok(org.target, "authenticated")["refresh_token"] for _ in range(40)
+    ]
+    set_policy("acme", enforcement="optional")
+
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    reply = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert reply.status == 200, reply.text
+    assert reply.body["status"] == "completed"
+    factors = runtime.services().store.list_factors("acme", org.target.user_id)
+    assert [f.factor_id for f in factors if f.status == "active"] == []
+    for refresh_token in (refresh_tokens[0], refresh_tokens[-1]):
+        refresh = client.post("/v1/auth/refresh", {"refresh_token": refresh_token})
+        assert refresh.status == 401, refresh.text
+
+
+def test_reset_admin_cannot_cancel_own_reset(client: Client, flow: Flow, org: Org) -> None:
+    target = add_member("acme", "third@acme.example", role="admin")
+    _enroll(flow, target)
+    reset_id = request_reset(client, fresh_mfa_token(flow, org.requester), target.user_id).body[
+        "reset_id"
+    ]
+    cancelled = client.post(f"{RESETS}/{reset_id}/cancel", {}, token=fresh_mfa_token(flow, target))
+    assert cancelled.status == 403, cancelled.text
+
+    approved = approve(client, fresh_mfa_token(flow, org.approver), reset_id)
+    assert approved.status == 200, approved.text
+    assert approved.body["status"] == "completed"
+
+
+def test_later_reset_voids_earlier_code(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    first_id = request_reset(client, fresh_mfa_token(flow, org.requester), org.target.user_id).body[
+        "reset_id"
+    ]
+    first_code = approve(client, fresh_mfa_token(flow, org.approver), first_id).body[
+        "recovery_code"
+    ]
+    clock.advance(60)
+    second_id = request_reset(
+        client, fresh_mfa_token(flow, org.requester), org.target.user_id
+    ).body["reset_id"]
+    second_code = approve(client, fresh_mfa_token(flow, org.approver), second_id).body[
+        "recovery_code"
+    ]
+
+    stale = recovery_login(client, org.target, first_code)
+    assert stale.status == 401, stale.text
+    current = recovery_login(client, org.target, second_code)
+    assert current.status == 200, current.text
+
+
+def test_stale_reset_cannot_undo_a_recovery(
+    client: Client, flow: Flow, clock: ManualClock, org: Org
+) -> None:
+    token = fresh_mfa_token(flow, org.requester)
+    first = request_reset(client, token, org.target.user_id).body["reset_id"]
+    stale = request_reset(client, token, org.target.user_id).body["reset_id"]
+    code = approve(client, fresh_mfa_token(flow, org.approver), first).body["recovery_code"]
+    clock.advance(60)
+    recovered = recovery_login(client, org.target, code)
+    assert recovered.status == 200, recovered.text
+    enrollment = recovered.body["enrollment_token"]
+    flow.enroll(org.target, enrollment)
+
+    reply = approve(client, fresh_mfa_token(flow, org.approver), stale)
+
+    assert reply.status == 409, reply.text
+    assert "Another reset" in reply.body["detail"]
+    user = runtime.services().store.get_user("acme", org.target.user_id)
+    assert user is not None
+    assert user.factor_summaries() != {}
+
+
+def test_reset_audit_names_record_and_approver(
+    client: Client, flow: Flow, org: Org, stack: LocalStack
+) -> None:
+    fresh_mfa_token(flow, org.target)
+    token = fresh_mfa_token(flow, org.requester)
+    reset_id = request_reset(client, token, org.target.user_id).body["reset_id"]
+    assert approve(client, fresh_mfa_token(flow, org.approver), reset_id).status == 200
+
+    items = audit_items(stack, "acme")
+    [requested] = [item for item in items if item["event_type"] == "mfa_reset.request"]
+    assert requested["details"]["reason"] == "Lost phone"
+    assert requested["details"]["verification"] == VERIFICATION
+    revoked = [
+        item
+        for item in items
+        if item["event_type"] == "session.revoke" and item.get("reason") == "mfa_reset"
+    ]
+    assert revoked
+    assert {item["actor"] for item in revoked} == {f"user:{org.approver.user_id}"}
+
+
+def test_overlong_reset_id_is_not_found(client: Client, flow: Flow, org: Org) -> None:
+    reply = approve(client, fresh_mfa_token(flow, org.approver), "1" * 2000)
+
+    assert reply.status == 404, reply.text

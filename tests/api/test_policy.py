@@ -115,6 +115,22 @@ def test_if_match_star_accepts_any_version(client: Client, flow: Flow, enrolled:
     assert reply.status == 200, reply.text
 
 
+def test_unchanged_policy_is_not_written_again(
+    client: Client, flow: Flow, enrolled: Member, stack: LocalStack
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    new = document(grace_days=3)
+    first = client.request("PUT", POLICY_PATH, json_body=new, token=token)
+    assert first.status == 200, first.text
+
+    again = client.request("PUT", POLICY_PATH, json_body=new, token=token)
+
+    assert again.status == 200, again.text
+    assert again.body["version"] == first.body["version"] == 1
+    events = [i for i in audit_items(stack, "acme") if i["event_type"] == "policy.mfa"]
+    assert len(events) == 1
+
+
 def test_get_response_sent_back_whole_is_explained(
     client: Client, flow: Flow, enrolled: Member
 ) -> None:
@@ -468,20 +484,20 @@ def test_operator_cli_prints_and_replaces_the_policy(
     assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["policy"]["grace_days"] == 12
 
-    assert cli.main(["org", "policy", "--org-id", "nosuch"]) == 1
+    assert cli.main(["org", "policy", "--org-id", "nosuch"]) == 2
     assert "not_found" in capsys.readouterr().err
 
     # A printed file that is stale, or of another org, is refused.
     path.write_text(json.dumps(printed), encoding="utf-8")
-    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 2
     assert "precondition_failed" in capsys.readouterr().err
     for wrong in ({"org_id": "globex", "version": 2}, {"version": "2"}, {"version": True}):
         path.write_text(json.dumps({**printed, **wrong}), encoding="utf-8")
-        assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+        assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 2
         assert "(policy)" in capsys.readouterr().err
 
     path.write_text(json.dumps(document(grace_days=-1)), encoding="utf-8")
-    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 1
+    assert cli.main(["org", "policy", "--org-id", "acme", "--set", str(path)]) == 2
     assert "(grace_days)" in capsys.readouterr().err
 
 

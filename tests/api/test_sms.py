@@ -331,7 +331,7 @@ def test_operator_cli_sets_the_org_sms_rules(
     assert '"allowed_countries": ["DE"]' in capsys.readouterr().out
     rules = policy.sms_policy(runtime.services().store.get_org("acme"))
     assert (rules.allowed_countries, rules.daily_cap, rules.fallback_only) == (("DE",), 50, False)
-    assert cli.main(["org", "sms", "--org-id", "acme", "--allow-country", "XX"]) == 1
+    assert cli.main(["org", "sms", "--org-id", "acme", "--allow-country", "XX"]) == 2
     assert "sms_countries" in capsys.readouterr().err
 
 

@@ -725,7 +725,7 @@ def test_operator_cli_sets_the_org_key_rules(
             "not-an-aaguid",
         ]
     )
-    assert bad == 1
+    assert bad == 2
     assert "allowed_aaguids" in capsys.readouterr().err
 
 
@@ -948,7 +948,7 @@ def test_cli_rejects_unreadable_roots_and_conflicting_options(
 ) -> None:
     broken = tmp_path / "root.pem"
     broken.write_bytes(b"\xff\xfe not a certificate")
-    assert cli.main(["org", "webauthn", "--org-id", "acme", "--attestation-root", str(broken)]) == 1
+    assert cli.main(["org", "webauthn", "--org-id", "acme", "--attestation-root", str(broken)]) == 2
     assert "attestation_roots" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(

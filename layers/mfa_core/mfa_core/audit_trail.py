@@ -58,25 +58,31 @@ FIELDS = (
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EVENT_ID_PATTERN = re.compile(r"[0-9]{15}-[0-9a-f]{16}\Z")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
+EXPORT_PARAMETERS = ("from", "to", "user_id", "event_type", "outcome", "limit", "next", "format")
 
 PERIOD_SECONDS = 3600
 PERIOD_FORMAT = "%Y-%m-%dT%H"
 DIGEST_VERSION = 1
 # Events listed per digest part: at about 115 bytes each (an estimate), a part stays near
 # 175 KB, within DynamoDB's 400 KB item limit, and 20 parts fit one 4 MB transaction.
-# NOTE: an hour with more than 20 parts, about 30,000 events, cannot be sealed.
+# NOTE: an hour with more than MAX_PARTS parts, about 30,000 events, cannot be sealed.
 EVENTS_PER_PART = 1500
+MAX_PARTS = 20
 # Periods one sealer run seals per org, so that a backlog is worked off over several runs
 # within the function's timeout.
 MAX_PERIODS_PER_RUN = 48
 # An hour without a digest counts as missing once it ended this long ago, because the
 # sealer runs five minutes past each hour.
 SEAL_GRACE_SECONDS = 3600
-# Verification makes one query of events per hour: a week by default, a month at most.
-# NOTE: the time a month takes against DynamoDB is not measured; the admin function's
-# timeout is 10 seconds.
+# Verification reads the window's events in one paginated query and its digests in another:
+# a week by default, a month at most. NOTE: the time a month takes against DynamoDB is not
+# measured (benchmarks/RESULTS.md counts the requests); the admin function's timeout is 10 s.
 DEFAULT_VERIFY_SECONDS = 7 * 24 * 3600
 MAX_VERIFY_PERIODS = 31 * 24
+# An event id may be this far ahead of the verifier's clock, for clock skew between functions.
+FUTURE_TOLERANCE_SECONDS = 300
+# Items outside the org's lifetime listed per end of the key range.
+MAX_OUTSIDE_EVENTS = 100
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class ExportPage:
 
 def parse_query(params: Mapping[str, str]) -> ExportQuery:
     """Validate the export's query string; a bad parameter raises InvalidInput naming it."""
+    _reject_unknown(params, EXPORT_PARAMETERS)
     start = _timestamp_ms(params, "from")
     end = _timestamp_ms(params, "to")
     if start is not None and end is not None and start > end:
@@ -198,8 +205,15 @@ def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
     low = f"{query.start_ms:015d}-" if query.start_ms is not None else "0"
     # "g" sorts after every hex digit, so the bound includes every id of that millisecond.
     high = f"{query.end_ms:015d}-g" if query.end_ms is not None else "9" * 15 + "-g"
-    if query.after is not None:
-        low = max(low, query.after)
+    after = query.after
+    # A cursor outside the window (the filters changed between pages) would put the start key
+    # outside the key range, which DynamoDB rejects: start at the window's edge instead.
+    if after is not None and after < low:
+        after = None
+    if after is not None:
+        low = after
+    if low > high:
+        return iter(())
     conditions = []
     if query.event_type is not None:
         conditions.append(AuditModel.event_type == query.event_type)
@@ -210,8 +224,8 @@ def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
         filter_condition = condition if filter_condition is None else filter_condition & condition
     # Pagination resumes after the cursor's event, which the between condition still includes.
     start_key: dict[str, Any] | None = None
-    if query.after is not None:
-        start_key = {"org_id": {"S": org_id}, "event_id": {"S": query.after}}
+    if after is not None:
+        start_key = {"org_id": {"S": org_id}, "event_id": {"S": after}}
 
     if query.user_id is not None:
         if start_key is not None:
@@ -230,6 +244,17 @@ def _query_events(org_id: str, query: ExportQuery) -> Iterator[AuditModel]:
         limit=query.limit + 1,
         last_evaluated_key=start_key,
     )
+
+
+def _reject_unknown(params: Mapping[str, str], known: tuple[str, ...]) -> None:
+    """Reject a parameter that is not `known`, so that a misspelt filter never widens a query."""
+    for name in params:
+        if name not in known:
+            field = name if NAME_PATTERN.match(name) else None
+            shown = f"'{name}' " if field else ""
+            raise InvalidInput(
+                f"Query parameter {shown}is unknown; use only: {', '.join(known)}.", field=field
+            )
 
 
 def _timestamp_ms(params: Mapping[str, str], name: str) -> int | None:
@@ -322,9 +347,50 @@ def period_start(period: str) -> int:
 
 
 def _period_events(org_id: str, start: int) -> list[AuditModel]:
-    low = f"{start * 1000:015d}-"
-    high = f"{(start + PERIOD_SECONDS) * 1000 - 1:015d}-g"
-    return list(AuditModel.query(org_id, AuditModel.event_id.between(low, high)))
+    return list(_events_between(org_id, start, start + PERIOD_SECONDS))
+
+
+def _events_between(org_id: str, start: int, end: int) -> Iterator[AuditModel]:
+    """Yield the org's items from `start` to before `end` (epoch seconds), oldest first."""
+    # Without a "-" the bounds of consecutive hours meet, so the hours cover every sort key
+    # between them, also a malformed one that a forged item could have.
+    low = f"{start * 1000:015d}"
+    high = f"{end * 1000:015d}"
+    return AuditModel.query(org_id, AuditModel.event_id.between(low, high))
+
+
+class _HourlyEvents:
+    """Hands out one query's events an hour at a time, so a long window costs a few pages
+    instead of one query per hour, and only one hour's events are held at once."""
+
+    def __init__(self, events: Iterator[AuditModel]) -> None:
+        self._events = events
+        self._next: AuditModel | None = next(self._events, None)
+
+    def until(self, end: int) -> list[AuditModel]:
+        """Return the events before `end` (epoch seconds) that were not handed out yet."""
+        bound = f"{end * 1000:015d}"
+        taken = []
+        while self._next is not None and self._next.event_id < bound:
+            taken.append(self._next)
+            self._next = next(self._events, None)
+        return taken
+
+
+def _events_outside(org_id: str, *, first: int, now: float) -> list[str]:
+    """Return the ids of items sorted before the org's first hour, or after `now` plus
+    FUTURE_TOLERANCE_SECONDS.
+
+    No event has such an id, so each is a forged insertion that no hour's digest covers.
+    """
+    early = AuditModel.query(
+        org_id, AuditModel.event_id < f"{first * 1000:015d}", limit=MAX_OUTSIDE_EVENTS
+    )
+    late_ms = int((now + FUTURE_TOLERANCE_SECONDS) * 1000)
+    late = AuditModel.query(
+        org_id, AuditModel.event_id > f"{late_ms:015d}-g", limit=MAX_OUTSIDE_EVENTS
+    )
+    return [item.event_id for item in (*early, *late)]
 
 
 def _digest_hash(digest: AuditDigestModel) -> str:
@@ -340,12 +406,19 @@ def _attached(digest: AuditDigestModel) -> str:
 
 
 def _hour_of(key: str) -> str:
-    """Return the hour of a digest's key: "2027-01-15T08" for that hour's parts "…T08+1" and on."""
+    """Return the hour of a digest's key: "2027-01-15T08" for that hour's parts "…T08+01" on."""
     return key.split("+", 1)[0]
 
 
 def _part_key(period: str, part: int) -> str:
-    return period if part == 0 else f"{period}+{part}"
+    # Two digits, so that the parts of an hour sort in order (at most MAX_PARTS).
+    return period if part == 0 else f"{period}+{part:02d}"
+
+
+def _last_part(org_id: str, period: str) -> AuditDigestModel | None:
+    """Return the last digest part of the hour `period`, or None if it has no digest."""
+    parts = _hour_digests(org_id, period, period)
+    return max(parts, key=lambda digest: _part_number(digest.period), default=None)
 
 
 def _hour_digests(org_id: str, first: str, last: str) -> list[AuditDigestModel]:
@@ -364,13 +437,28 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
     part of the previous hour when there is one.
     """
     start = period_start(period)
+    previous = _last_part(org_id, period_of(start - PERIOD_SECONDS))
+    return _seal_hour(svc, org_id, period, previous) is not None
+
+
+def _seal_hour(
+    svc: Services, org_id: str, period: str, previous: AuditDigestModel | None
+) -> AuditDigestModel | None:
+    """Seal one hour after the digest `previous`; return its last part, or None if the hour
+    was sealed already or is not over yet."""
+    start = period_start(period)
     if start + PERIOD_SECONDS > svc.clock.now():
-        return False
-    previous_hour = period_of(start - PERIOD_SECONDS)
-    previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
+        return None
     events = _period_events(org_id, start)
     chunks = [events[i : i + EVENTS_PER_PART] for i in range(0, len(events), EVENTS_PER_PART)]
     chunks = chunks or [[]]
+    if len(chunks) > MAX_PARTS:
+        # Left unsealed, so that verification reports the hour's digest as missing.
+        logger.error(
+            "Audit period has too many events to seal",
+            extra={"org_id": org_id, "period": period, "events": len(events)},
+        )
+        return None
     key_set = svc.signing_keys.private_keys()
     signer = jwk.construct(key_set.active_jwk, "ES256")
     digests = []
@@ -403,11 +491,11 @@ def seal(svc: Services, org_id: str, period: str) -> bool:
         )
         digests.append(previous)
     if not svc.store.put_digests(org_id, period, digests):
-        return False
+        return None
     logger.info(
         "Audit period sealed", extra={"org_id": org_id, "period": period, "parts": len(digests)}
     )
-    return True
+    return digests[-1]
 
 
 def seal_org(svc: Services, org: OrgModel) -> int:
@@ -426,9 +514,16 @@ def seal_org(svc: Services, org: OrgModel) -> int:
     else:
         start = period_start(period_of(float(org.created_at)))
     sealed = 0
+    previous = _last_part(org.org_id, period_of(start - PERIOD_SECONDS))
     while sealed < MAX_PERIODS_PER_RUN and start + PERIOD_SECONDS <= svc.clock.now():
-        if seal(svc, org.org_id, period_of(start)):
+        period = period_of(start)
+        written = _seal_hour(svc, org.org_id, period, previous)
+        if written is None:
+            # Sealed meanwhile by another run: link to what that run wrote.
+            written = _last_part(org.org_id, period)
+        else:
             sealed += 1
+        previous = written
         start += PERIOD_SECONDS
     return sealed
 
@@ -462,7 +557,8 @@ class VerifyReport:
 
     @property
     def valid(self) -> bool:
-        return not (
+        """Tell whether at least one hour was checked and no check failed."""
+        return self.periods_checked > 0 and not (
             self.modified
             or self.deleted
             or self.inserted
@@ -495,6 +591,7 @@ def verify_as_admin(
 
 def parse_window(params: Mapping[str, str]) -> tuple[float | None, float | None]:
     """Return the `from` and `to` ISO 8601 times as epoch seconds; None where absent."""
+    _reject_unknown(params, ("from", "to"))
     start = _timestamp_ms(params, "from")
     end = _timestamp_ms(params, "to")
     if start is not None and end is not None and start > end:
@@ -518,7 +615,10 @@ def verify(
     Without `start`, checking begins DEFAULT_VERIFY_SECONDS before `end`, or at the org's
     creation if that is later; without `end`, at the current hour. Every hour needs a digest,
     except the hours that ended less than SEAL_GRACE_SECONDS ago, which the sealer may not
-    have reached yet. More than `max_periods` hours raise InvalidInput.
+    have reached yet. More than `max_periods` hours, or a window outside the org's lifetime,
+    raise InvalidInput. Items whose ids sort
+    before the org's first hour or after the current time count as inserted, whatever the
+    window.
     """
     report = VerifyReport(org_id)
     now = svc.clock.now()
@@ -530,6 +630,13 @@ def verify(
         start = end - DEFAULT_VERIFY_SECONDS
     first = max(period_start(period_of(start)), period_start(period_of(float(org.created_at))))
     last = period_start(period_of(end))
+    if first > last:
+        # Otherwise the report would be valid with nothing checked.
+        raise InvalidInput(
+            "Use a window that overlaps the org's lifetime: `from` no later than now, and "
+            "`to` no earlier than the org's creation.",
+            field="from",
+        )
     if max_periods is not None and (last - first) // PERIOD_SECONDS + 1 > max_periods:
         raise InvalidInput(
             f"Use a window of at most {max_periods} hours between `from` and `to`.", field="from"
@@ -538,21 +645,24 @@ def verify(
     by_hour: dict[str, list[AuditDigestModel]] = {}
     for digest in _hour_digests(org_id, period_of(first), period_of(last)):
         by_hour.setdefault(_hour_of(digest.period), []).append(digest)
-    previous_hour = period_of(first - PERIOD_SECONDS)
-    previous = next(iter(reversed(_hour_digests(org_id, previous_hour, previous_hour))), None)
+    previous = _last_part(org_id, period_of(first - PERIOD_SECONDS))
+    events = _HourlyEvents(_events_between(org_id, first, last + PERIOD_SECONDS))
     for cursor in range(first, last + 1, PERIOD_SECONDS):
         period = period_of(cursor)
         parts = by_hour.get(period)
         if parts is None and cursor + PERIOD_SECONDS + SEAL_GRACE_SECONDS > now:
             report.unsealed_from = period
             break
+        hour_events = events.until(cursor + PERIOD_SECONDS)
         if parts is None:
             report.broken_links.append({"period": period, "problem": "digest missing"})
             previous = None
         else:
-            _check_hour(svc, report, period, parts, previous, now=now)
+            _check_hour(svc, report, period, parts, previous, events=hour_events, now=now)
             previous = parts[-1]
         report.periods_checked += 1
+    created = period_start(period_of(float(org.created_at)))
+    report.inserted.extend(_events_outside(org_id, first=created, now=now))
     return report
 
 
@@ -563,6 +673,7 @@ def _check_hour(
     parts: list[AuditDigestModel],
     previous: AuditDigestModel | None,
     *,
+    events: list[AuditModel],
     now: float,
 ) -> None:
     """Check one hour's digest parts, their links, and the hour's events against them."""
@@ -583,7 +694,7 @@ def _check_hour(
         previous = digest
     # Events that a digest without a valid signature lists cannot be checked.
     if complete:
-        _check_events(report, sealed, _period_events(parts[0].org_id, period_start(period)), now)
+        _check_events(report, sealed, events, now)
 
 
 def _check_link(

@@ -115,15 +115,24 @@ def _parser() -> argparse.ArgumentParser:
     trail_commands = trail.add_subparsers(dest="action", required=True)
     check = trail_commands.add_parser(
         "verify",
-        help="recompute the signed digests of the org's audit events; exit 1 when tampered",
+        help="recompute the signed digests of the org's audit events; exit 1 when the report is "
+        "not valid (tampering found, or no hour sealed yet), 2 on an error",
     )
     check.add_argument("--org-id", required=True)
     check.add_argument(
-        "--from", dest="start", help="first hour to check, ISO 8601 with offset (default: first)"
+        "--from",
+        dest="start",
+        help="first hour to check, ISO 8601 with offset (default: 7 days before --to)",
     )
     check.add_argument(
         "--to", dest="end", help="last hour to check, ISO 8601 with offset (default: now)"
     )
+    seal = trail_commands.add_parser(
+        "seal",
+        help="write the signed digests of every complete hour not sealed yet, as the hourly "
+        "sealer does",
+    )
+    seal.add_argument("--org-id", help="only this org (default: every org)")
 
     cso = commands.add_parser("cso", help="run the security scan")
     cso_commands = cso.add_subparsers(dest="action", required=True)
@@ -146,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
         help="read the password from the terminal instead of generating one",
     )
     return parser
+
+
+# Exit status of a command that failed (argparse uses the same for a usage error).
+EXIT_ERROR = 2
 
 
 def _password(prompt: bool) -> str | None:
@@ -230,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         elif args.command in ("audit", "cso"):
-            return _verify_audit(svc, args) if args.command == "audit" else _scan(svc, args)
+            return _run_audit_or_scan(svc, args)
         elif args.command == "org":
             member = members.bootstrap_org(
                 svc,
@@ -256,7 +269,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         field = getattr(exc, "field", None)
         where = f" ({field})" if field else ""
         print(f"mfa-admin: {exc.code}{where}: {exc.detail}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    return 0
+
+
+def _seal_audit(svc: Services, args: argparse.Namespace) -> int:
+    """Seal the complete hours of one org, or of every org, and print how many."""
+    org_id: str | None = args.org_id
+    org = None
+    if org_id is not None:
+        org = svc.store.get_org(org_id)
+        if org is None:
+            raise NotFound("No org with this id.")
+    sealed = 0
+    # Each run seals a limited number of hours per org, so a backlog takes several runs.
+    while True:
+        hours = audit_trail.seal_all(svc) if org is None else audit_trail.seal_org(svc, org)
+        if not hours:
+            break
+        sealed += hours
+        if org is not None:
+            org = svc.store.get_org(org.org_id) or org
+    print(json.dumps({"org_id": org_id, "hours_sealed": sealed}))
     return 0
 
 
@@ -271,6 +305,12 @@ def _verify_audit(svc: Services, args: argparse.Namespace) -> int:
     report = audit_trail.verify(svc, args.org_id, start=start, end=end, max_periods=None)
     print(json.dumps(report.as_json()))
     return 0 if report.valid else 1
+
+
+def _run_audit_or_scan(svc: Services, args: argparse.Namespace) -> int:
+    if args.command == "cso":
+        return _scan(svc, args)
+    return _verify_audit(svc, args) if args.action == "verify" else _seal_audit(svc, args)
 
 
 def _scan(svc: Services, args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ ENROLLED = "enrolled"
 GRACE = "grace"
 OVERDUE = "overdue"
 LOCKED = "locked"
+# After a supervised reset, until the member signs in with the recovery code.
+RECOVERY_PENDING = "recovery_pending"
 NOT_REQUIRED = "not_required"
 DISABLED = "disabled"
 # Members read per request while the summary goes through the whole org.
@@ -28,7 +30,8 @@ def mfa_status(
     A member is `enrolled` with a factor of an allowed method (and a security key where the
     role needs one), `grace` or `overdue` without one where MFA is required of them (before or
     after the deadline; a grace period that has not started yet counts as grace), `locked`
-    while locked out, `not_required` otherwise, and `disabled` when disabled.
+    while locked out, `recovery_pending` after an MFA reset until the recovery code is used,
+    `not_required` otherwise, and `disabled` when disabled.
     """
     members.require_admin(svc, principal, org_id)
     members.check_cursor(after)
@@ -38,11 +41,13 @@ def mfa_status(
     listed = [member_status(user, org_policy, now) for user in users]
     # NOTE: the summary reads every member of the org on each request, so its cost grows with
     # the org; the scheduled scan is the place for very large orgs.
-    summary = _summary(svc, org_id, org_policy, now)
+    summary = summarize(svc, org_id, org_policy, now)
     return {"members": listed, "next": following, "summary": summary}
 
 
 def member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> dict[str, Any]:
+    # NOTE: the status comes from the user item's factor summary, which does not record that a
+    # security key is blocked as a suspected clone; such a key still counts as enrolled.
     rule = org_policy.rule_for(role=user.role, now=now)
     held = user.factor_summaries()
     methods = sorted({str(info.get("type")) for info in held.values()})
@@ -54,6 +59,8 @@ def member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> 
         status = DISABLED
     elif user.locked_until is not None and user.locked_until > now:
         status = LOCKED
+    elif user.recovery_required:
+        status = RECOVERY_PENDING
     elif allowed and (has_key or not rule.security_key):
         status = ENROLLED
     elif not required and not allowed:
@@ -77,9 +84,10 @@ def member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> 
     }
 
 
-def _summary(
+def summarize(
     svc: Services, org_id: str, org_policy: policy.MfaPolicy, now: float
 ) -> dict[str, Any]:
+    """Count the org's members by status, by role and by method, reading every member."""
     statuses: Counter[str] = Counter()
     by_role: dict[str, Counter[str]] = {}
     by_method: Counter[str] = Counter()

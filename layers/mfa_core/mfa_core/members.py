@@ -252,7 +252,10 @@ def change_member(
     """Change a member's role or disable (or re-enable) the member, for one of the org's admins.
 
     Needs a recent MFA once the admin has a factor. An admin cannot change their own role or
-    status, so an org cannot lose its last admin this way. Disabling ends the member's sessions.
+    status, and the change is written only while its admin still is an active admin, so an org
+    cannot lose its last admin this way, even to two admins demoting each other at once.
+    Disabling, or a new role, ends the member's sessions, so that no access token keeps the
+    old role.
     """
     from mfa_core import policy  # noqa: PLC0415 - policy imports this module
 
@@ -292,8 +295,12 @@ def change_member(
         details={"before": before, "after": after},
     )
     try:
-        svc.store.update_member(member, role=role, status=status, now=now, events=[event])
+        svc.store.update_member(
+            member, role=role, status=status, now=now, events=[event], admin_id=admin.user_id
+        )
     except ConditionFailed as exc:
+        if "admin" in exc.failed:
+            raise Forbidden("Only org admins may do this.") from exc
         raise Conflict("The member changed meanwhile; read it again and retry.") from exc
     logger.info(
         "Member changed",

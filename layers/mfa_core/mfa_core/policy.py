@@ -647,8 +647,9 @@ def set_mfa_policy(
 ) -> MfaPolicy:
     """Replace an org's policy, audited with the values before and after.
 
-    With `expected_version`, the change applies only if the stored policy still has that
-    version (PreconditionFailed otherwise). Two concurrent changes never both apply.
+    A policy equal to the current one is not written. With `expected_version`, the change
+    applies only if the stored policy still has that version (PreconditionFailed otherwise).
+    Two concurrent changes never both apply.
     """
     org = svc.store.get_org(org_id)
     if org is None:
@@ -658,9 +659,13 @@ def set_mfa_policy(
         raise PreconditionFailed(
             "The policy changed since it was read; read it again and reapply the change."
         )
+    if MfaPolicy(**{**policy.__dict__, "version": before.version}) == before:
+        # Nothing changes: no new version, so remembered devices stay valid, and no event.
+        return before
     after = MfaPolicy(**{**policy.__dict__, "version": before.version + 1})
+    now = svc.clock.now()
     event = audit.event(
-        now=svc.clock.now(),
+        now=now,
         event_type="policy.mfa",
         outcome="success",
         org_id=org_id,
@@ -682,6 +687,7 @@ def set_mfa_policy(
             sms=sms.as_item(),
             version=after.version,
             previous_version=org.policy_version,
+            changed_at=now,
             events=[event],
         )
     except ConditionFailed as exc:

@@ -165,8 +165,8 @@ def request_reset(
     approvers = [user for user in admins if user.user_id not in (admin.user_id, user_id)]
     if len(approvers) < needed:
         raise Conflict(
-            f"This reset needs {needed} approvals from other admins, and the org has only "
-            f"{len(approvers)}. Add an admin or lower the policy's reset_approvals."
+            f"This reset needs approval by {needed} other admin(s), and the org has "
+            f"{len(approvers)}; add an admin who can approve it."
         )
     if needed == 0 and cooling_off_minutes:
         raise InvalidInput(
@@ -175,17 +175,18 @@ def request_reset(
         )
 
     now = svc.clock.now()
+    record = {
+        "method": verification.method,
+        "reference": verification.reference,
+        "verified_by": verification.verified_by,
+    }
     reset = MfaResetModel(
         org_id,
         audit.new_event_id(now),
         user_id=user_id,
         requested_by=admin.user_id,
         reason=request.reason,
-        verification={
-            "method": verification.method,
-            "reference": verification.reference,
-            "verified_by": verification.verified_by,
-        },
+        verification=record,
         status="pending",
         required_approvals=needed,
         approvals=[],
@@ -201,7 +202,8 @@ def request_reset(
         context,
         actor=admin.user_id,
         details={
-            "verification_method": verification.method,
+            "reason": request.reason,
+            "verification": record,
             "required_approvals": needed,
             "cooling_off_minutes": cooling_off_minutes,
         },
@@ -223,7 +225,8 @@ def approve_reset(
 
     Needs a fresh MFA. The requester, and an admin who approved already, are Forbidden. A
     reset that is not pending, still cooling off or expired is a Conflict; an expired one is
-    marked expired first.
+    marked expired first. So is a reset whose requester or an earlier approver has been
+    demoted or disabled since, because their part in it no longer counts.
     """
     admin = _fresh_admin(svc, principal, org_id, APPROVE_ROUTE, "Approving an MFA reset")
     reset = _pending_reset(svc, org_id, reset_id, context=context)
@@ -245,7 +248,7 @@ def approve_reset(
         try:
             svc.store.approve_reset(reset, approver_id=admin.user_id, now=now, events=[event])
         except ConditionFailed as exc:
-            raise Conflict("This reset changed meanwhile; read it again and retry.") from exc
+            raise _approval_conflict(exc) from exc
         reset.approvals = [*(reset.approvals or []), admin.user_id]
         return Approval(reset)
 
@@ -258,9 +261,15 @@ def approve_reset(
 def cancel_reset(
     svc: Services, principal: Principal, *, org_id: str, reset_id: str, context: RequestContext
 ) -> MfaResetModel:
-    """Cancel a pending reset; any admin of the org may."""
+    """Cancel a pending reset; any admin of the org may, except the admin being reset.
+
+    Whoever holds a hijacked admin account could otherwise keep cancelling the reset that
+    would end its sessions.
+    """
     admin = members.require_admin(svc, principal, org_id)
     reset = _pending_reset(svc, org_id, reset_id, context=context)
+    if admin.user_id == reset.user_id:
+        raise Forbidden("An admin cannot cancel the reset of their own MFA; ask another admin.")
     now = svc.clock.now()
     event = _event(now, reset, "mfa_reset.cancel", context, actor=admin.user_id)
     try:
@@ -327,11 +336,21 @@ def _fresh_admin(
     return admin
 
 
+def _approval_conflict(exc: ConditionFailed) -> Conflict:
+    if "admin" in exc.failed:
+        return Conflict(
+            "The admin who requested or approved this reset is no longer an active admin; "
+            "request a new reset."
+        )
+    return Conflict("This reset changed meanwhile; read it again and retry.")
+
+
 def _pending_reset(
     svc: Services, org_id: str, reset_id: str, *, context: RequestContext
 ) -> MfaResetModel:
     """Return a pending, unexpired reset; mark an expired one as such and raise Conflict."""
-    reset = svc.store.get_reset(org_id, reset_id)
+    # An id of another shape names no reset, and DynamoDB rejects keys over 1,024 bytes.
+    reset = svc.store.get_reset(org_id, reset_id) if RESET_ID_PATTERN.match(reset_id) else None
     if reset is None:
         raise NotFound("No MFA reset with this id in the org.")
     if reset.status != "pending":
@@ -355,6 +374,12 @@ def _complete(
     now: float,
     context: RequestContext,
 ) -> Approval:
+    if target.last_reset_at is not None and target.last_reset_at >= reset.created_at:
+        # Otherwise a stale request could undo the recovery that a later reset started.
+        raise Conflict(
+            "Another reset of this user completed after this one was requested; cancel this "
+            "one, and request a new reset if the user needs one."
+        )
     code = generate_code()
     challenge = ChallengeModel(
         CHALLENGE_PREFIX + code_digest(svc.pepper, normalize_code(code) or ""),
@@ -392,9 +417,13 @@ def _complete(
             recovery_code=challenge,
             now=now,
             events=events,
-            revoked_sessions=sessions.revocations(svc, live, reason="mfa_reset", context=context),
+            revoked_sessions=sessions.revocations(
+                svc, live, reason="mfa_reset", context=context, actor=f"user:{admin.user_id}"
+            ),
         )
     except ConditionFailed as exc:
+        if "admin" in exc.failed:
+            raise _approval_conflict(exc) from exc
         raise Conflict("This reset or the user's factors changed meanwhile; retry.") from exc
     logger.info(
         "MFA reset completed",
@@ -402,7 +431,8 @@ def _complete(
     )
     svc.notifier.mfa_reset(org_id=target.org_id, user_id=target.user_id, reset_id=reset.reset_id)
     reset.status, reset.closed_at, reset.closed_by = "completed", now, admin.user_id
-    reset.approvals = [*(reset.approvals or []), admin.user_id]
+    if admin.user_id != reset.requested_by:
+        reset.approvals = [*(reset.approvals or []), admin.user_id]
     return Approval(reset, recovery_code=code)
 
 
@@ -432,7 +462,8 @@ def code_digest(pepper: bytes, canonical: str) -> str:
 def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestContext) -> None:
     """Spend `user`'s recovery code at login, once.
 
-    A wrong, expired or used code, or one of another user, is audited, counts toward the
+    A wrong, expired or used code, one of another user, or one issued before the user's
+    sessions cut-off last moved (as a later reset moves it) is audited, counts toward the
     lockout and raises AuthenticationFailed (LockedOut when the account locks now).
     """
     now = svc.clock.now()
@@ -446,13 +477,17 @@ def spend_code(svc: Services, user: UserModel, code: str, *, context: RequestCon
         and stored.user_id == user.user_id
         and stored.consumed_at is None
         and stored.expires_at > now
+        # A later reset, a new factor or a new role moves the cut-off and voids older codes.
+        and (user.sessions_valid_after is None or stored.created_at >= user.sessions_valid_after)
     )
-    if usable and challenge_id is not None:
+    if usable and stored is not None and challenge_id is not None:
         success = _login_event(now, user, "success", context)
         try:
-            svc.store.spend_recovery_code(challenge_id, user, now=now, events=[success])
+            svc.store.spend_recovery_code(
+                challenge_id, user, issued_at=stored.created_at, now=now, events=[success]
+            )
         except ConditionFailed:
-            usable = False  # Another login spent it first.
+            usable = False  # Another login spent it first, or the cut-off moved meanwhile.
         else:
             logger.info(
                 "Recovery code accepted", extra={"org_id": user.org_id, "user_id": user.user_id}

@@ -26,6 +26,7 @@ from mfa_core.store.repository import Store
 from mfa_core.tokens import TokenService
 
 if TYPE_CHECKING:
+    from mfa_core.adapters.evidence_store import EvidenceStore
     from mfa_core.adapters.geo import GeoLocator
 
 
@@ -104,6 +105,16 @@ class Services:
         return EventPublisher(
             lambda: self.events, bus_name=self.settings.findings_bus_name, source="mfa.cso_scan"
         )
+
+    @cached_property
+    def evidence_store(self) -> EvidenceStore:
+        """The S3 bucket of compliance evidence packs, for the scan and the operator CLI."""
+        from mfa_core.adapters.evidence_store import EvidenceStore  # noqa: PLC0415 - scan only
+
+        if self.settings.evidence_bucket is None:
+            raise ConfigurationError("MFA_EVIDENCE_BUCKET is not set; set it to the bucket name.")
+        s3 = aws.client("s3", self.settings)
+        return EvidenceStore(s3_client=lambda: s3, bucket=self.settings.evidence_bucket)
 
     @cached_property
     def geo(self) -> GeoLocator:

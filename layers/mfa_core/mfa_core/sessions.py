@@ -352,11 +352,22 @@ def _revoke(svc: Services, session: SessionModel, *, reason: str, context: Reque
 
 
 def revocations(
-    svc: Services, sessions: list[SessionModel], *, reason: str, context: RequestContext
+    svc: Services,
+    sessions: list[SessionModel],
+    *,
+    reason: str,
+    context: RequestContext,
+    actor: str | None = None,
 ) -> list[tuple[SessionModel, audit.AuditEvent]]:
-    """Pair each session to revoke with the audit event that records its revocation."""
+    """Pair each session to revoke with the audit event that records its revocation.
+
+    The actor defaults to the sessions' user; pass the admin who caused the revocation.
+    """
     return [
-        (session, _event(svc, session, "session.revoke", "success", context, reason=reason))
+        (
+            session,
+            _event(svc, session, "session.revoke", "success", context, reason=reason, actor=actor),
+        )
         for session in sessions
     ]
 
@@ -373,6 +384,7 @@ def _event(
     context: RequestContext,
     *,
     reason: str | None = None,
+    actor: str | None = None,
 ) -> audit.AuditEvent:
     return audit.event(
         now=svc.clock.now(),
@@ -380,6 +392,7 @@ def _event(
         outcome=outcome,
         org_id=session.org_id,
         user_id=session.user_id,
+        actor=actor,
         session_id=session.session_id,
         context=context,
         reason=reason,

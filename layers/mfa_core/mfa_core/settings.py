@@ -115,6 +115,8 @@ class Settings:
     sms_sender_id: str | None = None
     # SNS topic for security notifications such as a blocked login; None logs them only.
     security_topic_arn: str | None = None
+    # S3 bucket of the compliance evidence packs; None where no function writes or reads them.
+    evidence_bucket: str | None = None
     sms_user_per_hour: int = 5
     sms_ip_per_hour: int = 20
     sms_phone_per_day: int = 10
@@ -185,6 +187,7 @@ class Settings:
             webauthn_origins=_origins("MFA_WEBAUTHN_ORIGINS"),
             sms_sender_id=os.environ.get("MFA_SMS_SENDER_ID", "").strip() or None,
             security_topic_arn=os.environ.get("MFA_SECURITY_TOPIC_ARN", "").strip() or None,
+            evidence_bucket=os.environ.get("MFA_EVIDENCE_BUCKET", "").strip() or None,
             sms_ip_per_hour=_int("MFA_SMS_IP_PER_HOUR", 20),
             sms_user_per_hour=_int("MFA_SMS_USER_PER_HOUR", 5),
             sms_phone_per_day=_int("MFA_SMS_PHONE_PER_DAY", 10),

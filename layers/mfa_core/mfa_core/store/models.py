@@ -48,6 +48,8 @@ class OrgModel(Model):
     policy: MapAttribute[str, Any] = MapAttribute(null=True)
     # Incremented by every policy change, so that a change based on a stale read fails.
     policy_version = NumberAttribute(null=True)
+    # When the MFA policy last changed, for compliance evidence.
+    policy_changed_at = NumberAttribute(null=True)
     # The latest hour whose audit digest was written, so that a deleted digest is not
     # written again (mfa_core.audit_trail.seal).
     audit_sealed_through = UnicodeAttribute(null=True)
@@ -99,6 +101,8 @@ class UserModel(Model):
     # Set by an MFA reset until its recovery code is used: the password alone must not let
     # anyone enroll the new factor.
     recovery_required = BooleanAttribute(null=True)
+    # When the latest MFA reset of the user completed; a reset requested before it is void.
+    last_reset_at = NumberAttribute(null=True)
     # Where and when the user signed in before, for anomaly signals (mfa_core.risk).
     login_history: MapAttribute[str, Any] = MapAttribute(null=True)
 
@@ -288,7 +292,7 @@ class AuditDigestModel(Model):
         pass
 
     org_id = UnicodeAttribute(hash_key=True)
-    # The UTC hour, "2027-01-15T08", and "2027-01-15T08+1" and on for the parts of a busy hour.
+    # The UTC hour, "2027-01-15T08", and "2027-01-15T08+01" and on for the parts of a busy hour.
     period = UnicodeAttribute(range_key=True)
     # The canonical JSON document that `signature` signs, kept verbatim so verification
     # recomputes the same bytes.

@@ -44,6 +44,8 @@ DAY = 24 * 60 * 60
 DEFAULT_AUDIT_RETENTION_DAYS = 400
 # Seconds an org's audit retention, learnt from a read of the org, is reused.
 RETENTION_CACHE_SECONDS = 300
+# DynamoDB's limit of items in one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
 # Sessions revoked per transaction: two items each, within DynamoDB's 100 items a transaction.
 SESSIONS_PER_TRANSACTION = 40
 
@@ -75,9 +77,17 @@ class _Transaction:
         """Return the item names in the order that DynamoDB receives the items."""
         return [*self._checks, *self._deletes, *self._puts, *self._updates]
 
-    def check(self, name: str, model: type[Model], hash_key: str, *, condition: Any) -> None:
+    def check(
+        self,
+        name: str,
+        model: type[Model],
+        hash_key: str,
+        range_key: str | None = None,
+        *,
+        condition: Any,
+    ) -> None:
         self._checks.append(name)
-        self._tx.condition_check(model, hash_key, condition=condition)
+        self._tx.condition_check(model, hash_key, range_key, condition=condition)
 
     def delete(self, name: str, item: Model, *, condition: Any) -> None:
         self._deletes.append(name)
@@ -195,18 +205,21 @@ class Store:
         status: str | None,
         now: float,
         events: list[AuditEvent],
+        admin_id: str | None = None,
     ) -> None:
-        """Change a member's role or status. Disabling also ends every session of the member.
+        """Change a member's role or status. Disabling, or a new role, also ends every session
+        of the member, because access tokens carry the role that the authorizer passes on.
 
-        Raises ConditionFailed when the member changed since `user` was read.
+        Raises ConditionFailed naming "user" when the member changed since `user` was read, or
+        "admin" when `admin_id`, the admin making the change, is no longer an active admin.
         """
         actions: list[Any] = []
         if role is not None:
             actions.append(UserModel.role.set(role))
         if status is not None:
             actions.append(UserModel.status.set(status))
-            if status == "disabled":
-                actions.append(UserModel.sessions_valid_after.set(now))
+        if status == "disabled" or (role is not None and role != user.role):
+            actions.append(UserModel.sessions_valid_after.set(now))
         with self._transaction() as tx:
             tx.update(
                 "user",
@@ -214,6 +227,16 @@ class Store:
                 actions=actions,
                 condition=(UserModel.role == user.role) & (UserModel.status == user.status),
             )
+            if admin_id is not None:
+                # Two admins who demote or disable each other at once must not both succeed
+                # and leave the org without an admin.
+                tx.check(
+                    "admin",
+                    UserModel,
+                    user.org_id,
+                    admin_id,
+                    condition=(UserModel.role == "admin") & (UserModel.status == "active"),
+                )
             self._audit(tx, events)
 
     def find_user_by_email(self, org_id: str, email: str) -> UserModel | None:
@@ -417,6 +440,7 @@ class Store:
         sms: dict[str, Any],
         version: int,
         previous_version: float | None,
+        changed_at: float,
         events: list[AuditEvent],
     ) -> None:
         """Replace an org's MFA policy if its version is still `previous_version`."""
@@ -434,6 +458,7 @@ class Store:
                     OrgModel.policy.set(policy),
                     OrgModel.sms.set(sms),
                     OrgModel.policy_version.set(version),
+                    OrgModel.policy_changed_at.set(changed_at),
                 ],
                 condition=condition,
             )
@@ -1069,7 +1094,8 @@ class Store:
     ) -> None:
         """Add an approval that is not the last one needed.
 
-        Raises ConditionFailed naming "reset" when the reset changed since it was read.
+        Raises ConditionFailed naming "reset" when the reset changed since it was read, or
+        "admin" when its requester or one of its approvers is no longer an active admin.
         """
         with self._transaction() as tx:
             tx.update(
@@ -1080,6 +1106,7 @@ class Store:
                 ],
                 condition=_reset_unchanged(reset, now),
             )
+            self._check_admins(tx, reset, approver_id)
             self._audit(tx, events)
 
     def complete_reset(
@@ -1099,21 +1126,34 @@ class Store:
         The user's factors are disabled, the user's sessions end through the cut-off
         (`sessions_valid_after`), remember-device tokens through `credentials_version`, and the
         recovery code is stored. Raises ConditionFailed naming "reset" when the reset changed
-        since it was read, or "user" when the user's factors changed or the user is disabled.
+        since it was read, "admin" when its requester or one of its approvers is no longer an
+        active admin, or "user" when the user's factors changed, the user is disabled, or
+        another reset of the user completed after this one was requested.
         """
-        first, rest = _split(revoked_sessions)
+        # A user can hold up to enrollment.MAX_FACTORS factors, so the sessions marked in the
+        # first transaction get only the room that its other items leave.
+        admins = len({reset.requested_by, *(reset.approvals or []), approver_id})
+        other_items = 3 + admins + len(factors) + len(events)
+        first, rest = _split(revoked_sessions, (MAX_TRANSACTION_ITEMS - other_items) // 2)
         with self._transaction() as tx:
+            # A reset that needs no approval completes at its request, with no approval listed.
+            approval = (
+                []
+                if approver_id == reset.requested_by
+                else [MfaResetModel.approvals.set(MfaResetModel.approvals.append([approver_id]))]
+            )
             tx.update(
                 "reset",
                 reset,
                 actions=[
-                    MfaResetModel.approvals.set(MfaResetModel.approvals.append([approver_id])),
+                    *approval,
                     MfaResetModel.status.set("completed"),
                     MfaResetModel.closed_at.set(now),
                     MfaResetModel.closed_by.set(approver_id),
                 ],
                 condition=_reset_unchanged(reset, now),
             )
+            self._check_admins(tx, reset, approver_id)
             tx.update(
                 "user",
                 UserModel(user.org_id, user.user_id),
@@ -1123,9 +1163,14 @@ class Store:
                     UserModel.sessions_valid_after.set(now),
                     UserModel.credentials_version.add(1),
                     UserModel.recovery_required.set(True),
+                    UserModel.last_reset_at.set(now),
                 ],
                 condition=(UserModel.status == "active")
-                & _factors_version_is(user.factors_version),
+                & _factors_version_is(user.factors_version)
+                & (
+                    UserModel.last_reset_at.does_not_exist()
+                    | (UserModel.last_reset_at < reset.created_at)
+                ),
             )
             for factor in factors:
                 tx.update(
@@ -1158,10 +1203,20 @@ class Store:
                 )
 
     def spend_recovery_code(
-        self, challenge_id: str, user: UserModel, *, now: float, events: list[AuditEvent]
+        self,
+        challenge_id: str,
+        user: UserModel,
+        *,
+        issued_at: float,
+        now: float,
+        events: list[AuditEvent],
     ) -> None:
-        """Mark a recovery code used, and let `user` sign in without one again. Raises
-        ConditionFailed naming "recovery_code" when it was used, or has expired, meanwhile."""
+        """Mark a recovery code used, and let `user` sign in without one again.
+
+        Raises ConditionFailed naming "recovery_code" when it was used, or has expired,
+        meanwhile, or "user" when the user's sessions cut-off moved past `issued_at`, the
+        code's creation, as a later reset or a new factor moves it.
+        """
         with self._transaction() as tx:
             tx.update(
                 "recovery_code",
@@ -1173,11 +1228,27 @@ class Store:
                 "user",
                 UserModel(user.org_id, user.user_id),
                 actions=[UserModel.recovery_required.remove()],
-                condition=UserModel.user_id.exists(),
+                condition=UserModel.user_id.exists()
+                & (
+                    UserModel.sessions_valid_after.does_not_exist()
+                    | (UserModel.sessions_valid_after <= issued_at)
+                ),
             )
             self._audit(tx, events)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _check_admins(self, tx: _Transaction, reset: MfaResetModel, approver_id: str) -> None:
+        # The requester and every approver must still be active admins when an approval is
+        # written, so that demoting or disabling one of them meanwhile fails the approval.
+        for admin_id in dict.fromkeys((reset.requested_by, *(reset.approvals or []), approver_id)):
+            tx.check(
+                "admin",
+                UserModel,
+                reset.org_id,
+                admin_id,
+                condition=(UserModel.role == "admin") & (UserModel.status == "active"),
+            )
 
     def _revoke(
         self,
@@ -1318,8 +1389,9 @@ def _reset_unchanged(reset: MfaResetModel, now: float) -> Any:
 
 def _split(
     revocations: list[tuple[SessionModel, AuditEvent]],
+    first_size: int = SESSIONS_PER_TRANSACTION,
 ) -> tuple[list[tuple[SessionModel, AuditEvent]], list[tuple[SessionModel, AuditEvent]]]:
-    return revocations[:SESSIONS_PER_TRANSACTION], revocations[SESSIONS_PER_TRANSACTION:]
+    return revocations[:first_size], revocations[first_size:]
 
 
 def _key_summary(factor: FactorModel) -> dict[str, Any]:

@@ -83,7 +83,8 @@ def provision(
     parameter_overrides: Mapping[str, str] | None = None,
     api_id: str = DEFAULT_API_ID,
 ) -> ProvisionedStack:
-    """Create the KMS keys, DynamoDB tables, secrets, SSM parameters and SNS topics of `template`.
+    """Create the KMS keys, DynamoDB tables, secrets, SSM parameters, SNS topics and EventBridge
+    buses of `template`.
 
     The endpoint must start empty: a resource that already exists makes the create call fail.
     """
@@ -123,6 +124,10 @@ def provision(
     sns = session.client("sns", endpoint_url=endpoint_url)
     for resource in template.sns_topics:
         created[resource.logical_id] = _create_sns_topic(sns, resource, name_prefix, context)
+
+    events = session.client("events", endpoint_url=endpoint_url)
+    for resource in template.event_buses:
+        created[resource.logical_id] = _create_event_bus(events, resource, name_prefix, context)
 
     s3 = session.client("s3", endpoint_url=endpoint_url)
     for resource in template.s3_buckets:
@@ -174,6 +179,11 @@ def delete_resources(template: Template, provisioned: ProvisionedStack) -> None:
     for topic in template.sns_topics:
         arn = provisioned.physical_id(topic.logical_id)
         deletions.append((topic.logical_id, partial(sns.delete_topic, TopicArn=arn)))
+    events = session.client("events", endpoint_url=endpoint_url)
+    for bus in template.event_buses:
+        name = provisioned.physical_id(bus.logical_id)
+        deletions.append((bus.logical_id, partial(events.delete_event_bus, Name=name)))
+
     s3 = session.client("s3", endpoint_url=endpoint_url)
     for bucket in template.s3_buckets:
         name = provisioned.physical_id(bucket.logical_id)
@@ -414,6 +424,17 @@ def _create_sns_topic(
     logger.info("created SNS topic", extra={"logical_id": resource.logical_id, "topic_arn": arn})
     # !Ref of a topic is its ARN; its TopicName attribute is the name.
     return PhysicalResource(resource.logical_id, arn, {"TopicArn": arn, "TopicName": name})
+
+
+def _create_event_bus(
+    events: Any, resource: ResourceSpec, name_prefix: str, context: IntrinsicContext
+) -> PhysicalResource:
+    properties = resolve(dict(resource.properties), context)
+    name = str(properties.get("Name") or physical_name(name_prefix, resource.logical_id))
+    arn = str(events.create_event_bus(Name=name)["EventBusArn"])
+    logger.info("created event bus", extra={"logical_id": resource.logical_id, "bus_arn": arn})
+    # !Ref of a bus is its name; its Arn and Name attributes are the ARN and the name.
+    return PhysicalResource(resource.logical_id, name, {"Arn": arn, "Name": name})
 
 
 def _create_s3_bucket(

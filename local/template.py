@@ -22,6 +22,7 @@ KMS_KEY_TYPE = "AWS::KMS::Key"
 SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter"
 SNS_TOPIC_TYPE = "AWS::SNS::Topic"
+EVENT_BUS_TYPE = "AWS::Events::EventBus"
 S3_BUCKET_TYPE = "AWS::S3::Bucket"
 
 DEFAULT_ROUTE_KEY = "$default"
@@ -206,6 +207,10 @@ class Template:
     @property
     def sns_topics(self) -> tuple[ResourceSpec, ...]:
         return self.resources_of_type(SNS_TOPIC_TYPE)
+
+    @property
+    def event_buses(self) -> tuple[ResourceSpec, ...]:
+        return self.resources_of_type(EVENT_BUS_TYPE)
 
     @property
     def s3_buckets(self) -> tuple[ResourceSpec, ...]:

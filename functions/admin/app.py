@@ -1,5 +1,5 @@
-"""Org administration: members, the MFA policy, the enrollment dashboard and the audit
-trail."""
+"""Org administration: members, the MFA policy, the enrollment dashboard, the audit trail and
+the security scan's findings."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mfa_core import audit_trail, dashboard, http, members, policy, sessions, telemetry, tokens
+from mfa_core.cso import findings
 from mfa_core.runtime import services
 
 logger = Logger()
@@ -152,6 +153,14 @@ def verify_audit(org_id: str) -> Response[str]:
         svc, principal, org_id, app.current_event.query_string_parameters or {}
     )
     return http.json_response(report.as_json())
+
+
+@app.get("/v1/orgs/<org_id>/findings")
+def list_findings(org_id: str) -> Response[str]:
+    query = findings.parse_query(app.current_event.query_string_parameters or {})
+    svc = services()
+    principal = _admin_caller(svc)
+    return http.json_response(findings.list_findings(svc, principal, org_id, query))
 
 
 def _policy_response(current: policy.MfaPolicy) -> Response[str]:

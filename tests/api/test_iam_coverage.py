@@ -104,6 +104,11 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
         return [("sns:Publish", "*", None)]  # SMS to a phone number has no resource ARN
     if service == "sns" and operation == "Publish":
         return [("sns:Publish", params["TopicArn"], None)]
+    if service == "events" and operation == "PutEvents":
+        return [
+            ("events:PutEvents", f"arn:aws:events:{region}:{account}:event-bus/{name}", None)
+            for name in {entry["EventBusName"] for entry in params["Entries"]}
+        ]
     if service == "ssm":
         name = params["Name"] if params["Name"].startswith("/") else "/" + params["Name"]
         return [(f"ssm:{operation}", f"arn:aws:ssm:{region}:{account}:parameter{name}", None)]
@@ -369,6 +374,27 @@ def _run_audit_flow(client: Client, flow: Flow, stack: LocalStack) -> None:
     assert verified.body["valid"] is True, verified.body
 
 
+def _run_scan_flow(client: Client, flow: Flow, stack: LocalStack) -> None:
+    """Scan every org twice: new findings notified, then updated and resolved ones, and list
+    them."""
+    admin = add_org("umbrella")
+    set_policy("umbrella", enforcement="required", scope="roles", scope_roles=("operator",))
+    member = add_member("umbrella", "ops@umbrella.example")
+    flow.clock.advance(60)
+    first = stack.function("CsoScanFunction").invoke({})
+    assert any(org["new"] for org in first["orgs"])
+
+    flow.enroll(member, flow.login_ok(member, "enrollment_required")["enrollment_token"])
+    for _ in range(5):
+        flow.login(member)
+    flow.clock.advance(60)
+    second = stack.function("CsoScanFunction").invoke({"org_id": "umbrella"})
+    [umbrella] = second["orgs"]
+    assert umbrella["resolved"], umbrella
+    access = flow.login_ok(admin, "authenticated")["access_token"]
+    assert client.get("/v1/orgs/umbrella/findings?status=open", token=access).status == 200
+
+
 def test_policies_cover_every_call(
     client: Client,
     flow: Flow,
@@ -378,6 +404,7 @@ def test_policies_cover_every_call(
 ) -> None:
     _drive_every_route(client, flow, acme)
     _run_audit_flow(client, flow, stack)
+    _run_scan_flow(client, flow, stack)
 
     functions = {function for function, *_ in calls}
     # The agents example backend makes no AWS call, so it never appears here.
@@ -389,6 +416,7 @@ def test_policies_cover_every_call(
         "AuthorizerFunction",
         "ResetFunction",
         "AuditSealerFunction",
+        "CsoScanFunction",
     }
     missing = set()
     for function, service, operation, params in calls:
@@ -445,3 +473,12 @@ def test_no_function_may_rewrite_audit(stack: LocalStack, table: str) -> None:
         statements = _statements(stack, function)
         for action in AUDIT_REWRITES:
             assert not _allowed(statements, action, arn), (function, action)
+
+
+@pytest.mark.parametrize("table", ["OrgsTable", "UsersTable", "AuditTable", "FactorsTable"])
+def test_scan_may_not_write_what_it_reads(stack: LocalStack, table: str) -> None:
+    statements = _statements(stack, "CsoScanFunction")
+    region, account = stack.provisioned.region, stack.provisioned.account_id
+    arn = f"arn:aws:dynamodb:{region}:{account}:table/{stack.provisioned.table_names[table]}"
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        assert not _allowed(statements, action, arn), action

@@ -111,6 +111,7 @@ def test_protected_routes_are_listed() -> None:
         "GET /v1/orgs/{org_id}/users",
         "PATCH /v1/orgs/{org_id}/users/{user_id}",
         "GET /v1/orgs/{org_id}/mfa-status",
+        "GET /v1/orgs/{org_id}/findings",
     }
 
 

@@ -102,6 +102,16 @@ def test_environment_ssm_parameter_name(provisioned: ProvisionedStack, moto_endp
     assert json.loads(parameter["Value"]) == {"keys": []}
 
 
+def test_environment_event_bus_name(provisioned: ProvisionedStack, moto_endpoint: str) -> None:
+    events = aws_session().client("events", endpoint_url=moto_endpoint)
+    name = provisioned.environments["CsoScanFunction"]["MFA_FINDINGS_BUS_NAME"]
+
+    bus = events.describe_event_bus(Name=name)
+
+    assert name == f"{PREFIX}-findings"
+    assert bus["Arn"] == provisioned.context.get_att("FindingsEventBus", "Arn")
+
+
 def test_environment_parameters_resolved(provisioned: ProvisionedStack) -> None:
     environment = provisioned.environments["AdminFunction"]
 

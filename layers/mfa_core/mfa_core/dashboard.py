@@ -38,14 +38,14 @@ def mfa_status(
     org_policy = policy.mfa_policy(svc.store.get_org(org_id))
     now = svc.clock.now()
     users, following = svc.store.list_users(org_id, limit=limit, after=after)
-    listed = [_member_status(user, org_policy, now) for user in users]
+    listed = [member_status(user, org_policy, now) for user in users]
     # NOTE: the summary reads every member of the org on each request, so its cost grows with
     # the org; the scheduled scan is the place for very large orgs.
     summary = summarize(svc, org_id, org_policy, now)
     return {"members": listed, "next": following, "summary": summary}
 
 
-def _member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> dict[str, Any]:
+def member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> dict[str, Any]:
     # NOTE: the status comes from the user item's factor summary, which does not record that a
     # security key is blocked as a suspected clone; such a key still counts as enrolled.
     rule = org_policy.rule_for(role=user.role, now=now)
@@ -95,7 +95,7 @@ def summarize(
     while True:
         users, after = svc.store.list_users(org_id, limit=SUMMARY_PAGE, after=after)
         for user in users:
-            entry = _member_status(user, org_policy, now)
+            entry = member_status(user, org_policy, now)
             statuses[entry["status"]] += 1
             if entry["status"] == DISABLED:
                 continue

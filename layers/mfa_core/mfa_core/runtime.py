@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mfa_core.adapters import aws
+from mfa_core.adapters.events import EventPublisher
 from mfa_core.adapters.keys import SigningKeys
 from mfa_core.adapters.kms import EnvelopeCipher
 from mfa_core.adapters.sns import SecurityNotifier, SmsSender, SnsSmsSender
@@ -20,6 +21,7 @@ from mfa_core.errors import ConfigurationError
 from mfa_core.session_cache import SessionCache
 from mfa_core.settings import Settings
 from mfa_core.store import bind
+from mfa_core.store.findings import ScanStore
 from mfa_core.store.repository import Store
 from mfa_core.tokens import TokenService
 
@@ -41,6 +43,11 @@ class Services:
     def store(self) -> Store:
         connection = bind(self.settings, self.dynamodb)
         return Store(connection)
+
+    @cached_property
+    def scan_store(self) -> ScanStore:
+        self.store  # noqa: B018 - binds the models to their tables and client
+        return ScanStore()
 
     @cached_property
     def session_cache(self) -> SessionCache:
@@ -87,6 +94,17 @@ class Services:
     @cached_property
     def notifier(self) -> SecurityNotifier:
         return SecurityNotifier(lambda: self.sns, topic_arn=self.settings.security_topic_arn)
+
+    @cached_property
+    def events(self) -> Any:
+        return aws.client("events", self.settings, retry=False)
+
+    @cached_property
+    def finding_events(self) -> EventPublisher:
+        """The publisher of new scan findings to the findings bus."""
+        return EventPublisher(
+            lambda: self.events, bus_name=self.settings.findings_bus_name, source="mfa.cso_scan"
+        )
 
     @cached_property
     def evidence_store(self) -> EvidenceStore:

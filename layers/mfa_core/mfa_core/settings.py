@@ -73,6 +73,13 @@ def _non_negative_int(name: str, default: int) -> int:
     return value
 
 
+def _positive_int(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigurationError(f"environment variable {name} must be a positive integer")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     region: str
@@ -133,6 +140,23 @@ class Settings:
     # Seconds the Lambda authorizer reuses a read of a session and its user, or 0 to read every
     # time. A revocation takes effect in the authorizer within this time.
     authorizer_cache_seconds: int = 10
+    # The security scan (mfa_core.cso): its findings, its per-org position and counters, and
+    # the EventBridge bus that receives new findings (None publishes to no bus).
+    findings_table: str = "unset"
+    scan_state_table: str = "unset"
+    findings_bus_name: str | None = None
+    # Thresholds of the scan's rules, each per UTC hour.
+    cso_failed_mfa_per_user: int = 5
+    cso_failed_mfa_per_org: int = 25
+    cso_failed_mfa_per_ip: int = 10
+    cso_users_per_ip: int = 5
+    # Logins a user needs on record before an hour without earlier logins counts as unusual.
+    cso_profile_min_logins: int = 10
+    # Events younger than this are left to the next run, because a transaction that began
+    # earlier can still commit an event with an earlier id.
+    cso_settle_seconds: int = 30
+    # Audit events one run reads per org; a longer backlog is worked off over several runs.
+    cso_max_events: int = 10_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -175,6 +199,16 @@ class Settings:
             geoip_asn_database=_file("MFA_GEOIP_ASN_DATABASE"),
             geoip_trust_cloudfront=_bool("MFA_GEOIP_TRUST_CLOUDFRONT", False),
             authorizer_cache_seconds=_non_negative_int("MFA_AUTHORIZER_CACHE_SECONDS", 10),
+            findings_table=os.environ.get("MFA_FINDINGS_TABLE", "").strip() or "unset",
+            scan_state_table=os.environ.get("MFA_SCAN_STATE_TABLE", "").strip() or "unset",
+            findings_bus_name=os.environ.get("MFA_FINDINGS_BUS_NAME", "").strip() or None,
+            cso_failed_mfa_per_user=_positive_int("MFA_CSO_FAILED_MFA_PER_USER", 5),
+            cso_failed_mfa_per_org=_positive_int("MFA_CSO_FAILED_MFA_PER_ORG", 25),
+            cso_failed_mfa_per_ip=_positive_int("MFA_CSO_FAILED_MFA_PER_IP", 10),
+            cso_users_per_ip=_positive_int("MFA_CSO_USERS_PER_IP", 5),
+            cso_profile_min_logins=_positive_int("MFA_CSO_PROFILE_MIN_LOGINS", 10),
+            cso_settle_seconds=_non_negative_int("MFA_CSO_SETTLE_SECONDS", 30),
+            cso_max_events=_positive_int("MFA_CSO_MAX_EVENTS", 10_000),
         )
 
 

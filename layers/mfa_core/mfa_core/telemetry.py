@@ -36,6 +36,7 @@ PASSWORD_CHANGE_FAILED = "PasswordChangeFailed"  # noqa: S105 - a metric name
 AUTHORIZER_TOKEN_REJECTED = "AuthorizerTokenRejected"  # noqa: S105 - a metric name
 AUTHORIZER_SESSION_ENDED = "AuthorizerSessionEnded"
 AUTHORIZER_STEP_UP_REQUIRED = "AuthorizerStepUpRequired"
+SCAN_FINDING_NEW = "ScanFindingNew"
 
 
 def count(name: str) -> None:

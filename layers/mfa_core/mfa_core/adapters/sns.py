@@ -107,6 +107,15 @@ class SecurityNotifier:
         """Tell the user, through the topic's subscribers, that admins reset their MFA."""
         self._publish("mfa.reset", {"org_id": org_id, "user_id": user_id, "reset_id": reset_id})
 
+    def finding(self, summary: dict[str, Any]) -> None:
+        """Tell responders about a new finding of the security scan (mfa_core.cso.scan.notify)."""
+        self._publish("cso.finding", summary)
+
+    def findings_summary(self, *, org_id: str, severities: dict[str, int]) -> None:
+        """Tell responders how many more new findings, by severity, the scan of an org opened
+        than it sent messages for."""
+        self._publish("cso.findings_summary", {"org_id": org_id, "severities": severities})
+
     def _publish(self, kind: str, details: dict[str, Any]) -> None:
         if self._topic_arn is None:
             logger.info("No security topic configured; notification not sent", extra={"kind": kind})

@@ -18,8 +18,9 @@ def bind(settings: Settings, client: Any) -> Connection:
     """
     for setting_name, model in models.ALL_MODELS.items():
         model.Meta.table_name = getattr(settings, setting_name)
-    models.EmailClaimModel.Meta.table_name = settings.users_table
-    every_model: list[type[Model]] = [*models.ALL_MODELS.values(), models.EmailClaimModel]
+    for model, setting_name in models.SHARED_TABLE_MODELS.items():
+        model.Meta.table_name = getattr(settings, setting_name)
+    every_model: list[type[Model]] = [*models.ALL_MODELS.values(), *models.SHARED_TABLE_MODELS]
     for model in every_model:
         model.Meta.region = settings.region
         model.Meta.host = settings.aws_endpoint_url

@@ -14,6 +14,7 @@ from pynamodb.attributes import (
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -344,6 +345,81 @@ class MfaResetModel(Model):
     purge_at = NumberAttribute()
 
 
+class FindingModel(Model):
+    """A finding of the security scan (mfa_core.cso): one condition of one subject."""
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # "<rule>#<subject>", and "#<UTC hour>" after it for rules that count per hour, so that a
+    # later run finds the same item again instead of adding another.
+    finding_id = UnicodeAttribute(range_key=True)
+    rule = UnicodeAttribute()
+    severity = UnicodeAttribute()  # low | medium | high | critical
+    status = UnicodeAttribute()  # open | resolved
+    subject = UnicodeAttribute()  # "user:<id>", "ip:<address>" or "org"
+    title = UnicodeAttribute()
+    # Ids of the audit events that show the condition, oldest first, at most MAX_EVIDENCE.
+    evidence: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    details: MapAttribute[str, Any] = MapAttribute(default=dict)
+    first_seen = NumberAttribute()
+    last_seen = NumberAttribute()
+    resolved_at = NumberAttribute(null=True)
+    # The end of a member's enrollment grace period, on "not enrolled" findings only.
+    deadline = NumberAttribute(null=True)
+
+
+class ScanStateModel(Model):
+    """The security scan's position in one org's audit trail, in the ScanState table."""
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    state_key = UnicodeAttribute(range_key=True)  # always "scan"
+    last_event_id = UnicodeAttribute(null=True)
+    last_run_at = NumberAttribute()
+    # The org's policy version at the last run: another one means every member is checked again.
+    policy_version = NumberAttribute()
+
+
+class ScanCounterModel(Model):
+    """A count of the scan for one subject and UTC hour, in the ScanState table.
+
+    `state_key` is "count#<rule>#<subject>#<hour>". `members` contains distinct values (such as
+    the users seen from one address) where the rule counts those instead of events.
+    """
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    state_key = UnicodeAttribute(range_key=True)
+    total = NumberAttribute(null=True)
+    members = UnicodeSetAttribute(null=True)
+    expires_at = NumberAttribute()
+
+
+class LoginProfileModel(Model):
+    """The UTC hours at which one user signed in, in the ScanState table ("profile#<user id>")."""
+
+    class Meta(_Unbound):
+        pass
+
+    org_id = UnicodeAttribute(hash_key=True)
+    state_key = UnicodeAttribute(range_key=True)
+    # "0" to "23" -> logins that started in that hour.
+    hours: MapAttribute[str, Any] = MapAttribute(default=dict)
+    logins = NumberAttribute(default=0)
+
+    def hour_counts(self) -> dict[int, int]:
+        value: Any = self.hours
+        if isinstance(value, MapAttribute):
+            value = value.as_dict()
+        return {int(hour): int(count) for hour, count in (value or {}).items()}
+
+
 ALL_MODELS: dict[str, type[Model]] = {
     "orgs_table": OrgModel,
     "users_table": UserModel,
@@ -354,4 +430,12 @@ ALL_MODELS: dict[str, type[Model]] = {
     "counters_table": CounterModel,
     "resets_table": MfaResetModel,
     "audit_digests_table": AuditDigestModel,
+    "findings_table": FindingModel,
+    "scan_state_table": ScanStateModel,
+}
+# Further models that share a table with one of ALL_MODELS: model -> its settings name.
+SHARED_TABLE_MODELS: dict[type[Model], str] = {
+    EmailClaimModel: "users_table",
+    ScanCounterModel: "scan_state_table",
+    LoginProfileModel: "scan_state_table",
 }

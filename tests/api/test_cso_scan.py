@@ -1,0 +1,850 @@
+"""The security scan: each rule on real audit events, idempotent re-runs, resolution,
+notifications over SNS and EventBridge, the findings API and the incremental reads.
+
+The scan runs through its Lambda handler (CsoScanFunction) against the moto server. Most
+events come from the API flows. Cloned keys, resets and factor changes of other types are
+recorded through the store as the services record them, because their flows are long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.client import BaseClient
+
+from local.stack import LocalStack
+from mfa_core import audit, runtime
+from mfa_core.audit import RequestContext
+from mfa_core.clock import ManualClock
+from mfa_core.cso import rules
+from mfa_core.store.models import FindingModel, UserModel
+from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
+from tests.api.harness import Client, Flow, Member, wrong_code
+from tests.api.test_policy import set_policy
+
+# LAZY_IMPORTS: mfa_core.cli and mfa_core.cso.scan are imported inside the tests, once the
+# stack has set POWERTOOLS_SERVICE_NAME, because their imports create Powertools child loggers
+# whose names take the service name from the environment at that moment.
+HOUR = 3600
+DAY = 24 * HOUR
+# Past the scan's settle time, so that the events written so far are read.
+SETTLE = 31
+FRANCE = "94.23.0.1"
+AUSTRALIA = "203.2.218.214"
+CONTEXT = RequestContext(source_ip="192.0.2.10", user_agent="tests", request_id="test")
+
+
+def run_scan(stack: LocalStack, clock: ManualClock, org_id: str = "acme") -> dict[str, Any]:
+    """Run the scan function for one org, after the settle time; return its result."""
+    clock.advance(SETTLE)
+    result = stack.function("CsoScanFunction").invoke({"org_id": org_id})
+    [org] = result["orgs"]
+    assert org["org_id"] == org_id
+    return dict(org)
+
+
+def finding(org_id: str, finding_id: str) -> FindingModel:
+    found = runtime.services().scan_store.get_finding(org_id, finding_id)
+    assert found is not None, finding_id
+    return found
+
+
+def not_enrolled_id(member: Member) -> str:
+    return rules.finding_id(rules.NOT_ENROLLED, f"user:{member.user_id}")
+
+
+def record(org_id: str, event_type: str, *, user_id: str | None, **fields: Any) -> str:
+    """Record an audit event as the services do; return its id."""
+    svc = runtime.services()
+    event = audit.event(
+        now=svc.clock.now(),
+        event_type=event_type,
+        org_id=org_id,
+        user_id=user_id,
+        context=CONTEXT,
+        outcome=fields.pop("outcome", "success"),
+        **fields,
+    )
+    svc.store.record(event)
+    return event.event_id
+
+
+def set_factors(member: Member, factors: dict[str, dict[str, Any]]) -> None:
+    UserModel(member.org_id, member.user_id).update(actions=[UserModel.active_factors.set(factors)])
+
+
+@pytest.fixture
+def thresholds(stack: LocalStack, clock: ManualClock) -> Iterator[Callable[..., None]]:
+    """Change the scan's settings for one test."""
+    original = runtime.services().settings
+
+    def apply(**values: Any) -> None:
+        runtime.reset(clock=clock, settings=dataclasses.replace(original, **values))
+
+    yield apply
+    runtime.reset(clock=clock, settings=original)
+
+
+# -- members not enrolled ------------------------------------------------------------------
+
+
+def test_not_enrolled_in_grace_is_low_then_high(
+    client: Client, flow: Flow, clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy(
+        "acme", enforcement="required", scope="roles", scope_roles=("operator",), grace_days=3
+    )
+    member = add_member("acme", "ops@acme.example")
+
+    first = run_scan(stack, clock)
+    assert first["full_member_pass"] is True
+    assert not_enrolled_id(member) in first["new"]
+    assert not_enrolled_id(acme) not in first["new"]  # admins are out of scope
+    assert finding("acme", not_enrolled_id(member)).severity == "low"
+    assert finding("acme", not_enrolled_id(member)).deadline is None  # grace not started
+
+    flow.login_ok(member, "authenticated")  # starts the grace period
+    second = run_scan(stack, clock)
+    assert second["full_member_pass"] is False
+    started = finding("acme", not_enrolled_id(member))
+    assert started.severity == "low"
+    assert started.deadline is not None
+    assert not_enrolled_id(member) in second["updated"]
+
+    clock.advance(3 * DAY)
+    third = run_scan(stack, clock)
+    assert third["events_read"] == 0
+    assert third["members_read"] == 0
+    assert third["new"] == [not_enrolled_id(member)]
+    escalated = finding("acme", not_enrolled_id(member))
+    assert escalated.severity == "high"
+    assert escalated.status == "open"
+
+
+def test_not_enrolled_without_grace_is_high(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("operator",))
+    member = add_member("acme", "ops@acme.example")
+
+    run_scan(stack, clock)
+
+    found = finding("acme", not_enrolled_id(member))
+    assert found.severity == "high"
+    assert found.subject == f"user:{member.user_id}"
+    assert found.rule == rules.NOT_ENROLLED
+
+
+def test_enrolling_resolves_not_enrolled(
+    flow: Flow, clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy(
+        "acme", enforcement="required", scope="roles", scope_roles=("operator",), grace_days=3
+    )
+    member = add_member("acme", "ops@acme.example")
+    run_scan(stack, clock)
+
+    token = flow.login_ok(member, "authenticated")["access_token"]
+    flow.enroll(member, token)
+    result = run_scan(stack, clock)
+
+    assert result["resolved"] == [not_enrolled_id(member)]
+    resolved = finding("acme", not_enrolled_id(member))
+    assert resolved.status == "resolved"
+    assert resolved.resolved_at is not None
+
+
+def test_disabling_resolves_not_enrolled(
+    client: Client, flow: Flow, clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("operator",))
+    member = add_member("acme", "ops@acme.example")
+    run_scan(stack, clock)
+    admin_token = flow.login_ok(acme, "authenticated")["access_token"]
+
+    disabled = client.request(
+        "PATCH",
+        f"/v1/orgs/acme/users/{member.user_id}",
+        json_body={"status": "disabled"},
+        token=admin_token,
+    )
+    assert disabled.status == 200, disabled.text
+    result = run_scan(stack, clock)
+
+    assert not_enrolled_id(member) in result["resolved"]
+    assert result["members_read"] == 2  # the admin and the member the events name
+
+
+def test_narrowed_scope_resolves_not_enrolled(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("operator",))
+    member = add_member("acme", "ops@acme.example")
+    run_scan(stack, clock)
+
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("admin",))
+    result = run_scan(stack, clock)
+
+    assert result["full_member_pass"] is True
+    assert not_enrolled_id(member) in result["resolved"]
+    assert not_enrolled_id(acme) in result["new"]
+
+
+# -- failed MFA ----------------------------------------------------------------------------
+
+
+def fail_mfa(flow: Flow, member: Member, times: int) -> None:
+    assert member.totp_secret is not None
+    for _ in range(times):
+        reply = flow.verify(member, flow.mfa_token(member), wrong_code(flow, member.totp_secret))
+        assert reply.status == 401, reply.text
+
+
+def test_failed_mfa_spike_per_user_ip_and_org(
+    flow: Flow,
+    clock: ManualClock,
+    stack: LocalStack,
+    enrolled: Member,
+    thresholds: Callable[..., None],
+) -> None:
+    thresholds(cso_failed_mfa_per_user=5, cso_failed_mfa_per_ip=5, cso_failed_mfa_per_org=5)
+    fail_mfa(flow, enrolled, 3)
+    first = run_scan(stack, clock)
+    assert not [name for name in first["new"] if name.startswith(rules.FAILED_MFA_SPIKE)]
+
+    fail_mfa(flow, enrolled, 2)  # the same hour: the counts go on across runs
+    second = run_scan(stack, clock)
+
+    hour = rules.hour_of(clock.now())
+    expected = {
+        rules.finding_id(rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", hour),
+        rules.finding_id(rules.FAILED_MFA_SPIKE, "ip:127.0.0.1", hour),
+        rules.finding_id(rules.FAILED_MFA_SPIKE, "org", hour),
+    }
+    assert expected <= set(second["new"])
+    user_finding = finding(
+        "acme", rules.finding_id(rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", hour)
+    )
+    assert user_finding.details["failures"] == 5
+    assert len(user_finding.evidence) == 2  # the events of this run; earlier ones were below
+
+
+def test_rerun_creates_no_duplicate(
+    client: Client, flow: Flow, clock: ManualClock, stack: LocalStack, enrolled: Member
+) -> None:
+    fail_mfa(flow, enrolled, 5)
+    first = run_scan(stack, clock)
+    spike = rules.finding_id(
+        rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", rules.hour_of(clock.now())
+    )
+    assert spike in first["new"]
+
+    second = run_scan(stack, clock)
+    assert second["new"] == []
+    fail_mfa(flow, enrolled, 1)
+    third = run_scan(stack, clock)
+
+    assert spike not in third["new"]
+    assert spike in third["updated"]
+    ids = [item.finding_id for item in FindingModel.query("acme")]
+    assert len(ids) == len(set(ids))
+    assert finding("acme", spike).details["failures"] == 6
+    assert len(finding("acme", spike).evidence) == 6
+
+
+# -- sessions, resets, keys ----------------------------------------------------------------
+
+
+def test_refresh_token_reuse(
+    client: Client, flow: Flow, clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    first = flow.login_ok(acme, "authenticated")
+    rotated = client.post("/v1/auth/refresh", {"refresh_token": first["refresh_token"]})
+    assert rotated.status == 200
+    reuse = client.post("/v1/auth/refresh", {"refresh_token": first["refresh_token"]})
+    assert reuse.status == 401
+
+    result = run_scan(stack, clock)
+
+    reuse_id = rules.finding_id(
+        rules.REFRESH_REUSE, f"user:{acme.user_id}", rules.hour_of(clock.now())
+    )
+    assert reuse_id in result["new"]
+    found = finding("acme", reuse_id)
+    assert found.severity == "high"
+    stored = json.dumps(found.attribute_values, default=str)
+    assert first["refresh_token"] not in stored
+    assert first["access_token"] not in stored
+
+
+def test_admin_reset_opens_and_cancel_resolves(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    member = add_member("acme", "ops@acme.example")
+    actor = f"user:{acme.user_id}"
+    details = {"reset_id": "r-1", "verification_method": "id_document"}
+    record("acme", "mfa_reset.request", user_id=member.user_id, actor=actor, details=details)
+    result = run_scan(stack, clock)
+    reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-1")
+    assert reset_id in result["new"]
+    assert finding("acme", reset_id).severity == "medium"
+
+    record("acme", "mfa_reset.cancel", user_id=member.user_id, actor=actor, details=details)
+    cancelled = run_scan(stack, clock)
+
+    assert cancelled["resolved"] == [reset_id]
+
+
+def test_completed_reset_is_high(clock: ManualClock, stack: LocalStack, acme: Member) -> None:
+    member = add_member("acme", "ops@acme.example")
+    actor = f"user:{acme.user_id}"
+    for event_type in ("mfa_reset.request", "mfa_reset.approve", "mfa_reset.complete"):
+        record(
+            "acme",
+            event_type,
+            user_id=member.user_id,
+            actor=actor,
+            details={"reset_id": "r-2", "factors_disabled": 1},
+        )
+
+    run_scan(stack, clock)
+
+    found = finding(
+        "acme", rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-2")
+    )
+    assert found.severity == "high"
+    assert len(found.evidence) == 3
+
+
+def test_cloned_key_resolved_by_removal(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    record(
+        "acme",
+        "webauthn.clone_suspected",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        outcome="denied",
+        details={"stored_sign_count": 7, "reported_sign_count": 3},
+    )
+    result = run_scan(stack, clock)
+    clone_id = rules.finding_id(rules.CLONED_KEY, f"user:{acme.user_id}", "factor:f-key")
+    assert clone_id in result["new"]
+    assert finding("acme", clone_id).severity == "high"
+
+    record(
+        "acme",
+        "factor.remove",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        details={"type": "webauthn"},
+    )
+    removed = run_scan(stack, clock)
+
+    assert clone_id in removed["resolved"]
+
+
+# -- factor changes ------------------------------------------------------------------------
+
+
+def test_last_key_removed_then_added_again(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    run_scan(stack, clock)
+    set_factors(acme, {"f-totp": {"type": "totp", "label": "Phone"}})
+    record(
+        "acme",
+        "factor.remove",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        details={"type": "webauthn"},
+    )
+    result = run_scan(stack, clock)
+    key_id = rules.finding_id(
+        rules.METHOD_DOWNGRADE, f"user:{acme.user_id}", "security_key_removed"
+    )
+    assert key_id in result["new"]
+    assert finding("acme", key_id).details["remaining_methods"] == ["totp"]
+
+    set_factors(
+        acme,
+        {
+            "f-totp": {"type": "totp", "label": "Phone"},
+            "f-key2": {"type": "webauthn", "label": "Key"},
+        },
+    )
+    record(
+        "acme",
+        "factor.activate",
+        user_id=acme.user_id,
+        factor_id="f-key2",
+        details={"type": "webauthn"},
+    )
+    added = run_scan(stack, clock)
+
+    assert key_id in added["resolved"]
+
+
+def test_only_sms_left(clock: ManualClock, stack: LocalStack, acme: Member) -> None:
+    run_scan(stack, clock)
+    set_factors(acme, {"f-sms": {"type": "sms", "label": "Phone"}})
+    record(
+        "acme", "factor.remove", user_id=acme.user_id, factor_id="f-totp", details={"type": "totp"}
+    )
+
+    result = run_scan(stack, clock)
+
+    sms_id = rules.finding_id(rules.METHOD_DOWNGRADE, f"user:{acme.user_id}", "sms_only")
+    assert sms_id in result["new"]
+    assert finding("acme", sms_id).severity == "medium"
+
+
+# -- logins --------------------------------------------------------------------------------
+
+
+def login_from(client: Client, member: Member, ip: str) -> None:
+    reply = client.post(
+        "/v1/auth/login",
+        {"org_id": member.org_id, "email": member.email, "password": member.password},
+        headers={SOURCE_IP_HEADER: ip},
+    )
+    assert reply.status == 200, reply.text
+
+
+def test_impossible_travel_is_high(
+    client: Client, clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    login_from(client, acme, FRANCE)
+    clock.advance(2 * HOUR)
+    login_from(client, acme, AUSTRALIA)
+
+    result = run_scan(stack, clock)
+
+    anomaly_id = rules.finding_id(
+        rules.ANOMALOUS_LOGIN, f"user:{acme.user_id}", rules.hour_of(clock.now() - SETTLE)
+    )
+    assert anomaly_id in result["new"]
+    found = finding("acme", anomaly_id)
+    assert found.severity == "high"
+    assert "impossible_travel" in found.details["signals"]
+    assert found.details["country"] == "AU"
+
+
+def test_many_users_from_one_address(
+    client: Client, clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    users = [add_member("acme", f"user{n}@acme.example") for n in range(4)]
+    for member in [acme, *users[:2]]:
+        login_from(client, member, "198.51.100.7")
+    first = run_scan(stack, clock)
+    assert not [name for name in first["new"] if name.startswith(rules.SHARED_SOURCE_IP)]
+
+    for member in users[2:]:
+        login_from(client, member, "198.51.100.7")
+    second = run_scan(stack, clock)
+
+    shared_id = rules.finding_id(
+        rules.SHARED_SOURCE_IP, "ip:198.51.100.7", rules.hour_of(clock.now())
+    )
+    assert shared_id in second["new"]
+    assert finding("acme", shared_id).details["users"] == 5
+
+
+def test_login_at_an_unusual_hour(
+    client: Client,
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    thresholds: Callable[..., None],
+) -> None:
+    thresholds(cso_profile_min_logins=3)
+    for _ in range(3):
+        login_from(client, acme, "192.0.2.1")
+        clock.advance(60)
+    usual = run_scan(stack, clock)
+    assert not [name for name in usual["new"] if name.startswith(rules.UNUSUAL_LOGIN_HOUR)]
+
+    clock.advance(12 * HOUR)
+    login_from(client, acme, "192.0.2.1")
+    result = run_scan(stack, clock)
+
+    unusual = [name for name in result["new"] if name.startswith(rules.UNUSUAL_LOGIN_HOUR)]
+    assert len(unusual) == 1
+    found = finding("acme", unusual[0])
+    assert found.severity == "low"
+    assert found.details["logins_on_record"] == 3
+
+
+# -- the policy ----------------------------------------------------------------------------
+
+
+def test_enforcement_switched_off_then_restored(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    set_policy("acme", enforcement="off")
+    result = run_scan(stack, clock)
+    weakened = [name for name in result["new"] if name.startswith(rules.ENFORCEMENT_WEAKENED)]
+    assert len(weakened) == 1
+    found = finding("acme", weakened[0])
+    assert found.severity == "high"
+    assert found.subject == "org"
+    assert found.details["reasons"] == ["enforcement_lowered"]
+
+    clock.advance(HOUR)
+    set_policy("acme", enforcement="required", grace_days=7)
+    restored = run_scan(stack, clock)
+
+    assert weakened[0] in restored["resolved"]
+
+
+def test_scope_narrowed_is_medium(clock: ManualClock, stack: LocalStack, acme: Member) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    set_policy("acme", enforcement="required", grace_days=7, scope="roles", scope_roles=("admin",))
+
+    result = run_scan(stack, clock)
+
+    [weakened] = [name for name in result["new"] if name.startswith(rules.ENFORCEMENT_WEAKENED)]
+    assert finding("acme", weakened).severity == "medium"
+    assert finding("acme", weakened).details["reasons"] == ["scope_narrowed"]
+
+
+# -- notifications -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def queues(stack: LocalStack) -> Iterator[dict[str, str]]:
+    """SQS queues that receive the security topic's messages and the findings bus's events."""
+    settings = runtime.services().settings
+    assert settings.security_topic_arn is not None
+    assert settings.findings_bus_name is not None
+    endpoint = {"endpoint_url": stack.aws_endpoint_url, "region_name": "us-east-1"}
+    sqs = boto3.client("sqs", **endpoint)
+    sns = boto3.client("sns", **endpoint)
+    events = boto3.client("events", **endpoint)
+
+    urls = {
+        name: sqs.create_queue(QueueName=f"findings-{name}")["QueueUrl"]
+        for name in ("topic", "bus")
+    }
+    arns = {
+        name: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        for name, url in urls.items()
+    }
+    subscription = sns.subscribe(
+        TopicArn=settings.security_topic_arn, Protocol="sqs", Endpoint=arns["topic"]
+    )
+
+    bus = settings.findings_bus_name
+    events.put_rule(
+        Name="findings-to-queue",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["mfa.cso_scan"], "detail-type": ["MFA finding"]}),
+    )
+    events.put_targets(
+        Rule="findings-to-queue", EventBusName=bus, Targets=[{"Id": "queue", "Arn": arns["bus"]}]
+    )
+    try:
+        yield urls
+    finally:
+        events.remove_targets(Rule="findings-to-queue", EventBusName=bus, Ids=["queue"])
+        events.delete_rule(Name="findings-to-queue", EventBusName=bus)
+        sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
+        for url in urls.values():
+            sqs.delete_queue(QueueUrl=url)
+
+
+def received(stack: LocalStack, url: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint_url, region_name="us-east-1")
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    return [json.loads(message["Body"]) for message in messages.get("Messages", [])]
+
+
+def test_new_findings_reach_topic_and_bus(
+    flow: Flow,
+    clock: ManualClock,
+    stack: LocalStack,
+    enrolled: Member,
+    queues: dict[str, str],
+) -> None:
+    fail_mfa(flow, enrolled, 5)
+    result = run_scan(stack, clock)
+    spike = rules.finding_id(
+        rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", rules.hour_of(clock.now())
+    )
+    assert spike in result["new"]
+
+    topic = [json.loads(body["Message"]) for body in received(stack, queues["topic"])]
+    bus = received(stack, queues["bus"])
+
+    [published] = [message for message in topic if message["finding_id"] == spike]
+    assert published["kind"] == "cso.finding"
+    assert published["org_id"] == "acme"
+    assert published["severity"] == "medium"
+    [event] = [item for item in bus if item["detail"]["finding_id"] == spike]
+    assert event["source"] == "mfa.cso_scan"
+    assert event["detail-type"] == "MFA finding"
+    assert event["detail"]["rule"] == rules.FAILED_MFA_SPIKE
+    assert enrolled.totp_secret is not None
+    for message in [*topic, *bus]:
+        assert enrolled.totp_secret not in json.dumps(message)
+        assert enrolled.password not in json.dumps(message)
+
+    fail_mfa(flow, enrolled, 1)
+    again = run_scan(stack, clock)
+    assert spike in again["updated"]
+    assert received(stack, queues["topic"]) == []  # a re-detection is not notified again
+    assert received(stack, queues["bus"]) == []
+
+
+def test_topic_messages_capped_per_run(
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    queues: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mfa_core.cso.scan.MAX_TOPIC_MESSAGES", 2)
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("operator",))
+    for n in range(4):
+        add_member("acme", f"ops{n}@acme.example")
+
+    result = run_scan(stack, clock)
+
+    assert len(result["new"]) == 4
+    topic = [json.loads(body["Message"]) for body in received(stack, queues["topic"])]
+    kinds = sorted(message["kind"] for message in topic)
+    assert kinds == ["cso.finding", "cso.finding", "cso.findings_summary"]
+    [rest] = [message for message in topic if message["kind"] == "cso.findings_summary"]
+    assert rest["severities"] == {"high": 2}
+    bus = received(stack, queues["bus"])
+    assert len(bus) == 4
+
+
+# -- the findings API ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed(client: Client, flow: Flow, clock: ManualClock, stack: LocalStack) -> str:
+    """Three "not enrolled" findings, two open (high) and one resolved; the admin's token."""
+    add_org("acme")
+    set_policy("acme", enforcement="required", scope="roles", scope_roles=("operator",))
+    members = [add_member("acme", f"ops{n}@acme.example") for n in range(3)]
+    run_scan(stack, clock)
+    flow.enroll(members[0], flow.login_ok(members[0], "enrollment_required")["enrollment_token"])
+    run_scan(stack, clock)
+    admin = Member("acme", "admin@acme.example", "correct horse battery staple", "")
+    token: str = flow.login_ok(admin, "authenticated")["access_token"]
+    return token
+
+
+def test_findings_api_filters(client: Client, listed: str) -> None:
+    every = client.get("/v1/orgs/acme/findings", token=listed)
+    assert every.status == 200, every.text
+    assert len(every.body["findings"]) == 3
+    assert every.body["next"] is None
+
+    resolved = client.get("/v1/orgs/acme/findings?status=resolved", token=listed).body
+    assert [item["status"] for item in resolved["findings"]] == ["resolved"]
+    assert resolved["findings"][0]["resolved_at"] is not None
+    low = client.get("/v1/orgs/acme/findings?severity=low", token=listed).body["findings"]
+    assert low == []
+    high = client.get(
+        f"/v1/orgs/acme/findings?status=open&severity=high&rule={rules.NOT_ENROLLED}",
+        token=listed,
+    ).body["findings"]
+    assert len(high) == 2
+    assert {item["rule"] for item in high} == {rules.NOT_ENROLLED}
+    other_rule = client.get(f"/v1/orgs/acme/findings?rule={rules.CLONED_KEY}", token=listed)
+    assert other_rule.body["findings"] == []
+
+
+def test_findings_api_pages(client: Client, listed: str) -> None:
+    seen: list[str] = []
+    path = "/v1/orgs/acme/findings?limit=2"
+    first = client.get(path, token=listed).body
+    seen += [item["finding_id"] for item in first["findings"]]
+    assert len(first["findings"]) == 2
+    assert first["next"] is not None
+
+    second = client.get(f"{path}&next={first['next']}", token=listed).body
+
+    seen += [item["finding_id"] for item in second["findings"]]
+    assert len(second["findings"]) == 1
+    assert second["next"] is None
+    assert len(set(seen)) == 3
+    assert seen == sorted(seen)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("status=closed", "status"),
+        ("severity=urgent", "severity"),
+        ("rule=unknown", "rule"),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("next=not-a-cursor", "next"),
+        ("sort=asc", "sort"),
+    ],
+)
+def test_findings_api_rejects_bad_parameters(
+    client: Client, listed: str, query: str, field: str
+) -> None:
+    reply = client.get(f"/v1/orgs/acme/findings?{query}", token=listed)
+
+    assert reply.status == 400
+    assert reply.header("content-type") == "application/problem+json"
+    assert reply.body["field"] == field
+
+
+def test_findings_api_other_org_not_found(client: Client, flow: Flow, listed: str) -> None:
+    other = add_org("globex")
+    token = flow.login_ok(other, "authenticated")["access_token"]
+
+    reply = client.get("/v1/orgs/acme/findings", token=token)
+
+    assert reply.status == 404
+    assert client.get("/v1/orgs/globex/findings", token=token).body["findings"] == []
+
+
+def test_findings_api_forbidden_for_non_admin(client: Client, flow: Flow, acme: Member) -> None:
+    member = add_member("acme", "viewer@acme.example", role="viewer")
+    token = flow.login_ok(member, "authenticated")["access_token"]
+
+    reply = client.get("/v1/orgs/acme/findings", token=token)
+
+    assert reply.status == 403
+    assert client.get("/v1/orgs/acme/findings").status == 401
+
+
+# -- incremental reads ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def dynamodb_calls() -> Iterator[list[tuple[str, dict[str, Any], dict[str, Any]]]]:
+    """Record each DynamoDB request of this thread with its response."""
+    recorded: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    thread = threading.get_ident()
+    original = BaseClient._make_api_call
+
+    def call(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        response = original(self, operation, params)
+        if self.meta.service_model.service_name == "dynamodb" and threading.get_ident() == thread:
+            recorded.append((operation, params, response))
+        return response
+
+    BaseClient._make_api_call = call  # type: ignore[method-assign]
+    try:
+        yield recorded
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[method-assign]
+
+
+def on_table(
+    calls: list[tuple[str, dict[str, Any], dict[str, Any]]], table: str
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    return [call for call in calls if call[1].get("TableName") == table]
+
+
+def test_rerun_without_events_reads_one_empty_range(
+    flow: Flow,
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    dynamodb_calls: list[tuple[str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    set_policy(
+        "acme", enforcement="required", scope="roles", scope_roles=("operator",), grace_days=3
+    )
+    for n in range(3):
+        add_member("acme", f"ops{n}@acme.example")
+    run_scan(stack, clock)
+    settings = runtime.services().settings
+    dynamodb_calls.clear()
+
+    result = run_scan(stack, clock)
+
+    assert result["events_read"] == 0
+    audit_calls = on_table(dynamodb_calls, settings.audit_table)
+    assert [operation for operation, _, _ in audit_calls] == ["Query"]
+    assert audit_calls[0][2]["Count"] == 0
+    assert on_table(dynamodb_calls, settings.users_table) == []
+    assert result["members_read"] == 0
+    assert not [
+        call
+        for call in dynamodb_calls
+        if call[0] == "Scan" and call[1]["TableName"] != settings.orgs_table
+    ]
+
+
+def test_rerun_reads_only_the_members_named(
+    flow: Flow,
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    dynamodb_calls: list[tuple[str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    set_policy(
+        "acme", enforcement="required", scope="roles", scope_roles=("operator",), grace_days=3
+    )
+    members = [add_member("acme", f"ops{n}@acme.example") for n in range(5)]
+    run_scan(stack, clock)
+    flow.login_ok(members[0], "authenticated")
+    settings = runtime.services().settings
+    dynamodb_calls.clear()
+
+    result = run_scan(stack, clock)
+
+    users = on_table(dynamodb_calls, settings.users_table)
+    assert [operation for operation, _, _ in users] == ["GetItem"]
+    assert users[0][1]["Key"]["user_id"]["S"] == members[0].user_id
+    assert result["members_read"] == 1
+    assert result["events_read"] >= 1
+
+
+def test_full_pass_over_compliant_org_writes_no_finding(
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    dynamodb_calls: list[tuple[str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    for n in range(3):
+        add_member("acme", f"ops{n}@acme.example")
+
+    result = run_scan(stack, clock)
+
+    assert result["full_member_pass"] is True
+    assert result["members_read"] == 4
+    findings_table = runtime.services().settings.findings_table
+    operations = [operation for operation, _, _ in on_table(dynamodb_calls, findings_table)]
+    assert operations == ["Query"]  # the open "not enrolled" findings, none
+
+
+# -- the operator command ------------------------------------------------------------------
+
+
+def test_cli_scan_prints_results(
+    clock: ManualClock, acme: Member, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mfa_core import cli  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    set_policy("acme", enforcement="required")
+    clock.advance(SETTLE)
+
+    assert cli.main(["cso", "scan", "--org-id", "acme"]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert [org["org_id"] for org in output["orgs"]] == ["acme"]
+    assert not_enrolled_id(acme) in output["orgs"][0]["new"]
+
+    assert cli.main(["cso", "scan", "--org-id", "missing"]) == cli.EXIT_ERROR
+    assert "not_found" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""The security scan's pure rules: policy weakening, and finding ids and evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mfa_core.cso import rules
+from mfa_core.cso.rules import Event
+from mfa_core.policy import MfaPolicy
+
+REQUIRED = MfaPolicy(enforcement="required").as_json()
+
+
+def policy(**changes: Any) -> dict[str, Any]:
+    return MfaPolicy(**changes).as_json()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "reasons"),
+    [
+        (REQUIRED, policy(enforcement="off"), ["enforcement_lowered"]),
+        (REQUIRED, policy(enforcement="optional"), ["enforcement_lowered"]),
+        (policy(enforcement="optional"), policy(enforcement="off"), ["enforcement_lowered"]),
+        (REQUIRED, policy(scope="roles", scope_roles=("admin",)), ["scope_narrowed"]),
+        (
+            policy(scope="roles", scope_roles=("admin", "operator")),
+            policy(scope="roles", scope_roles=("admin",)),
+            ["scope_narrowed"],
+        ),
+        (REQUIRED, policy(enforce_after=1_900_000_000), ["enforcement_postponed"]),
+        # Stricter or equal policies are no weakening.
+        (policy(enforcement="optional"), policy(scope="roles", scope_roles=("admin",)), []),
+        (policy(enforcement="off"), REQUIRED, []),
+        (policy(scope="roles", scope_roles=("admin",)), REQUIRED, []),
+        (REQUIRED, policy(grace_days=5), []),
+        (REQUIRED, REQUIRED, []),
+    ],
+)
+def test_weakening_table(before: dict[str, Any], after: dict[str, Any], reasons: list[str]) -> None:
+    assert rules.weakening(before, after) == reasons
+
+
+def test_switched_off_is_high() -> None:
+    event = Event(
+        event_id="001800000000000-00",
+        event_type="policy.mfa",
+        outcome="success",
+        created_at=1_800_000_000,
+        details={"before": REQUIRED, "after": policy(enforcement="off")},
+    )
+
+    detection = rules.enforcement_weakened(event)
+
+    assert detection is not None
+    assert detection.severity == "high"
+    assert detection.finding_id == "mfa_enforcement_weakened#org#2027-01-15T08"
+
+
+def test_evidence_is_capped_at_the_newest() -> None:
+    ids = [f"{n:015d}-{n:016x}" for n in range(rules.MAX_EVIDENCE + 10)]
+
+    merged = rules.merge_evidence(ids[:30], ids[20:])
+
+    assert len(merged) == rules.MAX_EVIDENCE
+    assert merged == ids[-rules.MAX_EVIDENCE :]
+
+
+def test_blocked_login_is_no_finding() -> None:
+    event = Event(
+        event_id="001800000000000-01",
+        event_type="login.anomaly",
+        outcome="denied",
+        created_at=1_800_000_000,
+        user_id="u_1",
+        details={"signals": ["new_country"], "action": "block"},
+    )
+
+    detections, resolved = rules.detect([event])
+
+    assert detections == []
+    assert resolved == set()

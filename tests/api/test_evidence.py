@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from mfa_core import audit_trail, evidence, runtime
+import pytest
+
+from mfa_core import audit_trail, cli, evidence, runtime
 from mfa_core.clock import ManualClock
 from mfa_core.store.models import AuditModel
 from tests.api.conftest import START, add_member
@@ -12,6 +14,7 @@ from tests.api.harness import Flow, Member
 from tests.api.test_policy import set_policy
 
 HOUR = 3600
+DAY = 24 * HOUR
 
 
 def _org_with_members(flow: Flow, acme: Member, clock: ManualClock) -> None:
@@ -97,3 +100,30 @@ def test_pack_round_trips_through_s3(flow: Flow, acme: Member, clock: ManualCloc
     assert markdown.startswith("# MFA evidence for org `acme`")
     for _framework, title, _facts in evidence.CONTROLS.values():
         assert title in markdown
+
+
+def test_scan_writes_a_pack_daily(
+    flow: Flow, acme: Member, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - as the CLI imports it
+
+    _org_with_members(flow, acme, clock)
+    svc = runtime.services()
+
+    [first] = scan.scan_all(svc, org_id="acme")
+    clock.advance(HOUR)
+    [same_day] = scan.scan_all(svc, org_id="acme")
+    clock.advance(DAY)
+    [next_day] = scan.scan_all(svc, org_id="acme")
+
+    assert first.evidence_key is not None
+    assert same_day.evidence_key is None
+    assert next_day.evidence_key is not None
+    capsys.readouterr()  # the scan's logs
+    assert cli.main(["cso", "evidence", "--org-id", "acme"]) == 0
+    pack = json.loads(capsys.readouterr().out)
+    assert pack["generated_at"] == "2027-01-16T12:05:00Z"
+    assert pack["facts"]["open_findings"]["total"] >= 2  # the two viewers are not enrolled
+    assert cli.main(["cso", "evidence", "--org-id", "acme", "--format", "md", "--new"]) == 0
+    assert "# MFA evidence for org `acme`" in capsys.readouterr().out
+    assert cli.main(["cso", "evidence", "--org-id", "nobody"]) == 2

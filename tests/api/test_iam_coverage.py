@@ -104,6 +104,8 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
         return [("sns:Publish", "*", None)]  # SMS to a phone number has no resource ARN
     if service == "sns" and operation == "Publish":
         return [("sns:Publish", params["TopicArn"], None)]
+    if service == "s3":
+        return [(f"s3:{operation}", f"arn:aws:s3:::{params['Bucket']}/{params['Key']}", None)]
     if service == "events" and operation == "PutEvents":
         return [
             ("events:PutEvents", f"arn:aws:events:{region}:{account}:event-bus/{name}", None)

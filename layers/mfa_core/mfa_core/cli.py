@@ -111,6 +111,24 @@ def _parser() -> argparse.ArgumentParser:
         "takes it); without it, print the current policy",
     )
 
+    _add_audit_and_scan(commands)
+
+    user = commands.add_parser("user", help="manage members")
+    user_commands = user.add_subparsers(dest="action", required=True)
+    create = user_commands.add_parser("create", help="create a member of an org")
+    create.add_argument("--org-id", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--role", choices=ROLES, default="operator")
+    create.add_argument(
+        "--prompt-password",
+        action="store_true",
+        help="read the password from the terminal instead of generating one",
+    )
+    return parser
+
+
+def _add_audit_and_scan(commands: Any) -> None:
+    """Add the `audit` and `cso` commands."""
     trail = commands.add_parser("audit", help="check the audit trail")
     trail_commands = trail.add_subparsers(dest="action", required=True)
     check = trail_commands.add_parser(
@@ -142,19 +160,15 @@ def _parser() -> argparse.ArgumentParser:
         "updated and resolved",
     )
     cso_scan.add_argument("--org-id", help="scan only this org (default: every org)")
-
-    user = commands.add_parser("user", help="manage members")
-    user_commands = user.add_subparsers(dest="action", required=True)
-    create = user_commands.add_parser("create", help="create a member of an org")
-    create.add_argument("--org-id", required=True)
-    create.add_argument("--email", required=True)
-    create.add_argument("--role", choices=ROLES, default="operator")
-    create.add_argument(
-        "--prompt-password",
-        action="store_true",
-        help="read the password from the terminal instead of generating one",
+    pack = cso_commands.add_parser(
+        "evidence",
+        help="print the org's latest compliance evidence pack, which the scan writes daily",
     )
-    return parser
+    pack.add_argument("--org-id", required=True)
+    pack.add_argument("--format", choices=("json", "md"), default="json")
+    pack.add_argument(
+        "--new", action="store_true", help="build and store a new pack first, from current data"
+    )
 
 
 # Exit status of a command that failed (argparse uses the same for a usage error).
@@ -308,6 +322,8 @@ def _verify_audit(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _run_audit_or_scan(svc: Services, args: argparse.Namespace) -> int:
+    if args.command == "cso" and args.action == "evidence":
+        return _evidence(svc, args)
     if args.command == "cso":
         return _scan(svc, args)
     return _verify_audit(svc, args) if args.action == "verify" else _seal_audit(svc, args)
@@ -323,6 +339,19 @@ def _scan(svc: Services, args: argparse.Namespace) -> int:
         raise NotFound("No org with this id.")
     results = scan.scan_all(svc, org_id=args.org_id)
     print(json.dumps({"orgs": [result.as_json() for result in results]}))
+    return 0
+
+
+def _evidence(svc: Services, args: argparse.Namespace) -> int:
+    """Print the org's latest evidence pack, after building a new one with --new."""
+    from mfa_core.cso import scan  # noqa: PLC0415 - see _scan
+
+    org = svc.store.get_org(args.org_id)
+    if org is None:
+        raise NotFound("No org with this id.")
+    if args.new:
+        scan.write_evidence(svc, org)
+    sys.stdout.write(svc.evidence_store.latest(args.org_id, args.format).decode())
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from pynamodb.exceptions import PynamoDBException
 
-from mfa_core import dashboard, policy, sms, telemetry, webauthn
+from mfa_core import dashboard, evidence, policy, sms, telemetry, webauthn
 from mfa_core.cso import rules
 from mfa_core.cso.rules import Detection, Event
 from mfa_core.errors import MfaError
@@ -58,6 +58,8 @@ class ScanResult:
     members_read: int = 0
     full_member_pass: bool = False
     last_event_id: str | None = None
+    # The S3 key of the evidence pack that this run wrote, if it wrote one.
+    evidence_key: str | None = None
     new: list[FindingModel] = field(default_factory=list)
     updated: list[FindingModel] = field(default_factory=list)
     resolved: list[FindingModel] = field(default_factory=list)
@@ -68,6 +70,7 @@ class ScanResult:
             "events_read": self.events_read,
             "members_read": self.members_read,
             "full_member_pass": self.full_member_pass,
+            "evidence_key": self.evidence_key,
             "new": [finding.finding_id for finding in self.new],
             "updated": [finding.finding_id for finding in self.updated],
             "resolved": [finding.finding_id for finding in self.resolved],
@@ -139,6 +142,9 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
 
     _apply(svc, org_id, batch, result, now=now)
     notify(svc, result.new)
+    # Evidence once a day: the first run of each UTC day, and an org's first run.
+    if state is None or _day(float(state.last_run_at)) != _day(now):
+        result.evidence_key = write_evidence(svc, org)
     repo.save_state(
         ScanStateModel(
             org_id,
@@ -159,6 +165,26 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
         },
     )
     return result
+
+
+def write_evidence(svc: Services, org: OrgModel) -> str:
+    """Build the org's evidence pack with its open findings, store it, and return its key."""
+    open_findings: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page, after = svc.scan_store.list_findings(
+            org.org_id, rule=None, status="open", severity=None, after=after, limit=500
+        )
+        open_findings += [{"rule": item.rule, "severity": item.severity} for item in page]
+        if after is None:
+            break
+    pack = evidence.build_pack(svc, org, open_findings=open_findings)
+    stamp = datetime.fromtimestamp(pack.generated_at, UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    return svc.evidence_store.put(org.org_id, stamp, pack.as_json(), pack.markdown())
+
+
+def _day(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
 
 
 class _Batch:

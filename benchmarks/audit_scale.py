@@ -5,8 +5,7 @@ The local stack starts in-process with a manual clock, as in the request counts.
 written straight to the Audit table. Then the sealer runs until every hour is sealed, and the
 operator's verification checks all 744 hours in one call. The report counts the DynamoDB
 requests of each step and times it. The request counts carry over to DynamoDB; the times do
-not, because moto filters a query's whole partition in Python, so its time per query grows
-with the number of items in the partition.
+not, because moto's time per query grows with the number of items in the partition.
 """
 
 from __future__ import annotations

@@ -200,6 +200,8 @@ def export(
 
 def export_record(item: AuditModel) -> dict[str, Any]:
     """Return an audit item's exported fields, in FIELDS order."""
+    # NOTE: an item rewritten with attributes of the wrong type (only a direct write to the
+    # table can do that) fails to load in the export's query and gives a 500; verify reports it.
     values = _stored_values(item)
     return {name: values.get(name) for name in FIELDS}
 

@@ -8,6 +8,7 @@ import pytest
 
 from mfa_core import audit_trail, cli, evidence, runtime
 from mfa_core.clock import ManualClock
+from mfa_core.errors import DependencyFailed
 from mfa_core.store.models import AuditModel
 from tests.api.conftest import START, add_member
 from tests.api.harness import Flow, Member
@@ -127,3 +128,25 @@ def test_scan_writes_a_pack_daily(
     assert cli.main(["cso", "evidence", "--org-id", "acme", "--format", "md", "--new"]) == 0
     assert "# MFA evidence for org `acme`" in capsys.readouterr().out
     assert cli.main(["cso", "evidence", "--org-id", "nobody"]) == 2
+
+
+def test_failed_pack_does_not_stop_scan(
+    flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - as the CLI imports it
+
+    _org_with_members(flow, acme, clock)
+    svc = runtime.services()
+
+    def unavailable(*args: object, **kwargs: object) -> str:
+        raise DependencyFailed("Storing the evidence pack failed.")
+
+    monkeypatch.setattr(svc.evidence_store, "put", unavailable)
+    [first] = scan.scan_all(svc, org_id="acme")
+    clock.advance(HOUR)
+    [second] = scan.scan_all(svc, org_id="acme")
+
+    assert first.evidence_key is None
+    assert first.events_read > 0
+    # The first run's position was saved, so its events are not read again.
+    assert second.events_read == 0

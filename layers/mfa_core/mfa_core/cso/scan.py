@@ -144,7 +144,12 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     notify(svc, result.new)
     # Evidence once a day: the first run of each UTC day, and an org's first run.
     if state is None or _day(float(state.last_run_at)) != _day(now):
-        result.evidence_key = write_evidence(svc, org)
+        try:
+            result.evidence_key = write_evidence(svc, org)
+        except MfaError:
+            # The findings are stored and notified already, so the run still moves on. The
+            # operator can write the pack with `mfa-admin cso evidence --new`.
+            logger.exception("Writing the evidence pack failed", extra={"org_id": org_id})
     repo.save_state(
         ScanStateModel(
             org_id,
@@ -474,7 +479,7 @@ def _check_downgrade(
 ) -> None:
     """After a factor change: the member's last security key removed, or only SMS left."""
     subject = rules.user_subject(user.user_id)
-    held = {
+    remaining = {
         str(info.get("type"))
         for info in user.factor_summaries().values()
         if not info.get("blocked") and info.get("type") != "backup_codes"
@@ -487,7 +492,7 @@ def _check_downgrade(
         and event.outcome == "success"
         and event.details.get("type") == webauthn.TYPE
     ]
-    if webauthn.TYPE in held or user.status != "active":
+    if webauthn.TYPE in remaining or user.status != "active":
         batch.resolve([key_id])
     elif key_removed:
         key_required = org_policy.rule_for(role=user.role, now=now).security_key
@@ -500,13 +505,13 @@ def _check_downgrade(
                     qualifier="security_key_removed",
                     severity="high" if key_required else "medium",
                     title="A member removed their last security key",
-                    details={"remaining_methods": sorted(held), "key_required": key_required},
+                    details={"remaining_methods": sorted(remaining), "key_required": key_required},
                 )
             ]
         )
 
     sms_id = rules.finding_id(rules.METHOD_DOWNGRADE, subject, "sms_only")
-    if held == {sms.TYPE} and user.status == "active":
+    if remaining == {sms.TYPE} and user.status == "active":
         batch.add(
             [
                 _grouped_detection(
@@ -516,7 +521,7 @@ def _check_downgrade(
                     qualifier="sms_only",
                     severity="medium",
                     title="A member's only MFA method left is SMS",
-                    details={"remaining_methods": sorted(held)},
+                    details={"remaining_methods": sorted(remaining)},
                 )
             ]
         )

@@ -257,9 +257,9 @@ def _reject_unknown(params: Mapping[str, str], known: tuple[str, ...]) -> None:
     for name in params:
         if name not in known:
             field = name if NAME_PATTERN.match(name) else None
-            shown = f"'{name}' " if field else ""
+            quoted = f"'{name}' " if field else ""
             raise InvalidInput(
-                f"Query parameter {shown}is unknown; use only: {', '.join(known)}.", field=field
+                f"Query parameter {quoted}is unknown; use only: {', '.join(known)}.", field=field
             )
 
 
@@ -394,11 +394,11 @@ class _HourlyEvents:
     def until(self, end: int) -> list[AuditModel]:
         """Return the events before `end` (epoch seconds) that were not handed out yet."""
         bound = f"{end * 1000:015d}"
-        taken = []
+        hour_events = []
         while self._next is not None and self._next.event_id < bound:
-            taken.append(self._next)
+            hour_events.append(self._next)
             self._next = next(self._events, None)
-        return taken
+        return hour_events
 
 
 def _events_outside(org_id: str, *, first: int, now: float) -> list[str]:

@@ -46,8 +46,8 @@ def mfa_status(
 
 
 def member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> dict[str, Any]:
-    # NOTE: the status comes from the user item's factor summary, which does not record that a
-    # security key is blocked as a suspected clone; such a key still counts as enrolled.
+    # NOTE: the status comes from the user item's factor summary. It does not record that a
+    # security key is blocked as a suspected clone, so such a key still counts as enrolled.
     rule = org_policy.rule_for(role=user.role, now=now)
     held = user.factor_summaries()
     methods = sorted({str(info.get("type")) for info in held.values()})

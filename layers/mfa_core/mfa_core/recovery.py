@@ -263,7 +263,7 @@ def cancel_reset(
 ) -> MfaResetModel:
     """Cancel a pending reset; any admin of the org may, except the admin being reset.
 
-    Whoever holds a hijacked admin account could otherwise keep cancelling the reset that
+    The holder of a hijacked admin account could otherwise keep cancelling the reset that
     would end its sessions.
     """
     admin = members.require_admin(svc, principal, org_id)

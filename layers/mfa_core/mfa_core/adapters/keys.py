@@ -204,6 +204,7 @@ class SigningKeys:
                 f"The parameter {parameter} is not a JWK set; restore an earlier version of it and "
                 "rotate again."
             ) from exc
+
         for jwk in private_jwks:
             archived[jwk["kid"]] = {
                 name: jwk[name] for name in ("kty", "crv", "kid", "x", "y", "created_at")
@@ -217,17 +218,20 @@ class SigningKeys:
                 f"The parameter {parameter} has a key whose created_at is "
                 "not a number; restore an earlier version of it and rotate again."
             ) from exc
+
         # A key is needed while its successor, the key created next, is young enough.
         retained = [
             jwk
             for index, jwk in enumerate(keys)
             if index == 0 or now - int(keys[index - 1].get("created_at", "0")) < ARCHIVE_SECONDS
         ]
+
         if len(retained) > MAX_ARCHIVED_KEYS:
             logger.warning(
                 "Archived signing keys dropped for lack of space",
                 extra={"dropped": len(retained) - MAX_ARCHIVED_KEYS},
             )
+
         self._ssm_client().put_parameter(
             Name=parameter,
             Value=json.dumps({"keys": retained[:MAX_ARCHIVED_KEYS]}, separators=(",", ":")),

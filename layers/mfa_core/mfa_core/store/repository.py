@@ -1127,8 +1127,8 @@ class Store:
         (`sessions_valid_after`), remember-device tokens through `credentials_version`, and the
         recovery code is stored. Raises ConditionFailed naming "reset" when the reset changed
         since it was read, "admin" when its requester or one of its approvers is no longer an
-        active admin, or "user" when the user's factors changed, the user is disabled, or
-        another reset of the user completed after this one was requested.
+        active admin, or "user" when the user's factors changed or the user is disabled. It also
+        raises "user" when another reset of the user completed after this one was requested.
         """
         # A user can hold up to enrollment.MAX_FACTORS factors, so the sessions marked in the
         # first transaction get only the room that its other items leave.

@@ -23,7 +23,8 @@ from mfa_core import audit, runtime
 from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
 from mfa_core.cso import rules
-from mfa_core.store.models import FindingModel, UserModel
+from mfa_core.errors import DependencyFailed
+from mfa_core.store.models import AuditModel, FindingModel, UserModel
 from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
 from tests.api.harness import Client, Flow, Member, wrong_code
 from tests.api.test_policy import set_policy
@@ -753,7 +754,11 @@ def dynamodb_calls() -> Iterator[list[tuple[str, dict[str, Any], dict[str, Any]]
 def on_table(
     calls: list[tuple[str, dict[str, Any], dict[str, Any]]], table: str
 ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    return [call for call in calls if call[1].get("TableName") == table]
+    return [
+        call
+        for call in calls
+        if call[1].get("TableName") == table or table in call[1].get("RequestItems", {})
+    ]
 
 
 def test_rerun_without_events_reads_one_empty_range(
@@ -806,8 +811,9 @@ def test_rerun_reads_only_the_members_named(
     result = run_scan(stack, clock)
 
     users = on_table(dynamodb_calls, settings.users_table)
-    assert [operation for operation, _, _ in users] == ["GetItem"]
-    assert users[0][1]["Key"]["user_id"]["S"] == members[0].user_id
+    assert [operation for operation, _, _ in users] == ["BatchGetItem"]
+    [key] = users[0][1]["RequestItems"][settings.users_table]["Keys"]
+    assert key["user_id"]["S"] == members[0].user_id
     assert result["members_read"] == 1
     assert result["events_read"] >= 1
 
@@ -833,6 +839,178 @@ def test_full_pass_over_compliant_org_writes_no_finding(
 
 
 # -- the operator command ------------------------------------------------------------------
+
+
+# -- runs that fail or overlap -------------------------------------------------------------
+
+
+def counter_writes(calls: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """The state keys of the counters that the recorded requests updated."""
+    table = runtime.services().settings.scan_state_table
+    return [
+        params["Key"]["state_key"]["S"]
+        for operation, params, _ in on_table(calls, table)
+        if operation == "UpdateItem"
+    ]
+
+
+def test_run_failing_before_its_position_is_saved_counts_nothing_twice(  # noqa: PLR0917
+    flow: Flow,
+    clock: ManualClock,
+    stack: LocalStack,
+    enrolled: Member,
+    thresholds: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mfa_core.store.findings import ScanStore  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    thresholds(cso_failed_mfa_per_user=5, cso_failed_mfa_per_ip=100, cso_failed_mfa_per_org=100)
+    assert enrolled.totp_secret is not None
+    signed_in = flow.verify(enrolled, flow.mfa_token(enrolled), flow.code(enrolled.totp_secret))
+    assert signed_in.status == 200, signed_in.text
+    fail_mfa(flow, enrolled, 4)
+    clock.advance(SETTLE)
+    saved = ScanStore.save_state
+
+    def fail(self: ScanStore, state: Any) -> None:
+        raise DependencyFailed()
+
+    monkeypatch.setattr(ScanStore, "save_state", fail)
+    failed = stack.function("CsoScanFunction").invoke({"org_id": "acme"})
+    assert failed["orgs"] == []  # the run counted, then failed before saving its position
+    monkeypatch.setattr(ScanStore, "save_state", saved)
+
+    again = run_scan(stack, clock)
+    assert again["events_read"] > 4  # the same events, read again
+    spike = rules.finding_id(
+        rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", rules.hour_of(clock.now())
+    )
+    assert spike not in again["new"]  # 4 failures, not 8
+    logins = [
+        item
+        for item in AuditModel.query("acme")
+        if item.event_type in rules.LOGIN_EVENTS
+        and item.outcome == "success"
+        and item.user_id == enrolled.user_id
+    ]
+    profiles = runtime.services().scan_store.get_profiles("acme", [enrolled.user_id])
+    assert profiles[enrolled.user_id].logins == len(logins) >= 1
+
+    fail_mfa(flow, enrolled, 1)
+    fifth = run_scan(stack, clock)
+    assert spike in fifth["new"]
+    assert finding("acme", spike).details["failures"] == 5
+
+
+def test_hours_read_whole_need_no_counter(
+    clock: ManualClock,
+    stack: LocalStack,
+    enrolled: Member,
+    thresholds: Callable[..., None],
+    dynamodb_calls: list[tuple[str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    thresholds(cso_failed_mfa_per_user=5, cso_failed_mfa_per_ip=100, cso_failed_mfa_per_org=100)
+    hours = []
+    for failures in (2, 6, 1):
+        clock.advance(HOUR)
+        hours.append(rules.hour_of(clock.now()))
+        for _ in range(failures):
+            record("acme", "login.mfa", user_id=enrolled.user_id, outcome="failure")
+    dynamodb_calls.clear()
+
+    result = run_scan(stack, clock)
+
+    # Only the hour of the last event can get more events in a later run.
+    written = counter_writes(dynamodb_calls)
+    assert written
+    assert all(key.endswith(f"#{hours[2]}") for key in written), written
+    spike = rules.finding_id(rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", hours[1])
+    assert spike in result["new"]
+    assert finding("acme", spike).details["failures"] == 6
+
+
+def test_counts_go_on_across_runs_that_split_an_hour(
+    clock: ManualClock,
+    stack: LocalStack,
+    enrolled: Member,
+    thresholds: Callable[..., None],
+) -> None:
+    thresholds(
+        cso_failed_mfa_per_user=5,
+        cso_failed_mfa_per_ip=100,
+        cso_failed_mfa_per_org=100,
+        cso_max_events=3,
+    )
+    run_scan(stack, clock)  # reads the events of creating the org, three at a time
+    while run_scan(stack, clock)["events_read"]:
+        pass
+    clock.advance(HOUR)
+    for _ in range(5):
+        record("acme", "login.mfa", user_id=enrolled.user_id, outcome="failure")
+    spike = rules.finding_id(
+        rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", rules.hour_of(clock.now())
+    )
+
+    first = run_scan(stack, clock)
+    second = run_scan(stack, clock)
+
+    assert (first["events_read"], second["events_read"]) == (3, 2)
+    assert spike not in first["new"]
+    assert spike in second["new"]
+    assert finding("acme", spike).details["failures"] == 5
+
+
+def test_overlapping_runs_notify_a_new_finding_once(  # noqa: PLR0917
+    flow: Flow,
+    clock: ManualClock,
+    stack: LocalStack,
+    enrolled: Member,
+    thresholds: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+    from mfa_core.store.findings import ScanStore  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    thresholds(cso_failed_mfa_per_user=5, cso_failed_mfa_per_ip=100, cso_failed_mfa_per_org=100)
+    fail_mfa(flow, enrolled, 5)
+    clock.advance(SETTLE)
+    # Both runs read the stored findings before either writes one.
+    both_read = threading.Barrier(2, timeout=60)
+    read_findings = ScanStore.get_findings
+
+    def get_findings(self: ScanStore, org_id: str, finding_ids: Any) -> Any:
+        found = read_findings(self, org_id, finding_ids)
+        both_read.wait()
+        return found
+
+    monkeypatch.setattr(ScanStore, "get_findings", get_findings)
+    svc = runtime.services()
+    org = svc.store.get_org("acme")
+    assert org is not None
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(scan.scan_org(svc, org))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    spike = rules.finding_id(
+        rules.FAILED_MFA_SPIKE, f"user:{enrolled.user_id}", rules.hour_of(clock.now())
+    )
+    notified = [finding.finding_id for result in results for finding in result.new].count(spike)
+    assert notified == 1
+    stored = finding("acme", spike)
+    assert stored.details["failures"] == 5
+    assert len(stored.evidence) == 5
 
 
 def test_cli_scan_prints_results(

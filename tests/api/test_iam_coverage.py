@@ -87,6 +87,10 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
                     )
                 )
             return pairs
+        if operation in ("BatchGetItem", "BatchWriteItem"):
+            return [
+                (f"dynamodb:{operation}", table_arn(name), None) for name in params["RequestItems"]
+            ]
         return [
             (
                 f"dynamodb:{operation}",

@@ -21,9 +21,9 @@ from pynamodb.exceptions import PynamoDBException
 from mfa_core import dashboard, evidence, policy, sms, telemetry, webauthn
 from mfa_core.cso import rules
 from mfa_core.cso.rules import Detection, Event
-from mfa_core.errors import MfaError
+from mfa_core.errors import DependencyFailed, MfaError
 from mfa_core.runtime import Services
-from mfa_core.store.findings import STATE_KEY, profile_key
+from mfa_core.store.findings import STATE_KEY, WRITE_ATTEMPTS, profile_key
 from mfa_core.store.models import (
     FindingModel,
     LoginProfileModel,
@@ -46,6 +46,8 @@ MAX_LISTED_USERS = 20
 # first run can open a finding for every member not enrolled. Findings past this count go into
 # one summary message, and the event bus gets every finding.
 MAX_TOPIC_MESSAGES = 20
+# What storing a detection did to its finding.
+NEW, UPDATED, UNCHANGED = "new", "updated", "unchanged"
 
 
 @dataclass
@@ -118,8 +120,9 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     detections, resolved = rules.detect(events)
     batch.add(detections)
     batch.resolve(resolved)
-    _count_failed_mfa(svc, org_id, events, batch)
-    _count_shared_addresses(svc, org_id, events, batch)
+    window = _Window.of(after, events)
+    _count_failed_mfa(svc, org_id, events, batch, window)
+    _count_shared_addresses(svc, org_id, events, batch, window)
     _profile_login_hours(svc, org_id, events, batch)
     _check_policy_changes(svc, org_id, events, batch)
 
@@ -214,7 +217,43 @@ class _Batch:
 # -- rules that count per hour -------------------------------------------------------------
 
 
-def _count_failed_mfa(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
+@dataclass(frozen=True)
+class _Window:
+    """The UTC hours of one run's events that other runs read events of too.
+
+    Earlier runs may have counted events of the hour that the run's position lies in, and later
+    runs may count more events of the hour of the run's last event and after. Every event of an
+    hour between those two is in this run, so its counts need no stored counter: that keeps the
+    requests of a run that catches up on a long history to a few per stored hour.
+    """
+
+    first_hour: str | None
+    last_hour: str
+
+    @classmethod
+    def of(cls, after: str | None, events: list[Event]) -> _Window:
+        first_hour = None
+        if after is not None:
+            moment = _event_time(after)
+            # "~" sorts after every hour: a position without a time shares them all.
+            first_hour = "~" if moment is None else rules.hour_of(moment)
+        return cls(first_hour, events[-1].hour if events else "")
+
+    def shared(self, hour: str) -> bool:
+        if self.first_hour is not None and hour <= self.first_hour:
+            return True
+        return hour >= self.last_hour
+
+
+def _event_time(event_id: str) -> float | None:
+    """The time in an event id (epoch milliseconds before the dash), or None."""
+    milliseconds = event_id.partition("-")[0]
+    return int(milliseconds) / 1000 if milliseconds.isdigit() else None
+
+
+def _count_failed_mfa(
+    svc: Services, org_id: str, events: list[Event], batch: _Batch, window: _Window
+) -> None:
     """Failed MFA proofs per user, per org and per source address in each UTC hour."""
     settings = svc.settings
     thresholds = {
@@ -234,13 +273,14 @@ def _count_failed_mfa(svc: Services, org_id: str, events: list[Event], batch: _B
 
     for (subject, hour), grouped in groups.items():
         kind = subject.split(":", 1)[0]
-        total = svc.scan_store.add_to_counter(
-            org_id,
-            f"count#{rules.FAILED_MFA_SPIKE}#{subject}#{hour}",
-            count=len(grouped),
-            members=None,
-            expires_at=_counter_expiry(hour),
-        )
+        total = len(grouped)
+        if window.shared(hour):
+            total = svc.scan_store.add_events(
+                org_id,
+                f"count#{rules.FAILED_MFA_SPIKE}#{subject}#{hour}",
+                event_ids=[event.event_id for event in grouped],
+                expires_at=_counter_expiry(hour),
+            )
         threshold = thresholds[kind]
         if total < threshold:
             continue
@@ -259,7 +299,9 @@ def _count_failed_mfa(svc: Services, org_id: str, events: list[Event], batch: _B
         )
 
 
-def _count_shared_addresses(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
+def _count_shared_addresses(
+    svc: Services, org_id: str, events: list[Event], batch: _Batch, window: _Window
+) -> None:
     """Distinct users who tried to sign in from one source address in each UTC hour."""
     groups: dict[tuple[str, str], list[Event]] = defaultdict(list)
     for event in events:
@@ -269,13 +311,14 @@ def _count_shared_addresses(svc: Services, org_id: str, events: list[Event], bat
     threshold = svc.settings.cso_users_per_ip
     for (address, hour), grouped in groups.items():
         users = {event.user_id for event in grouped if event.user_id is not None}
-        total = svc.scan_store.add_to_counter(
-            org_id,
-            f"count#{rules.SHARED_SOURCE_IP}#ip:{address}#{hour}",
-            count=0,
-            members=users,
-            expires_at=_counter_expiry(hour),
-        )
+        total = len(users)
+        if window.shared(hour):
+            total = svc.scan_store.add_members(
+                org_id,
+                f"count#{rules.SHARED_SOURCE_IP}#ip:{address}#{hour}",
+                members=users,
+                expires_at=_counter_expiry(hour),
+            )
         if total < threshold:
             continue
         batch.add(
@@ -324,10 +367,17 @@ def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch:
             logins[event.user_id].append(event)
 
     minimum = svc.settings.cso_profile_min_logins
-    for user_id, user_logins in logins.items():
-        profile = svc.scan_store.get_profile(org_id, user_id) or LoginProfileModel(
+    profiles = svc.scan_store.get_profiles(org_id, logins)
+    changed = []
+    for user_id, read in logins.items():
+        profile = profiles.get(user_id) or LoginProfileModel(
             org_id, profile_key(user_id), hours={}, logins=0
         )
+        # Logins up to `upto` are in the profile already, from a run that failed after it.
+        counted = profile.upto or ""
+        user_logins = [event for event in read if event.event_id > counted]
+        if not user_logins:
+            continue
         counts = profile.hour_counts()
         total = int(profile.logins or 0)
         for event in user_logins:
@@ -351,7 +401,9 @@ def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch:
             total += 1
         profile.hours = {str(hour): count for hour, count in counts.items()}
         profile.logins = total
-        svc.scan_store.save_profile(profile)
+        profile.upto = user_logins[-1].event_id
+        changed.append(profile)
+    svc.scan_store.save_profiles(changed)
 
 
 # -- the policy ----------------------------------------------------------------------------
@@ -399,8 +451,7 @@ def _check_members(
     if result.full_member_pass:
         users = _every_member(svc, org_id)
     else:
-        named = (svc.store.get_user(org_id, user_id) for user_id in sorted(by_user))
-        users = (user for user in named if user is not None)
+        users = svc.store.get_users(org_id, by_user)
 
     checked = set()
     for user in users:
@@ -561,50 +612,78 @@ def _escalate_overdue(
 
 def _apply(svc: Services, org_id: str, batch: _Batch, result: ScanResult, *, now: float) -> None:
     repo = svc.scan_store
+    stored = repo.get_findings(org_id, batch.detections)
     for finding_id, detection in batch.detections.items():
-        existing = repo.get_finding(org_id, finding_id)
-        first_at = detection.first_at or now
-        last_at = detection.last_at or now
-        if existing is None:
-            finding = FindingModel(
-                org_id,
-                finding_id,
-                rule=detection.rule,
-                severity=detection.severity,
-                status="open",
-                subject=detection.subject,
-                title=detection.title,
-                evidence=rules.merge_evidence([], detection.evidence),
-                details=detection.details,
-                first_seen=first_at,
-                last_seen=last_at,
-                resolved_at=None,
-                deadline=detection.deadline,
-            )
-            repo.save_finding(finding)
-            result.new.append(finding)
-            continue
-
-        reopened = existing.status != "open"
-        raised = rules.max_severity(existing.severity, detection.severity) != existing.severity
-        if reopened:
-            existing.severity = detection.severity
+        read = stored.get(finding_id)
+        for _attempt in range(WRITE_ATTEMPTS):
+            finding, kind = _merge(org_id, finding_id, read, detection, now=now)
+            if kind == UNCHANGED or repo.put_finding(finding, read=read):
+                break
+            # Another run wrote this finding since it was read: merge into its version.
+            read = repo.get_finding(org_id, finding_id)
         else:
-            existing.severity = rules.max_severity(existing.severity, detection.severity)
-        existing.status = "open"
-        existing.resolved_at = None
-        existing.title = detection.title
-        existing.evidence = rules.merge_evidence(existing.evidence or [], detection.evidence)
-        existing.details = {**_plain(existing.details), **detection.details}
-        existing.last_seen = max(float(existing.last_seen), last_at)
-        existing.deadline = detection.deadline
-        repo.save_finding(existing)
-        (result.new if reopened or raised else result.updated).append(existing)
+            raise DependencyFailed()
+        if kind == NEW:
+            result.new.append(finding)
+        elif kind == UPDATED:
+            result.updated.append(finding)
 
     for finding_id in sorted(batch.resolutions - set(batch.detections)):
         resolved = repo.resolve_finding(org_id, finding_id, now=now)
         if resolved is not None:
             result.resolved.append(resolved)
+
+
+def _merge(
+    org_id: str, finding_id: str, read: FindingModel | None, detection: Detection, *, now: float
+) -> tuple[FindingModel, str]:
+    """Return the finding with the detection merged in, and whether that makes it NEW (first
+    seen, reopened or raised in severity), UPDATED or UNCHANGED."""
+    first_at = detection.first_at or now
+    last_at = detection.last_at or now
+    if read is None:
+        finding = FindingModel(
+            org_id,
+            finding_id,
+            rule=detection.rule,
+            severity=detection.severity,
+            status="open",
+            subject=detection.subject,
+            title=detection.title,
+            evidence=rules.merge_evidence([], detection.evidence),
+            details=detection.details,
+            first_seen=first_at,
+            last_seen=last_at,
+            resolved_at=None,
+            deadline=detection.deadline,
+        )
+        return finding, NEW
+
+    reopened = read.status != "open"
+    severity = (
+        detection.severity if reopened else rules.max_severity(read.severity, detection.severity)
+    )
+    finding = FindingModel(
+        org_id,
+        finding_id,
+        rule=read.rule,
+        severity=severity,
+        status="open",
+        subject=read.subject,
+        title=detection.title,
+        evidence=rules.merge_evidence(list(read.evidence or []), detection.evidence),
+        details={**_plain(read.details), **detection.details},
+        first_seen=float(read.first_seen),
+        last_seen=max(float(read.last_seen), last_at),
+        resolved_at=None,
+        deadline=detection.deadline,
+        revision=read.revision,
+    )
+    if reopened or severity != read.severity:
+        return finding, NEW
+    if summary(finding) == summary(read) and finding.deadline == read.deadline:
+        return finding, UNCHANGED
+    return finding, UPDATED
 
 
 def summary(finding: FindingModel) -> dict[str, Any]:

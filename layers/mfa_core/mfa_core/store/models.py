@@ -368,6 +368,9 @@ class FindingModel(Model):
     resolved_at = NumberAttribute(null=True)
     # The end of a member's enrollment grace period, on "not enrolled" findings only.
     deadline = NumberAttribute(null=True)
+    # Raised by every write, which is conditional on the value read, so that of two runs
+    # changing one finding the second reads it again instead of overwriting the first.
+    revision = NumberAttribute(null=True)
 
 
 class ScanStateModel(Model):
@@ -399,6 +402,9 @@ class ScanCounterModel(Model):
     total = NumberAttribute(null=True)
     members = UnicodeSetAttribute(null=True)
     expires_at = NumberAttribute()
+    # The newest event id in `total`: a run that reads events again, after a run that failed
+    # before saving its position, adds only the events after it.
+    upto = UnicodeAttribute(null=True)
 
 
 class LoginProfileModel(Model):
@@ -412,6 +418,8 @@ class LoginProfileModel(Model):
     # "0" to "23" -> logins that started in that hour.
     hours: MapAttribute[str, Any] = MapAttribute(default=dict)
     logins = NumberAttribute(default=0)
+    # The newest login event id in the profile, so that no login is added twice.
+    upto = UnicodeAttribute(null=True)
 
     def hour_counts(self) -> dict[int, int]:
         value: Any = self.hours

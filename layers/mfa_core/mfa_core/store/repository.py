@@ -8,7 +8,7 @@ DependencyFailed, with nothing half-written because every change is one transact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import monotonic
@@ -175,6 +175,18 @@ class Store:
                 return UserModel.get(org_id, user_id, consistent_read=True)
             except DoesNotExist:
                 return None
+
+    def get_users(self, org_id: str, user_ids: Iterable[str]) -> list[UserModel]:
+        """Return the org's members among `user_ids`, in id order, from consistent
+        BatchGetItem reads (100 keys per request)."""
+        keys = [
+            (org_id, user_id)
+            for user_id in sorted(set(user_ids))
+            if not user_id.startswith("email#")
+        ]
+        with _dynamodb_errors():
+            found = list(UserModel.batch_get(keys, consistent_read=True))
+        return sorted(found, key=lambda user: user.user_id)
 
     def list_users(
         self, org_id: str, *, limit: int, after: str | None

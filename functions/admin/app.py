@@ -157,10 +157,10 @@ def verify_audit(org_id: str) -> Response[str]:
 
 @app.get("/v1/orgs/<org_id>/findings")
 def list_findings(org_id: str) -> Response[str]:
-    query = findings.parse_query(app.current_event.query_string_parameters or {})
     svc = services()
     principal = _admin_caller(svc)
-    return http.json_response(findings.list_findings(svc, principal, org_id, query))
+    params = app.current_event.query_string_parameters or {}
+    return http.json_response(findings.list_findings(svc, principal, org_id, params))
 
 
 def _policy_response(current: policy.MfaPolicy) -> Response[str]:

@@ -8,6 +8,7 @@ recorded through the store as the services record them, because their flows are 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import threading
@@ -726,6 +727,55 @@ def test_findings_api_forbidden_for_non_admin(client: Client, flow: Flow, acme: 
 
     assert reply.status == 403
     assert client.get("/v1/orgs/acme/findings").status == 401
+
+
+def test_findings_api_checks_caller_before_query(client: Client, flow: Flow, listed: str) -> None:
+    other = add_org("globex")
+    token = flow.login_ok(other, "authenticated")["access_token"]
+
+    anonymous = client.get("/v1/orgs/acme/findings?status=closed")
+    other_org = client.get("/v1/orgs/acme/findings?status=closed", token=token)
+
+    assert anonymous.status == 401
+    assert other_org.status == 404
+
+
+def cursor(finding_id: str) -> str:
+    """A `next` value in the API's encoding, naming `finding_id`."""
+    document = json.dumps({"after": finding_id}).encode()
+    return base64.urlsafe_b64encode(document).decode().rstrip("=")
+
+
+def test_findings_api_cursor_of_rule_filter(client: Client, listed: str) -> None:
+    path = f"/v1/orgs/acme/findings?rule={rules.NOT_ENROLLED}&limit=2"
+    first = client.get(path, token=listed).body
+    assert first["next"] is not None
+
+    same_rule = client.get(f"{path}&next={first['next']}", token=listed)
+    other_rule = client.get(
+        f"/v1/orgs/acme/findings?rule={rules.CLONED_KEY}&next={first['next']}", token=listed
+    )
+
+    assert same_rule.status == 200
+    assert len(same_rule.body["findings"]) == 1
+    assert other_rule.status == 400
+    assert other_rule.body["field"] == "next"
+
+
+@pytest.mark.parametrize(
+    "finding_id",
+    [
+        f"{rules.NOT_ENROLLED}#user:\u00e9",
+        f"{rules.NOT_ENROLLED}#user:\ud800",
+        f"{rules.NOT_ENROLLED}#user:\n",
+        "mfa#user:u_1",
+    ],
+)
+def test_findings_api_rejects_forged_cursor(client: Client, listed: str, finding_id: str) -> None:
+    reply = client.get(f"/v1/orgs/acme/findings?next={cursor(finding_id)}", token=listed)
+
+    assert reply.status == 400
+    assert reply.body["field"] == "next"
 
 
 # -- incremental reads ---------------------------------------------------------------------

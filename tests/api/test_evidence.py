@@ -9,7 +9,7 @@ import pytest
 from mfa_core import audit_trail, cli, evidence, runtime
 from mfa_core.clock import ManualClock
 from mfa_core.errors import DependencyFailed
-from mfa_core.store.models import AuditModel
+from mfa_core.store.models import AuditModel, UserModel
 from tests.api.conftest import START, add_member
 from tests.api.harness import Flow, Member
 from tests.api.test_policy import set_policy
@@ -68,6 +68,28 @@ def test_pack_figures_match_the_data(flow: Flow, acme: Member, clock: ManualCloc
         "by_severity": {"critical": 0, "high": 1, "medium": 0, "low": 2},
     }
     assert {control["control"] for control in pack["controls"]} == set(evidence.CONTROLS)
+
+
+def test_pack_leaves_out_blocked_keys(flow: Flow, acme: Member, clock: ManualClock) -> None:
+    _org_with_members(flow, acme, clock)
+    svc = runtime.services()
+    # The admin's security key was flagged as a suspected clone, which blocks it.
+    UserModel(acme.org_id, acme.user_id).update(
+        actions=[
+            UserModel.active_factors["f_cloned"].set(
+                {"type": "webauthn", "label": "Key", "blocked": True}
+            )
+        ]
+    )
+    org = svc.store.get_org("acme")
+    assert org is not None
+
+    facts = evidence.build_pack(svc, org, open_findings=[]).as_json()["facts"]
+
+    assert facts["methods"]["members_by_method"] == {"totp": 2}
+    assert facts["methods"]["phishing_resistant_share"] == 0.0
+    assert facts["enrollment"]["by_role"]["admin"]["enrolled"] == 0
+    assert facts["enrollment"]["by_status"]["grace"] == 3
 
 
 def test_pack_reports_tampered_trail(flow: Flow, acme: Member, clock: ManualClock) -> None:

@@ -42,6 +42,47 @@ def test_weakening_table(before: dict[str, Any], after: dict[str, Any], reasons:
     assert rules.weakening(before, after) == reasons
 
 
+# 2027-01-15T08:00:00Z, the time of the policy change in the tests below.
+CHANGED_AT = 1_800_000_000
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "reasons"),
+    [
+        (REQUIRED, policy(enforce_after=CHANGED_AT + 86_400), ["enforcement_postponed"]),
+        # A start date already past when the policy changes requires MFA at once.
+        (REQUIRED, policy(enforce_after=CHANGED_AT - 86_400), []),
+        (REQUIRED, policy(enforce_after=CHANGED_AT), []),
+        (
+            policy(enforce_after=CHANGED_AT - 2 * 86_400),
+            policy(enforce_after=CHANGED_AT - 86_400),
+            [],
+        ),
+        (
+            policy(enforce_after=CHANGED_AT - 86_400),
+            policy(enforce_after=CHANGED_AT + 86_400),
+            ["enforcement_postponed"],
+        ),
+    ],
+)
+def test_postponed_at_change_time(
+    before: dict[str, Any], after: dict[str, Any], reasons: list[str]
+) -> None:
+    assert rules.weakening(before, after, at=CHANGED_AT) == reasons
+
+
+def test_past_start_date_is_no_finding() -> None:
+    event = Event(
+        event_id="001800000000000-02",
+        event_type="policy.mfa",
+        outcome="success",
+        created_at=CHANGED_AT,
+        details={"before": REQUIRED, "after": policy(enforce_after=CHANGED_AT - 86_400)},
+    )
+
+    assert rules.enforcement_weakened(event) is None
+
+
 def test_switched_off_is_high() -> None:
     event = Event(
         event_id="001800000000000-00",

@@ -46,12 +46,16 @@ def mfa_status(
 
 
 def member_status(user: UserModel, org_policy: policy.MfaPolicy, now: float) -> dict[str, Any]:
-    # NOTE: the status comes from the user item's factor summary. It does not record that a
-    # security key is blocked as a suspected clone, so such a key still counts as enrolled.
     rule = org_policy.rule_for(role=user.role, now=now)
-    held = user.factor_summaries()
-    methods = sorted({str(info.get("type")) for info in held.values()})
-    allowed = {str(info.get("type")) for info in held.values()} & rule.methods
+    # A security key blocked as a suspected clone is rejected at every verification, so it
+    # counts neither as a method nor towards enrollment.
+    usable = {
+        factor_id: info
+        for factor_id, info in user.factor_summaries().items()
+        if not info.get("blocked")
+    }
+    methods = sorted({str(info.get("type")) for info in usable.values()})
+    allowed = {str(info.get("type")) for info in usable.values()} & rule.methods
     has_key = webauthn.TYPE in allowed
     required = rule.enforcement == "required"
     deadline = None

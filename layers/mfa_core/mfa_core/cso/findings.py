@@ -55,20 +55,26 @@ def parse_query(params: Mapping[str, str]) -> FindingsQuery:
             raise InvalidInput(f"Use a limit from 1 to {MAX_LIMIT}.", field="limit")
         limit = int(text)
 
+    rule = params.get("rule")
     return FindingsQuery(
         status=params.get("status"),
         severity=params.get("severity"),
-        rule=params.get("rule"),
+        rule=rule,
         limit=limit,
-        after=_decode_cursor(params["next"]) if "next" in params else None,
+        after=_decode_cursor(params["next"], rule=rule) if "next" in params else None,
     )
 
 
 def list_findings(
-    svc: Services, principal: Principal, org_id: str, query: FindingsQuery
+    svc: Services, principal: Principal, org_id: str, params: Mapping[str, str]
 ) -> dict[str, Any]:
-    """Return one page of the org's findings in finding-id order, for one of its admins."""
+    """Return one page of the org's findings in finding-id order, for one of its admins.
+
+    The caller is checked before the query string, so that a caller from another org or
+    without the admin role learns nothing from the validation of its parameters.
+    """
     members.require_admin(svc, principal, org_id)
+    query = parse_query(params)
     items, following = svc.scan_store.list_findings(
         org_id,
         rule=query.rule,
@@ -95,7 +101,13 @@ def _encode_cursor(finding_id: str) -> str:
     return base64.urlsafe_b64encode(document).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> str:
+def _decode_cursor(cursor: str, *, rule: str | None) -> str:
+    """Return the finding id that a `next` cursor names.
+
+    The id must be of a known rule, and of the `rule` filter when there is one. DynamoDB
+    rejects a start key outside the query's key range, so such a cursor would otherwise end
+    in a 503 instead of a 400 that names it.
+    """
     invalid = InvalidInput("Use the `next` value of the previous page unchanged.", field="next")
     if len(cursor) > MAX_CURSOR:
         raise invalid
@@ -105,6 +117,9 @@ def _decode_cursor(cursor: str) -> str:
         finding_id = document["after"]
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
         raise invalid from exc
-    if not isinstance(finding_id, str) or finding_id.split("#", 1)[0] not in rules.RULES:
+    if not isinstance(finding_id, str) or not (finding_id.isascii() and finding_id.isprintable()):
+        raise invalid
+    finding_rule = finding_id.split("#", 1)[0]
+    if finding_rule not in rules.RULES or (rule is not None and finding_rule != rule):
         raise invalid
     return finding_id

@@ -249,9 +249,15 @@ def _anomaly_detection(event: Event, subject: str) -> Detection:
 # -- the MFA policy ------------------------------------------------------------------------
 
 
-def weakening(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+def weakening(
+    before: Mapping[str, Any], after: Mapping[str, Any], *, at: float | None = None
+) -> list[str]:
     """Return how `after` requires MFA of fewer members, or later, than `before` (as
-    MfaPolicy.as_json gives them); empty when it does not."""
+    MfaPolicy.as_json gives them); empty when it does not.
+
+    `at` is the time of the change (epoch seconds). A start date that is already past at
+    that time does not postpone enforcement.
+    """
     reasons = []
     rank_before = ENFORCEMENT_RANK.get(str(before.get("enforcement")), 0)
     rank_after = ENFORCEMENT_RANK.get(str(after.get("enforcement")), 0)
@@ -261,7 +267,7 @@ def weakening(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     if rank_after == rank_before == ENFORCEMENT_RANK["required"]:
         if _narrower_scope(before, after):
             reasons.append("scope_narrowed")
-        if _postponed(before, after):
+        if _postponed(before, after, at=at):
             reasons.append("enforcement_postponed")
     return reasons
 
@@ -274,11 +280,13 @@ def _narrower_scope(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool
     return not set(before.get("scope_roles") or ()) <= set(after.get("scope_roles") or ())
 
 
-def _postponed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+def _postponed(before: Mapping[str, Any], after: Mapping[str, Any], *, at: float | None) -> bool:
     old, new = before.get("enforce_after"), after.get("enforce_after")
     if new is None:
         return False
     # ISO 8601 times in UTC with one format sort by time.
+    if at is not None and str(new) <= _iso(at):
+        return False
     return old is None or str(new) > str(old)
 
 
@@ -287,7 +295,7 @@ def enforcement_weakened(event: Event) -> Detection | None:
         return None
     before = event.details.get("before") or {}
     after = event.details.get("after") or {}
-    reasons = weakening(before, after)
+    reasons = weakening(before, after, at=event.created_at)
     if not reasons:
         return None
     turned_off = after.get("enforcement") == "off"
@@ -313,6 +321,11 @@ def _enforcement_fields(policy: Mapping[str, Any]) -> dict[str, Any]:
         "scope_roles": list(policy.get("scope_roles") or ()),
         "enforce_after": policy.get("enforce_after"),
     }
+
+
+def _iso(moment: float) -> str:
+    """Format a time as MfaPolicy.as_json formats `enforce_after`."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _earliest(first: float | None, second: float | None) -> float | None:

@@ -219,6 +219,20 @@ def test_export_forbidden_for_non_admin(client: Client, flow: Flow, acme: Member
     assert client.get("/v1/orgs/acme/audit/verify", token=token).status == 403
 
 
+def test_export_checks_caller_before_query(client: Client, flow: Flow, acme: Member) -> None:
+    viewer = add_member("acme", "viewer@acme.example", role="viewer")
+    add_org("globex")
+    bad = {"format": "xml"}
+
+    anonymous = client.get("/v1/orgs/acme/audit?format=xml")
+    other_org = _export(client, _admin_token(flow, acme), org_id="globex", **bad)
+    non_admin = _export(client, _admin_token(flow, viewer), **bad)
+
+    assert anonymous.status == 401
+    assert other_org.status == 404
+    assert non_admin.status == 403
+
+
 # --- Tamper evidence ---
 
 

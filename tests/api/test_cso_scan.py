@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -301,6 +304,27 @@ def test_admin_reset_opens_and_cancel_resolves(
     cancelled = run_scan(stack, clock)
 
     assert cancelled["resolved"] == [reset_id]
+
+
+def test_reset_request_left_to_expire_resolves(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    member = add_member("acme", "ops@acme.example")
+    actor = f"user:{acme.user_id}"
+    # As the reset service records a request: with the time it expires unless approved.
+    details = {"reset_id": "r-1", "expires_at": int(clock.now()) + DAY}
+    record("acme", "mfa_reset.request", user_id=member.user_id, actor=actor, details=details)
+    reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-1")
+    assert reset_id in run_scan(stack, clock)["new"]
+    clock.advance(DAY - HOUR)
+    assert run_scan(stack, clock)["resolved"] == []
+
+    clock.advance(HOUR)
+    expired = run_scan(stack, clock)
+
+    assert expired["events_read"] == 0  # nothing marks the request expired
+    assert expired["resolved"] == [reset_id]
+    assert finding("acme", reset_id).status == "resolved"
 
 
 def test_completed_reset_is_high(clock: ManualClock, stack: LocalStack, acme: Member) -> None:
@@ -1061,6 +1085,72 @@ def test_overlapping_runs_notify_a_new_finding_once(  # noqa: PLR0917
     stored = finding("acme", spike)
     assert stored.details["failures"] == 5
     assert len(stored.evidence) == 5
+
+
+def test_scan_of_every_org_in_new_process(stack: LocalStack, acme: Member) -> None:
+    # A new process is what a cold Lambda container and `mfa-admin cso scan` start from. The
+    # stack's variables are in os.environ, so the child reaches the same moto server.
+    command = "from mfa_core.cli import main; raise SystemExit(main(['cso', 'scan']))"
+
+    completed = subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    scanned = [org["org_id"] for org in json.loads(completed.stdout)["orgs"]]
+    assert "acme" in scanned
+
+
+def test_weakened_and_restored_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    set_policy("acme", enforcement="off")
+    set_policy("acme", enforcement="required", grace_days=7)
+
+    result = run_scan(stack, clock)
+
+    store = runtime.services().scan_store
+    assert store.open_findings("acme", rules.ENFORCEMENT_WEAKENED) == []
+    # The hour without enforcement is still reported, and resolved at once.
+    [weakened] = [name for name in result["new"] if name.startswith(rules.ENFORCEMENT_WEAKENED)]
+    assert weakened in result["resolved"]
+    assert finding("acme", weakened).status == "resolved"
+
+
+def test_failed_run_counts_failures_once_per_user_address_and_org(
+    flow: Flow,
+    clock: ManualClock,
+    enrolled: Member,
+    thresholds: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    thresholds(cso_failed_mfa_per_user=5, cso_failed_mfa_per_ip=5, cso_failed_mfa_per_org=5)
+    fail_mfa(flow, enrolled, 3)
+    clock.advance(SETTLE)
+    svc = runtime.services()
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise DependencyFailed()
+
+    # The run stores nothing of its position, as when DynamoDB or the Lambda timeout
+    # interrupts it after the counters were written.
+    monkeypatch.setattr(svc.scan_store, "save_state", unavailable)
+    assert scan.scan_all(svc, org_id="acme") == []
+    monkeypatch.undo()
+    [retried] = scan.scan_all(svc, org_id="acme")
+
+    assert retried.events_read > 0
+    spikes = [name for name in retried.as_json()["new"] if name.startswith(rules.FAILED_MFA_SPIKE)]
+    assert spikes == []
 
 
 def test_cli_scan_prints_results(

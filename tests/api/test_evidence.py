@@ -62,7 +62,8 @@ def test_pack_figures_match_the_data(flow: Flow, acme: Member, clock: ManualCloc
         "lockout_minutes": svc.settings.lockout_seconds // 60,
     }
     assert facts["audit_integrity"]["valid"] is True
-    assert facts["audit_integrity"]["window_hours"] == 3
+    assert facts["audit_integrity"]["window_hours"] == 24
+    assert facts["audit_integrity"]["hours_sealed_and_checked"] == 3
     assert facts["open_findings"] == {
         "total": 3,
         "by_severity": {"critical": 0, "high": 1, "medium": 0, "low": 2},

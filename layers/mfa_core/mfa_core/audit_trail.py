@@ -167,15 +167,17 @@ def export(
     svc: Services,
     principal: Principal,
     org_id: str,
-    query: ExportQuery,
+    params: Mapping[str, str],
     *,
     context: RequestContext,
 ) -> ExportPage:
-    """Return one page of the org's audit events, oldest first, for one of its admins.
+    """Return one page of the org's audit events, oldest first, for one of its admins; the
+    query parameters are read once the caller is known to be one.
 
     Each page is audited as `audit.export` with its filters, before it is returned.
     """
     admin = members.require_admin(svc, principal, org_id)
+    query = parse_query(params)
     items = list(_query_events(org_id, query))
     next_cursor = None
     if len(items) > query.limit:

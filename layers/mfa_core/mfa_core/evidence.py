@@ -135,7 +135,8 @@ def build_pack(
             "lockout_minutes": svc.settings.lockout_seconds // 60,
         },
         "audit_integrity": {
-            "window_hours": report.periods_checked,
+            "window_hours": VERIFY_SECONDS // 3600,
+            "hours_sealed_and_checked": report.periods_checked,
             "valid": report.valid,
             "modified": len(report.modified),
             "deleted": len(report.deleted),

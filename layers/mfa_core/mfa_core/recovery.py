@@ -533,5 +533,9 @@ def _event(
         user_id=reset.user_id,
         actor=f"user:{actor}" if actor else "system",
         context=context,
-        details={"reset_id": reset.reset_id, **(details or {})},
+        details={
+            "reset_id": reset.reset_id,
+            "expires_at": int(reset.expires_at),
+            **(details or {}),
+        },
     )

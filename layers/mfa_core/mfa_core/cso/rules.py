@@ -213,6 +213,9 @@ def _reset_detection(event: Event, subject: str) -> Detection:
     details: dict[str, Any] = {"reset_id": reset_id, "stage": event.event_type}
     if completed:
         details["factors_disabled"] = event.details.get("factors_disabled")
+    elif event.details.get("expires_at") is not None:
+        # A request left alone expires without an event; the scan resolves it after this.
+        details["expires_at"] = event.details["expires_at"]
     return event_detection(
         event,
         rule=ADMIN_RESET,

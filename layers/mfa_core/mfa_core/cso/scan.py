@@ -89,7 +89,7 @@ def scan_all(svc: Services, *, org_id: str | None = None) -> list[ScanResult]:
         org = svc.store.get_org(org_id)
         orgs: Iterable[OrgModel] = [] if org is None else [org]
     else:
-        orgs = OrgModel.scan()
+        orgs = svc.store.all_orgs()
     results = []
     for org in orgs:
         try:
@@ -134,6 +134,7 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     checked = _check_members(svc, org_id, org_policy, events, batch=batch, result=result, now=now)
     not_enrolled = svc.scan_store.open_findings(org_id, rules.NOT_ENROLLED)
     _escalate_overdue(not_enrolled, checked, batch, now=now)
+    _close_expired_resets(svc.scan_store.open_findings(org_id, rules.ADMIN_RESET), batch, now=now)
     # Members found enrolled resolve only the findings that are open, so that a full pass
     # over an enrolled org makes no write per member.
     open_ids = {finding.finding_id for finding in not_enrolled}
@@ -201,6 +202,8 @@ class _Batch:
     def __init__(self) -> None:
         self.detections: dict[str, Detection] = {}
         self.resolutions: set[str] = set()
+        # Detections of this run that a later event of the run undid: stored, then resolved.
+        self.restored: set[str] = set()
 
     def add(self, detections: Iterable[Detection]) -> None:
         for detection in detections:
@@ -411,15 +414,32 @@ def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch:
 
 def _check_policy_changes(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
     """Resolve "enforcement weakened" findings once a later policy is as strict as the one
-    they record before the change."""
+    they record before the change: those stored, and those of this run's events, which are
+    stored and notified first so that a policy switched off and on again is still reported."""
     changes = [event for event in events if event.event_type == "policy.mfa"]
     if not changes:
         return
+    # Two changes in one millisecond have ids in random order; their versions are in order.
+    changes.sort(key=lambda event: _as_int(event.details.get("version")))
     current = changes[-1].details.get("after") or {}
+    changed_at = changes[-1].created_at
     for finding in svc.scan_store.open_findings(org_id, rules.ENFORCEMENT_WEAKENED):
         before = _plain(finding.details).get("before") or {}
-        if not rules.weakening(before, current):
+        if not rules.weakening(before, current, at=changed_at):
             batch.resolve([finding.finding_id])
+    for finding_id, detection in batch.detections.items():
+        if detection.rule != rules.ENFORCEMENT_WEAKENED:
+            continue
+        before = detection.details.get("before") or {}
+        if not rules.weakening(before, current, at=changed_at):
+            batch.restored.add(finding_id)
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _enforcement_started(org_policy: policy.MfaPolicy, *, since: float, now: float) -> bool:
@@ -607,6 +627,18 @@ def _escalate_overdue(
         )
 
 
+def _close_expired_resets(open_resets: list[FindingModel], batch: _Batch, *, now: float) -> None:
+    """Resolve the findings of reset requests that expired before their last approval. Such a
+    request is marked expired only when an admin next acts on it, which may be never."""
+    for finding in open_resets:
+        details = _plain(finding.details)
+        expires_at = details.get("expires_at")
+        if details.get("stage") == "mfa_reset.complete" or expires_at is None:
+            continue
+        if float(expires_at) <= now:
+            batch.resolve([finding.finding_id])
+
+
 # -- storing and notifying -----------------------------------------------------------------
 
 
@@ -628,10 +660,16 @@ def _apply(svc: Services, org_id: str, batch: _Batch, result: ScanResult, *, now
         elif kind == UPDATED:
             result.updated.append(finding)
 
-    for finding_id in sorted(batch.resolutions - set(batch.detections)):
+    for finding_id in sorted((batch.resolutions - set(batch.detections)) | batch.restored):
         resolved = repo.resolve_finding(org_id, finding_id, now=now)
-        if resolved is not None:
-            result.resolved.append(resolved)
+        if resolved is None:
+            continue
+        result.resolved.append(resolved)
+        # A finding notified as new in this run is notified as resolved already.
+        for finding in result.new:
+            if finding.finding_id == finding_id:
+                finding.status = "resolved"
+                finding.resolved_at = now
 
 
 def _merge(

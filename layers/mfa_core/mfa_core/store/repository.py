@@ -167,6 +167,11 @@ class Store:
         self._retention[org_id] = (monotonic(), audit_retention_days(org.policy))
         return org
 
+    def all_orgs(self) -> Iterator[OrgModel]:
+        """Yield every org, from a paginated Scan of the Orgs table."""
+        with _dynamodb_errors():
+            yield from OrgModel.scan()
+
     def get_user(self, org_id: str, user_id: str) -> UserModel | None:
         if user_id.startswith("email#"):
             return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
+from pynamodb.exceptions import PynamoDBException
 
 from mfa_core import audit_trail, cli, evidence, runtime
 from mfa_core.clock import ManualClock
@@ -153,8 +155,22 @@ def test_scan_writes_a_pack_daily(
     assert cli.main(["cso", "evidence", "--org-id", "nobody"]) == 2
 
 
+# The errors a pack's reads and writes can raise: ours, DynamoDB's through pynamodb (a query
+# of the audit trail that timed out, say) and boto3's.
+PACK_FAILURES = [
+    DependencyFailed("Storing the evidence pack failed."),
+    PynamoDBException("Read timed out."),
+    EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+]
+
+
+@pytest.mark.parametrize("failure", PACK_FAILURES, ids=lambda error: type(error).__name__)
 def test_failed_pack_does_not_stop_scan(
-    flow: Flow, acme: Member, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    flow: Flow,
+    acme: Member,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
 ) -> None:
     from mfa_core.cso import scan  # noqa: PLC0415 - as the CLI imports it
 
@@ -162,7 +178,7 @@ def test_failed_pack_does_not_stop_scan(
     svc = runtime.services()
 
     def unavailable(*args: object, **kwargs: object) -> str:
-        raise DependencyFailed("Storing the evidence pack failed.")
+        raise failure
 
     monkeypatch.setattr(svc.evidence_store, "put", unavailable)
     [first] = scan.scan_all(svc, org_id="acme")

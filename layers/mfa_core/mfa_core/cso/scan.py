@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
 
 from mfa_core import dashboard, evidence, policy, sms, telemetry, webauthn
@@ -46,6 +47,8 @@ MAX_LISTED_USERS = 20
 # first run can open a finding for every member not enrolled. Findings past this count go into
 # one summary message, and the event bus gets every finding.
 MAX_TOPIC_MESSAGES = 20
+# What fails one org's run, or its evidence pack, and leaves the other orgs to run.
+SCAN_ERRORS = (MfaError, PynamoDBException, BotoCoreError, ClientError)
 # What storing a detection did to its finding.
 NEW, UPDATED, UNCHANGED = "new", "updated", "unchanged"
 
@@ -94,7 +97,7 @@ def scan_all(svc: Services, *, org_id: str | None = None) -> list[ScanResult]:
     for org in orgs:
         try:
             results.append(scan_org(svc, org))
-        except (MfaError, PynamoDBException):
+        except SCAN_ERRORS:
             logger.exception("Security scan of an org failed", extra={"org_id": org.org_id})
     return results
 
@@ -150,7 +153,7 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     if state is None or _day(float(state.last_run_at)) != _day(now):
         try:
             result.evidence_key = write_evidence(svc, org)
-        except MfaError:
+        except SCAN_ERRORS:
             # The findings are stored and notified already, so the run still moves on. The
             # operator can write the pack with `mfa-admin cso evidence --new`.
             logger.exception("Writing the evidence pack failed", extra={"org_id": org_id})

@@ -13,6 +13,9 @@ The report counts each step's DynamoDB requests and times it. Requests should fo
 events and orgs, not the history: steps 2 to 4 must cost a small fraction of step 1. The
 request counts carry over to DynamoDB; moto's times do not.
 
+Run it as `python -m benchmarks.cso_scale [--write]`. It takes several minutes, so
+`benchmarks.run` leaves it out; `--write` replaces its own section of RESULTS.md.
+
 Moto answers a query in time that grows with the partition (see benchmarks/audit_scale.py):
 over these 100,000 events one page can take longer than the clients' 5-second read timeout,
 so the benchmark raises that timeout. DynamoDB answers from an index and needs no such change.
@@ -20,13 +23,17 @@ so the benchmark raises that timeout. DynamoDB answers from an index and needs n
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from botocore.config import Config
 
+from benchmarks import run as bench_run
 from benchmarks.request_counts import (
     ADMIN_PASSWORD,
     START,
@@ -45,6 +52,8 @@ from mfa_core.cso import scan
 from mfa_core.policy import MfaPolicy, set_mfa_policy
 from mfa_core.store.models import AuditModel, UserModel, user_key
 
+BEGIN_MARKER = "<!-- security scan results: begin -->"
+END_MARKER = "<!-- security scan results: end -->"
 ORG_ID = "scale"
 MEMBERS = 10_000
 EVENTS = 100_000
@@ -240,5 +249,30 @@ def measure() -> CsoScaleResult:
     return CsoScaleResult(steps, open_findings)
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cso_scale", description=__doc__)
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help=f"replace the security scan's section of {bench_run.RESULTS_PATH.name}",
+    )
+    args = parser.parse_args(argv)
+    started = datetime.now(UTC)
+    clock_start = time.monotonic()
+    result = measure()
+    text = "\n\n".join(
+        [
+            "### 6. The security scan over 10,000 members and 100,000 events",
+            bench_run.machine_line(started, time.monotonic() - clock_start),
+            result.markdown(),
+        ]
+    )
+    print(text)
+    if args.write:
+        bench_run.write_results(text, begin_marker=BEGIN_MARKER, end_marker=END_MARKER)
+        print(f"wrote {bench_run.RESULTS_PATH}", file=sys.stderr)
+    return 0
+
+
 if __name__ == "__main__":
-    print(measure().markdown())
+    sys.exit(main())

@@ -100,17 +100,23 @@ def report(
     return "\n\n".join(sections) + "\n"
 
 
-def write_results(text: str, path: Path = RESULTS_PATH) -> None:
-    """Replace what lies between the result markers of RESULTS.md with `text`."""
+def write_results(
+    text: str,
+    path: Path = RESULTS_PATH,
+    *,
+    begin_marker: str = BEGIN_MARKER,
+    end_marker: str = END_MARKER,
+) -> None:
+    """Replace what lies between two marker lines of RESULTS.md with `text`."""
     document = path.read_text(encoding="utf-8")
-    head, begin, rest = document.partition(BEGIN_MARKER)
-    _, end, tail = rest.partition(END_MARKER)
+    head, begin, rest = document.partition(begin_marker)
+    _, end, tail = rest.partition(end_marker)
     if not begin or not end:
         raise SystemExit(
-            f"{path} is missing the lines {BEGIN_MARKER} and {END_MARKER}: "
+            f"{path} is missing the lines {begin_marker} and {end_marker}: "
             "add them around the results section"
         )
-    path.write_text(f"{head}{BEGIN_MARKER}\n\n{text}\n{END_MARKER}{tail}", encoding="utf-8")
+    path.write_text(f"{head}{begin_marker}\n\n{text}\n{end_marker}{tail}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

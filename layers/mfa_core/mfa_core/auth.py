@@ -114,7 +114,7 @@ def login(
 
 @dataclass(frozen=True, kw_only=True)
 class FirstFactor:
-    """How a user proved who they are before any MFA of ours: a password, or an SSO login.
+    """The first factor of a login, before any MFA of ours: a password, or an SSO login.
 
     `amr` is the RFC 8176 value it adds ("pwd" or "fed"), `event_type` the audit event of the
     login's outcome, with `details` added to it. `idp_mfa` is set when an identity provider's
@@ -342,7 +342,8 @@ class _Login:
         event_type: str | None = None,
         session_id: str | None = None,
     ) -> audit.AuditEvent:
-        """Build the audit event of this login's outcome; an SSO login's always is sso.login."""
+        """Build the audit event of this login's outcome. An SSO login's events are all
+        sso.login, with the IdP's claims in their details."""
         first = self.first_factor
         return audit.event(
             now=self.now,

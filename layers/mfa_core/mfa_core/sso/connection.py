@@ -49,8 +49,8 @@ COMMON_FIELDS = ("protocol", "email_attribute", "auto_provision", "provision_rol
 class SsoConnection:
     """The non-secret settings of an org's SSO connection.
 
-    OIDC uses `issuer`, `client_id`, `scopes` and a client secret (`client_secret_set` says
-    whether one is stored); SAML uses `idp_entity_id`, `sso_url` and `signing_certificate`
+    OIDC uses `issuer`, `client_id`, `scopes` and a client secret (`client_secret_set`
+    records whether one is stored); SAML uses `idp_entity_id`, `sso_url` and `signing_certificate`
     (PEM). `email_attribute` names the claim or attribute that carries the member's email.
     With `auto_provision`, an unknown email becomes a new member with `provision_role`.
     """
@@ -147,12 +147,12 @@ def parse_connection(
     allowed = (*COMMON_FIELDS, *(OIDC_FIELDS if protocol == "oidc" else SAML_FIELDS))
     for name in document:
         if name not in allowed:
-            shown = name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) else None
+            field_name = name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) else None
             raise InvalidInput(
-                f"Field '{shown}' is not a setting of a {protocol} connection; remove it."
-                if shown
+                f"Field '{field_name}' is not a setting of a {protocol} connection; remove it."
+                if field_name
                 else "The body contains a field that is not a setting; remove it.",
-                field=shown,
+                field=field_name,
             )
 
     email_attribute = _token(document, "email_attribute", default="email")
@@ -211,8 +211,8 @@ def _parse_oidc(
         and current.issuer == issuer
         and current.client_id == client_id
     )
-    kept = same_client and current is not None and current.client_secret_set
-    if secret is None and not kept:
+    keeps_secret = same_client and current is not None and current.client_secret_set
+    if secret is None and not keeps_secret:
         raise InvalidInput(
             "Field 'client_secret' is required for a new OIDC client.", field="client_secret"
         )

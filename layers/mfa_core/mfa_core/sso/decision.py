@@ -27,9 +27,10 @@ from mfa_core.store.models import OrgModel, UserModel
 
 logger = Logger(child=True)
 
-# Signs of a phishing-resistant method at the IdP, the only ones that give aal3: the RFC 8176
-# amr "hwk" (a hardware-bound key), and the acr values "phr" and "phrh" (phishing-resistant,
-# and phishing-resistant hardware-protected) of the OpenID EAP ACR Values 1.0 profile.
+# The only signs of a phishing-resistant method at the IdP, and so the only ones that give
+# aal3. One is the RFC 8176 amr "hwk" (proof of possession of a hardware-secured key). The
+# others are the acr values "phr" (phishing-resistant) and "phrh" (phishing-resistant with a
+# hardware-protected key) of OpenID Connect EAP ACR Values 1.0.
 PHISHING_RESISTANT_AMR = frozenset({"hwk"})
 PHISHING_RESISTANT_ACR = frozenset({"phr", "phrh"})
 

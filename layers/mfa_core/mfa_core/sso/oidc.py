@@ -79,7 +79,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 def fetch_json(
     url: str, *, data: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """GET `url`, or POST `data` form-encoded, and return the JSON object it answers with.
+    """GET `url`, or POST `data` form-encoded, and return the JSON object in the response.
 
     Only https URLs (http on loopback) are fetched, redirects are not followed, and the
     response must arrive within FETCH_TIMEOUT_SECONDS and fit in MAX_DOCUMENT_BYTES.
@@ -116,7 +116,7 @@ def fetch_json(
 
 @dataclass(frozen=True)
 class ProviderMetadata:
-    """What the discovery document says, checked: every endpoint is an allowed URL."""
+    """The checked contents of a discovery document: every endpoint is an allowed URL."""
 
     issuer: str
     authorization_endpoint: str
@@ -222,7 +222,9 @@ def _select_key(keys: list[dict[str, Any]], *, kid: str | None, alg: str) -> dic
 def redirect_uri(svc: Services, org_id: str) -> str:
     base = svc.settings.public_base_url
     if base is None:
-        raise ConfigurationError("MFA_PUBLIC_BASE_URL is not set; SSO needs the service's URL.")
+        raise ConfigurationError(
+            "MFA_PUBLIC_BASE_URL is missing; set it to the URL where browsers reach this API."
+        )
     return f"{base}/v1/sso/oidc/{quote(org_id, safe='')}/callback"
 
 
@@ -322,8 +324,8 @@ def callback(
     if "error" in parameters:
         # RFC 6749 §4.1.2.1 error codes; anything else is not copied into the audit trail.
         error = parameters["error"]
-        shown = error if ERROR_CODE_PATTERN.match(error) else "other"
-        failure.reject("provider_error", provider_error=shown)
+        code_name = error if ERROR_CODE_PATTERN.match(error) else "other"
+        failure.reject("provider_error", provider_error=code_name)
     code = parameters.get("code") or ""
     if not code or len(code) > MAX_PARAMETER:
         failure.reject("code_missing")
@@ -501,7 +503,8 @@ def _check_claims(
     if claims.get("iss") != issuer:
         raise IdTokenRejected("wrong_issuer")
 
-    # Steps 3 to 5: we must be an audience, and the authorized party when there are several.
+    # Steps 3 to 5: this client must be an audience, and the authorized party (azp) when there
+    # are several.
     audience = claims.get("aud")
     audiences = [audience] if isinstance(audience, str) else audience
     if not isinstance(audiences, list) or client_id not in audiences:
@@ -573,7 +576,8 @@ def assertion_from_claims(
 
 
 class _Failure:
-    """Audits and logs a failed callback, then raises the generic SsoLoginFailed."""
+    """The failure path of one callback: it audits and logs the reason, then raises the generic
+    SsoLoginFailed."""
 
     def __init__(self, svc: Services, *, org_id: str, issuer: str, context: RequestContext) -> None:
         self.svc, self.org_id, self.issuer, self.context = svc, org_id, issuer, context

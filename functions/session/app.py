@@ -71,6 +71,8 @@ def start_oidc(org_id: str) -> Response[str]:
     )
 
 
+# NOTE: the callback returns the login result as JSON to the browser that follows the
+# provider's redirect. A console that wants its own page there must forward code and state here.
 @app.get("/v1/sso/oidc/<org_id>/callback")
 def oidc_callback(org_id: str) -> Response[str]:
     result = oidc.callback(

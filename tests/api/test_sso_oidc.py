@@ -566,9 +566,13 @@ def test_auto_provision_creates_member(client: Client, acme: Member, idp: FakePr
     assert len(created) == 1
     assert created[0].role == "operator"
     assert claims_of(reply.body["access_token"])["sub"] == created[0].user_id
-    creations = [e for e in AuditModel.query("acme") if e.event_type == "member.create"]
-    assert creations[-1].actor == "sso"
-    assert creations[-1].user_id == created[0].user_id
+    [creation] = [
+        e
+        for e in AuditModel.query("acme")
+        if e.event_type == "member.create" and e.user_id == created[0].user_id
+    ]
+    assert creation.actor == "sso"
+    assert creation.details["role"] == "operator"
 
 
 def test_email_match_is_case_insensitive(
@@ -715,3 +719,47 @@ def test_saml_certificate_is_validated(client: Client, flow: Flow, enrolled: Mem
     reply = put(client, token, body)
     assert reply.status == 400, reply.text
     assert reply.body["field"] == "signing_certificate"
+
+
+def test_concurrent_callbacks_spend_state_once(
+    client: Client, enrolled: Member, idp: FakeProvider
+) -> None:
+    connect("acme", idp)
+    trust("acme")
+    _, request = start(client)
+    codes = [idp.grant(request) for _ in range(10)]
+    replies: list[Any] = [None] * len(codes)
+
+    def run(index: int) -> None:
+        replies[index] = callback(client, code=codes[index], state=request["state"])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(codes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(reply.status for reply in replies)
+    assert statuses == [200] + [401] * 9
+    assert failure_reasons() == ["state_replayed"] * 9
+    assert len(idp.token_requests) == 1
+
+
+def test_sso_login_leaves_no_secret_behind(
+    client: Client, enrolled: Member, idp: FakeProvider
+) -> None:
+    connect("acme", idp)
+    trust("acme")
+    with captured_logs() as logs:
+        _, request = start(client)
+        code = idp.grant(request)
+        reply = callback(client, code=code, state=request["state"])
+        assert reply.status == 200, reply.text
+        replay = callback(client, code=code, state=request["state"])
+        assert replay.status == 401
+    [token_request] = idp.token_requests
+    verifier = token_request["form"]["code_verifier"]
+    stored = json.dumps([item.serialize() for item in AuditModel.query("acme")])
+    for secret in (CLIENT_SECRET, code, request["state"], request["nonce"], verifier):
+        assert secret not in logs.getvalue()
+        assert secret not in stored
+    assert reply.body["access_token"] not in logs.getvalue()

@@ -86,6 +86,8 @@ def complete_login(
     except InvalidInput:
         _fail(svc, org.org_id, "email_missing", context, details)
 
+    # NOTE: members are matched by email alone. The IdP's subject is audited but not stored, so
+    # a provider that lets users change their email can move a login to another member.
     user = svc.store.find_user_by_email(org.org_id, email)
     if user is None and connection.auto_provision:
         user = _provision(svc, org.org_id, email, connection.provision_role, context)

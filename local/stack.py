@@ -39,6 +39,9 @@ WEBAUTHN_RP_ID_PARAMETER = "WebAuthnRpId"
 WEBAUTHN_ORIGINS_PARAMETER = "WebAuthnOrigins"
 WEBAUTHN_RP_ID_VARIABLE = "MFA_WEBAUTHN_RP_ID"
 WEBAUTHN_ORIGINS_VARIABLE = "MFA_WEBAUTHN_ORIGINS"
+# The template parameter and variable of the URL that SSO callbacks start with.
+PUBLIC_BASE_URL_PARAMETER = "PublicBaseUrl"
+PUBLIC_BASE_URL_VARIABLE = "MFA_PUBLIC_BASE_URL"
 
 
 class _EnvironmentPatch:
@@ -78,6 +81,7 @@ class LocalStack:
     `parameter_overrides` sets WebAuthnRpId or WebAuthnOrigins, the functions get the RP ID
     `localhost` and the origin `http://localhost:<api port>`. So a browser must open the page on
     `localhost` (see `page_url`), because WebAuthn does not accept an IP address as RP ID.
+    Unless it sets PublicBaseUrl, SSO callbacks go to `http://localhost:<api port>` as well.
 
     `environment` adds variables for every function, over the template's. `source_ip_header`
     is passed to the gateway (see `ApiGateway`), for tests that sign in from public addresses.
@@ -273,6 +277,8 @@ class LocalStack:
             values[WEBAUTHN_RP_ID_VARIABLE] = "localhost"
         if WEBAUTHN_ORIGINS_PARAMETER not in self.parameter_overrides:
             values[WEBAUTHN_ORIGINS_VARIABLE] = f"http://localhost:{gateway.port}"
+        if PUBLIC_BASE_URL_PARAMETER not in self.parameter_overrides:
+            values[PUBLIC_BASE_URL_VARIABLE] = f"http://localhost:{gateway.port}"
         if not values:
             return
         self._environment.set(values)

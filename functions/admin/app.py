@@ -1,5 +1,5 @@
-"""Org administration: members, the MFA policy, the enrollment dashboard, the audit trail and
-the security scan's findings."""
+"""Org administration: members, the MFA policy, the SSO connection, the enrollment dashboard,
+the audit trail and the security scan's findings."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mfa_core import audit_trail, dashboard, http, members, policy, sessions, telemetry, tokens
 from mfa_core.cso import findings
 from mfa_core.runtime import services
+from mfa_core.sso import connection
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -125,6 +126,23 @@ def put_mfa_policy(org_id: str) -> Response[str]:
         context=http.request_context(app),
     )
     return _policy_response(changed)
+
+
+@app.get("/v1/orgs/<org_id>/sso")
+def get_sso(org_id: str) -> Response[str]:
+    svc = services()
+    current = connection.read_connection(svc, _admin_caller(svc), org_id)
+    return http.json_response({"sso": current.as_json() if current else None})
+
+
+@app.put("/v1/orgs/<org_id>/sso")
+def put_sso(org_id: str) -> Response[str]:
+    document = http.parse_object(app)
+    svc = services()
+    changed = connection.replace_connection(
+        svc, _admin_caller(svc), org_id, document, context=http.request_context(app)
+    )
+    return http.json_response({"sso": changed.as_json()})
 
 
 @app.get("/v1/orgs/<org_id>/audit")

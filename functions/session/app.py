@@ -1,5 +1,5 @@
-"""Password login and change, token refresh, logout, the caller's sessions, the public JWKS,
-and the authorizer's check for a route."""
+"""Password and SSO login, password change, token refresh, logout, the caller's sessions, the
+public JWKS, and the authorizer's check for a route."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mfa_core import account, auth, authorizer, http, sessions, telemetry, tokens
 from mfa_core.runtime import services
+from mfa_core.sso import oidc
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -58,6 +59,27 @@ def login() -> Response[str]:
         device_id=body.device_id,
         remember_device_token=body.remember_device_token,
         recovery_code=body.recovery_code,
+    )
+    return http.json_response(result.as_json())
+
+
+@app.get("/v1/sso/oidc/<org_id>/start")
+def start_oidc(org_id: str) -> Response[str]:
+    location = oidc.start(services(), org_id=org_id, context=http.request_context(app))
+    return Response(
+        status_code=302, body="", headers={"Location": location, "Cache-Control": "no-store"}
+    )
+
+
+# NOTE: the callback returns the login result as JSON to the browser that follows the
+# provider's redirect. A console that wants its own page there must forward code and state here.
+@app.get("/v1/sso/oidc/<org_id>/callback")
+def oidc_callback(org_id: str) -> Response[str]:
+    result = oidc.callback(
+        services(),
+        org_id=org_id,
+        parameters=app.current_event.query_string_parameters or {},
+        context=http.request_context(app),
     )
     return http.json_response(result.as_json())
 

@@ -26,6 +26,7 @@ from tests.api.harness import Client, Flow, Member
 from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
 from tests.api.test_policy import fresh_mfa_token, set_policy
 from tests.api.test_sms import enroll_phone, last_code
+from tests.api.test_sso_oidc import FakeProvider, oidc_document, sso_login
 
 Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
 TRANSACT_ACTIONS = {
@@ -103,7 +104,11 @@ def _required(stack: LocalStack, service: str, operation: str, params: dict[str,
         arn = key if key.startswith("arn:") else f"arn:aws:kms:{region}:{account}:key/{key}"
         return [(f"kms:{operation}", arn, None)]
     if service == "secretsmanager":
-        return [(f"secretsmanager:{operation}", params["SecretId"], None)]
+        secret = params.get("SecretId") or params["Name"]
+        if not secret.startswith("arn:"):
+            # A secret named by its name: AWS authorizes its ARN, the name and six characters.
+            secret = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-AbCdEf"
+        return [(f"secretsmanager:{operation}", secret, None)]
     if service == "sns" and operation == "Publish" and "PhoneNumber" in params:
         return [("sns:Publish", "*", None)]  # SMS to a phone number has no resource ARN
     if service == "sns" and operation == "Publish":
@@ -209,6 +214,23 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
     _run_authorizer_flow(client, flow)
     _run_policy_flow(client, flow)
     _run_reset_flow(client, flow)
+    _run_sso_flow(client, flow)
+
+
+def _run_sso_flow(client: Client, flow: Flow) -> None:
+    """Set an org's OIDC connection twice (creating, then replacing the client secret), read
+    it, and sign in through the provider as a member that auto-provisioning creates."""
+    admin = add_org("wayne")
+    flow.enroll(admin, flow.login_ok(admin, "authenticated")["access_token"])
+    token = fresh_mfa_token(flow, admin)
+    with FakeProvider(flow.clock) as idp:
+        for _ in range(2):
+            document = oidc_document(idp, auto_provision=True)
+            changed = client.request("PUT", "/v1/orgs/wayne/sso", json_body=document, token=token)
+            assert changed.status == 200, changed.text
+        assert client.get("/v1/orgs/wayne/sso", token=token).status == 200
+        login = sso_login(client, idp, "wayne", email="new@wayne.example")
+        assert login.status == 200, login.text
 
 
 def _run_reset_flow(client: Client, flow: Flow) -> None:

@@ -75,3 +75,29 @@ def test_invalid_authorizer_cache_rejected(environment: pytest.MonkeyPatch, valu
     environment.setenv("MFA_AUTHORIZER_CACHE_SECONDS", value)
     with pytest.raises(ConfigurationError, match="MFA_AUTHORIZER_CACHE_SECONDS"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://mfa.example.com/", "https://mfa.example.com"),
+        ("http://localhost:3000", "http://localhost:3000"),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+    ],
+)
+def test_public_base_url_is_read(
+    environment: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", "https://console.example.com")
+    environment.setenv("MFA_PUBLIC_BASE_URL", value)
+    assert Settings.from_env().public_base_url == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["http://mfa.example.com", "ftp://mfa.example.com", "mfa.example.com"]
+)
+def test_public_base_url_must_be_https(environment: pytest.MonkeyPatch, value: str) -> None:
+    environment.setenv("MFA_WEBAUTHN_ORIGINS", "https://console.example.com")
+    environment.setenv("MFA_PUBLIC_BASE_URL", value)
+    with pytest.raises(ConfigurationError, match="MFA_PUBLIC_BASE_URL"):
+        Settings.from_env()

@@ -100,22 +100,76 @@ def login(
         telemetry.count(telemetry.LOGIN_FAILED)
         raise AuthenticationFailed()
 
-    lockout.reject_if_locked(svc, user, now=now, event_type="login.password", context=context)
+    return decide_login(
+        svc,
+        user,
+        first_factor=PASSWORD,
+        context=context,
+        now=now,
+        device=device,
+        remember_device_token=remember_device_token,
+        recovery_code=recovery_code,
+    )
 
-    org_policy = policy.mfa_policy(svc.store.get_org(org_id))
+
+@dataclass(frozen=True, kw_only=True)
+class FirstFactor:
+    """The first factor of a login, before any MFA of ours: a password, or an SSO login.
+
+    `amr` is the RFC 8176 value it adds ("pwd" or "fed"), `event_type` the audit event of the
+    login's outcome, with `details` added to it. `idp_mfa` is set when an identity provider's
+    MFA replaces ours: the session's amr, acr and mfa_time.
+    """
+
+    amr: str
+    event_type: str
+    details: dict[str, Any] = field(default_factory=dict)
+    idp_mfa: tuple[list[str], str, float] | None = None
+
+
+PASSWORD = FirstFactor(amr="pwd", event_type="login.password")
+# The RFC 8176 amr value of a login through an identity provider.
+FEDERATED = "fed"
+
+
+def decide_login(
+    svc: Services,
+    user: UserModel,
+    *,
+    first_factor: FirstFactor,
+    context: RequestContext,
+    now: float,
+    device: str | None = None,
+    remember_device_token: str | None = None,
+    recovery_code: str | None = None,
+) -> LoginResult:
+    """Decide what follows a first factor that passed, from the org's policy, role and factors.
+
+    The rules are those of `login`. An identity provider's MFA (`first_factor.idp_mfa`) opens
+    a session at once, unless the user's role must use a security key and the IdP's MFA was
+    not phishing-resistant (aal3).
+    """
+    lockout.reject_if_locked(
+        svc, user, now=now, event_type=first_factor.event_type, context=context
+    )
+
+    org_policy = policy.mfa_policy(svc.store.get_org(user.org_id))
     rule = org_policy.rule_for(role=user.role, now=now)
     anomaly = anomalies.assess_login(svc, user, org_policy, context=context, now=now)
-    login = _Login(svc, user, org_policy, context=context, now=now, anomaly=anomaly)
+    login = _Login(
+        svc, user, org_policy, context=context, now=now, anomaly=anomaly, first_factor=first_factor
+    )
     if recovery_code is not None:
         recovery.spend_code(svc, user, recovery_code, context=context)
         return login.require_enrollment(methods=enrollment_methods(org_policy, rule))
     if user.recovery_required:
         # After an MFA reset, only the recovery code handed over through the verified channel
         # lets the user in to enroll; the password alone must not.
-        svc.store.record(
-            _event(now, user, "login.password", "denied", context, reason="recovery_code_required")
-        )
+        svc.store.record(login.event("denied", reason="recovery_code_required"))
         raise RecoveryCodeRequired()
+    idp_mfa = first_factor.idp_mfa
+    if idp_mfa is not None and (not rule.security_key or idp_mfa[1] == "aal3"):
+        return login.open_session(idp_mfa=idp_mfa)
     held = user.factor_summaries()
     factors = allowed_factors(user, rule.methods)
 
@@ -274,15 +328,41 @@ class _Login:
         context: RequestContext,
         now: float,
         anomaly: anomalies.LoginRisk,
+        first_factor: FirstFactor,
     ) -> None:
         self.svc, self.user, self.policy = svc, user, org_policy
         self.context, self.now, self.anomaly = context, now, anomaly
+        self.first_factor = first_factor
+
+    def event(
+        self,
+        outcome: str,
+        *,
+        reason: str | None,
+        event_type: str | None = None,
+        session_id: str | None = None,
+    ) -> audit.AuditEvent:
+        """Build the audit event of this login's outcome. An SSO login's events are all
+        sso.login, with the IdP's claims in their details."""
+        first = self.first_factor
+        return audit.event(
+            now=self.now,
+            event_type=first.event_type if first.amr != "pwd" else event_type or first.event_type,
+            outcome=outcome,
+            org_id=self.user.org_id,
+            user_id=self.user.user_id,
+            context=self.context,
+            reason=reason,
+            session_id=session_id,
+            details=dict(first.details) or None,
+        )
 
     def open_session(
         self,
         *,
         extra: dict[str, Any] | None = None,
         remembered: remember.RememberedMfa | None = None,
+        idp_mfa: tuple[list[str], str, float] | None = None,
     ) -> LoginResult:
         svc, user, now, context = self.svc, self.user, self.now, self.context
         revoke = sessions.make_room(
@@ -292,8 +372,11 @@ class _Login:
             action=self.policy.session_limit_action,
             context=context,
         )
-        if remembered is None:
-            amr, acr, mfa_time, reason = ["pwd"], "aal1", None, None
+        if idp_mfa is not None:
+            amr, acr, mfa_time = idp_mfa
+            reason: str | None = "idp_mfa_accepted"
+        elif remembered is None:
+            amr, acr, mfa_time, reason = [self.first_factor.amr], "aal1", None, None
         else:
             amr, acr = remembered.amr, remembered.acr
             mfa_time, reason = float(remembered.mfa_time), "remembered_device"
@@ -302,9 +385,7 @@ class _Login:
         )
         events = [
             *self.anomaly.events,
-            _event(
-                now, user, "login", "success", context, session_id=session.session_id, reason=reason
-            ),
+            self.event("success", event_type="login", session_id=session.session_id, reason=reason),
         ]
         svc.store.open_session(
             session, events, revocations=revoke, user_update=self.anomaly.history_update
@@ -339,7 +420,7 @@ class _Login:
             created_at=now,
             expires_at=int(now) + lifetime,
             auth_time=now,
-            amr=["pwd"],
+            amr=[self.first_factor.amr],
             factor_ids=sorted(factors),
             device=device,
             next_step=next_step,
@@ -348,7 +429,7 @@ class _Login:
         reason = "mfa_required" if not self.anomaly.step_up else "anomaly_step_up"
         events = [
             *self.anomaly.events,
-            _event(now, user, "login.password", "success", self.context, reason=reason),
+            self.event("success", reason=reason),
         ]
         svc.store.save_challenge(challenge, events)
         mfa_token = svc.tokens.issue(
@@ -376,12 +457,10 @@ class _Login:
         return LoginResult(MFA_REQUIRED, body)
 
     def require_enrollment(self, *, methods: list[str]) -> LoginResult:
-        svc, user, now = self.svc, self.user, self.now
+        svc, user = self.svc, self.user
         svc.store.record(
             *self.anomaly.events,
-            _event(
-                now, user, "login.password", "success", self.context, reason="enrollment_required"
-            ),
+            self.event("success", reason="enrollment_required"),
         )
         token, lifetime = enrollment_token(svc, user, methods=methods)
         logger.info(

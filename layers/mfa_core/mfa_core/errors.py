@@ -70,6 +70,22 @@ class RecoveryCodeRequired(AuthenticationFailed):
         )
 
 
+class SsoLoginFailed(AuthenticationFailed):
+    """An SSO login failed: the IdP's response did not verify, or it names no usable member.
+
+    Every cause gets the same detail, so the response tells no account apart; `reason` names
+    the cause for the audit trail and the logs.
+    """
+
+    code = "sso_failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "The sign-in through your identity provider could not be completed; start it again."
+        )
+        self.reason = reason
+
+
 class InvalidToken(MfaError):
     code = "invalid_token"
 

@@ -340,7 +340,7 @@ class MfaPolicy:
     max_sessions: int = 0
     session_limit_action: str = "revoke_oldest"
     reset_approvals: int | None = None
-    # NOTE: stored and validated, but read by no code until SSO logins exist.
+    # Read by SSO logins (mfa_core.sso.decision).
     sso: SsoTrust = SsoTrust()
     geo_anomaly_action: str = "flag"
     # Days each audit event is kept before TTL deletes it; a change applies to later events.

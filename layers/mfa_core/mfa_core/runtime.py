@@ -16,6 +16,7 @@ from mfa_core.adapters.events import EventPublisher
 from mfa_core.adapters.keys import SigningKeys
 from mfa_core.adapters.kms import EnvelopeCipher
 from mfa_core.adapters.sns import SecurityNotifier, SmsSender, SnsSmsSender
+from mfa_core.adapters.sso_secrets import SsoSecretStore
 from mfa_core.clock import Clock, SystemClock
 from mfa_core.errors import ConfigurationError
 from mfa_core.session_cache import SessionCache
@@ -28,6 +29,7 @@ from mfa_core.tokens import TokenService
 if TYPE_CHECKING:
     from mfa_core.adapters.evidence_store import EvidenceStore
     from mfa_core.adapters.geo import GeoLocator
+    from mfa_core.sso.oidc import ProviderCache
 
 
 @dataclass
@@ -69,6 +71,22 @@ class Services:
     @cached_property
     def ssm(self) -> Any:
         return aws.client("ssm", self.settings)
+
+    @cached_property
+    def sso_secrets(self) -> SsoSecretStore:
+        """The OIDC client secrets of the orgs' SSO connections."""
+        return SsoSecretStore(
+            lambda: self.secrets_manager,
+            prefix=self.settings.sso_secret_prefix,
+            kms_key_id=self.settings.kms_key_id,
+        )
+
+    @cached_property
+    def sso_metadata(self) -> ProviderCache:
+        """The OIDC providers' discovery documents and signing keys, cached for the process."""
+        from mfa_core.sso.oidc import ProviderCache  # noqa: PLC0415 - only SSO routes fetch
+
+        return ProviderCache(now=self.clock.now)
 
     @cached_property
     def cipher(self) -> EnvelopeCipher:

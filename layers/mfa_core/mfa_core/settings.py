@@ -31,6 +31,24 @@ def _origins(name: str) -> tuple[str, ...]:
     return origins
 
 
+def _base_url(name: str) -> str | None:
+    """Read the service's public base URL, such as https://mfa.example.com; unset gives None.
+
+    Plain http is accepted only for loopback hosts, for the local stack and its tests.
+    """
+    raw = os.environ.get(name, "").strip().rstrip("/")
+    if not raw:
+        return None
+    scheme, _, rest = raw.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    loopback = host in {"localhost", "127.0.0.1", "::1"}
+    if not rest or scheme not in {"https", "http"} or (scheme == "http" and not loopback):
+        raise ConfigurationError(
+            f"environment variable {name} must be an https URL such as https://mfa.example.com"
+        )
+    return raw
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -157,6 +175,11 @@ class Settings:
     cso_settle_seconds: int = 30
     # Audit events one run reads per org; a longer backlog is worked off over several runs.
     cso_max_events: int = 10_000
+    # SSO: the URL where this API is reached from browsers (the OIDC redirect_uri starts with
+    # it), and the name prefix of the Secrets Manager secrets that hold each org's OIDC client
+    # secret. Without a base URL, SSO logins fail with a configuration error.
+    public_base_url: str | None = None
+    sso_secret_prefix: str = "mfa/sso/"  # noqa: S105 - a name prefix, not a secret
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -209,6 +232,8 @@ class Settings:
             cso_profile_min_logins=_positive_int("MFA_CSO_PROFILE_MIN_LOGINS", 10),
             cso_settle_seconds=_non_negative_int("MFA_CSO_SETTLE_SECONDS", 30),
             cso_max_events=_positive_int("MFA_CSO_MAX_EVENTS", 10_000),
+            public_base_url=_base_url("MFA_PUBLIC_BASE_URL"),
+            sso_secret_prefix=os.environ.get("MFA_SSO_SECRET_PREFIX", "").strip() or "mfa/sso/",
         )
 
 

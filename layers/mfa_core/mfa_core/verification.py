@@ -8,6 +8,7 @@ failures, open the session, audit) make a successful verification.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -356,6 +357,10 @@ def _complete(
 ) -> dict[str, Any]:
     """Write the verification's outcome and build the response."""
     user, factor, context = attempt.user, attempt.factor, attempt.context
+    if anchor is not None and auth.FEDERATED in (anchor.amr or []):
+        # The first factor was an SSO login, not a password.
+        amr = [auth.FEDERATED if value == "pwd" else value for value in checked.amr]
+        checked = dataclasses.replace(checked, amr=amr)
     transaction_id = anchor.challenge_id if isinstance(anchor, ChallengeModel) else None
     org_policy = policy.mfa_policy(org)
     revoke: list[tuple[SessionModel, audit.AuditEvent]] = []

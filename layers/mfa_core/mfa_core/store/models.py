@@ -27,6 +27,10 @@ class _Unbound:
     max_retry_attempts = 2
 
 
+# The user_id of Challenges items that belong to no user yet, such as an SSO request.
+NO_USER = "-"
+
+
 def user_key(org_id: str, user_id: str) -> str:
     """Return the partition key that groups one user's items in other tables."""
     return f"{org_id}#{user_id}"
@@ -50,6 +54,8 @@ class OrgModel(Model):
     policy_version = NumberAttribute(null=True)
     # When the MFA policy last changed, for compliance evidence.
     policy_changed_at = NumberAttribute(null=True)
+    # The SSO connection without its secret, read by mfa_core.sso.connection; absent means none.
+    sso_connection: MapAttribute[str, Any] = MapAttribute(null=True)
     # The latest hour whose audit digest was written, so that a deleted digest is not
     # written again (mfa_core.audit_trail.seal).
     audit_sealed_through = UnicodeAttribute(null=True)
@@ -185,8 +191,10 @@ class ChallengeModel(Model):
         pass
 
     challenge_id = UnicodeAttribute(hash_key=True)
-    kind = UnicodeAttribute()  # login | webauthn.registration | webauthn.authentication
+    # login | webauthn.registration | webauthn.authentication | sso.oidc | ...
+    kind = UnicodeAttribute()
     org_id = UnicodeAttribute()
+    # An SSO request is stored before the user is known: its user_id is NO_USER.
     user_id = UnicodeAttribute()
     created_at = NumberAttribute()
     expires_at = NumberAttribute()
@@ -212,6 +220,10 @@ class ChallengeModel(Model):
     next_step = UnicodeAttribute(null=True)
     # Where the password step came from (mfa_core.anomalies), recorded once MFA passes.
     location: MapAttribute[str, Any] = MapAttribute(null=True)
+    # SSO requests (kind "sso.oidc"), stored under the SHA-256 of their state: the OIDC nonce
+    # and PKCE code verifier sent with the authorization request (mfa_core.sso.oidc).
+    nonce = UnicodeAttribute(null=True)
+    code_verifier = UnicodeAttribute(null=True)
 
 
 class SessionUserIndex(GlobalSecondaryIndex["SessionModel"]):

@@ -358,6 +358,38 @@ class Store:
             tx.put("challenge", challenge, condition=ChallengeModel.challenge_id.does_not_exist())
             self._audit(tx, events)
 
+    def set_sso_connection(
+        self, org_id: str, connection: dict[str, Any], events: list[AuditEvent]
+    ) -> None:
+        """Replace an org's SSO connection settings (never its client secret)."""
+        with self._transaction({"org": _no_such_org}) as tx:
+            tx.update(
+                "org",
+                OrgModel(org_id),
+                actions=[OrgModel.sso_connection.set(connection)],
+                condition=OrgModel.org_id.exists(),
+            )
+            self._audit(tx, events)
+
+    def consume_sso_request(
+        self, challenge_id: str, *, kind: str, org_id: str, now: float, events: list[AuditEvent]
+    ) -> None:
+        """Mark an SSO request used, once: of two callbacks with the same state, one wins.
+
+        Raises ConditionFailed naming "request" when the request is unknown, of another kind
+        or org, already used or expired.
+        """
+        with self._transaction() as tx:
+            tx.update(
+                "request",
+                ChallengeModel(challenge_id),
+                actions=[ChallengeModel.consumed_at.set(now)],
+                condition=_unspent(now)
+                & (ChallengeModel.kind == kind)
+                & (ChallengeModel.org_id == org_id),
+            )
+            self._audit(tx, events)
+
     def open_session(
         self,
         session: SessionModel,

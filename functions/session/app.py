@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mfa_core import account, auth, authorizer, http, sessions, telemetry, tokens
 from mfa_core.runtime import services
-from mfa_core.sso import oidc
+from mfa_core.sso import oidc, saml_login
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -81,6 +81,25 @@ def oidc_callback(org_id: str) -> Response[str]:
         parameters=app.current_event.query_string_parameters or {},
         context=http.request_context(app),
     )
+    return http.json_response(result.as_json())
+
+
+@app.get("/v1/sso/saml/<org_id>/start")
+def start_saml(org_id: str) -> Response[str]:
+    location = saml_login.start(services(), org_id=org_id, context=http.request_context(app))
+    return Response(
+        status_code=302, body="", headers={"Location": location, "Cache-Control": "no-store"}
+    )
+
+
+# The IdP's page posts the Response here from the browser (SAML HTTP-POST binding). Like the
+# OIDC callback, the ACS returns the login result as JSON.
+@app.post("/v1/sso/saml/<org_id>/acs")
+def saml_acs(org_id: str) -> Response[str]:
+    form = http.parse_form(
+        app, fields=("SAMLResponse", "RelayState"), limit=saml_login.MAX_FORM_BYTES
+    )
+    result = saml_login.acs(services(), org_id=org_id, form=form, context=http.request_context(app))
     return http.json_response(result.as_json())
 
 

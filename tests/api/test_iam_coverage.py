@@ -27,6 +27,8 @@ from tests.api.test_audit_and_logs import _run_flow, _run_key_flow
 from tests.api.test_policy import fresh_mfa_token, set_policy
 from tests.api.test_sms import enroll_phone, last_code
 from tests.api.test_sso_oidc import FakeProvider, oidc_document, sso_login
+from tests.api.test_sso_saml import login_through_idp
+from tests.saml_idp import FakeIdp
 
 Call = tuple[str, str, str, dict[str, Any]]  # function, service, operation, parameters
 TRANSACT_ACTIONS = {
@@ -219,7 +221,8 @@ def _drive_every_route(client: Client, flow: Flow, member: Member) -> None:
 
 def _run_sso_flow(client: Client, flow: Flow) -> None:
     """Set an org's OIDC connection twice (creating, then replacing the client secret), read
-    it, and sign in through the provider as a member that auto-provisioning creates."""
+    it, and sign in through the provider as a member that auto-provisioning creates. Then
+    switch the org to SAML and sign in through a SAML provider."""
     admin = add_org("wayne")
     flow.enroll(admin, flow.login_ok(admin, "authenticated")["access_token"])
     token = fresh_mfa_token(flow, admin)
@@ -231,6 +234,17 @@ def _run_sso_flow(client: Client, flow: Flow) -> None:
         assert client.get("/v1/orgs/wayne/sso", token=token).status == 200
         login = sso_login(client, idp, "wayne", email="new@wayne.example")
         assert login.status == 200, login.text
+    saml_idp = FakeIdp.create()
+    document = {
+        "protocol": "saml",
+        "idp_entity_id": saml_idp.entity_id,
+        "sso_url": "https://idp.example.com/sso/saml",
+        "signing_certificate": saml_idp.certificate_pem,
+    }
+    changed = client.request("PUT", "/v1/orgs/wayne/sso", json_body=document, token=token)
+    assert changed.status == 200, changed.text
+    login = login_through_idp(client, flow.clock, saml_idp, admin)
+    assert login.status == 200, login.text
 
 
 def _run_reset_flow(client: Client, flow: Flow) -> None:

@@ -15,6 +15,7 @@ import json
 import re
 import typing
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -166,14 +167,62 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
 
 def parse_object(app: APIGatewayHttpResolver) -> dict[str, Any]:
     """Return the body as a JSON object, or raise InvalidInput (never echoing the body)."""
-    event = app.current_event
     # Requiring JSON keeps browsers from sending these requests cross-site without a CORS
     # preflight, as they may with text/plain or form bodies.
-    media_type = (event.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
+    if _media_type(app) != "application/json":
         raise UnsupportedMediaType()
+    data = _body_bytes(app, settings().max_body_bytes)
+    if not data.strip():
+        raise InvalidInput("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        # UTF-8 only (RFC 8259 §8.1): json.loads would also guess UTF-16 and UTF-32 from bytes.
+        document = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: thousands of nested brackets fit in the size limit.
+        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
+    return document
+
+
+def parse_form(
+    app: APIGatewayHttpResolver, *, fields: tuple[str, ...], limit: int
+) -> dict[str, str]:
+    """Return the named fields of an application/x-www-form-urlencoded body of at most `limit`
+    bytes, as an HTML form posts them. Other fields are ignored, and a field sent twice or a
+    body that is not such a form raises InvalidInput."""
+    if _media_type(app) != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType()
+    data = _body_bytes(app, limit)
+    try:
+        pairs = parse_qsl(
+            data.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=bool(data),
+            max_num_fields=len(fields) + 8,
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The request body is not a valid form.", code="invalid_body") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in fields:
+            continue
+        if name in form:
+            raise InvalidInput(f"Send the form field {name} once.", field=name)
+        form[name] = value
+    return form
+
+
+def _media_type(app: APIGatewayHttpResolver) -> str:
+    content_type = app.current_event.headers.get("content-type") or ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _body_bytes(app: APIGatewayHttpResolver, limit: int) -> bytes:
+    """Return the request body, decoded from base64 where API Gateway encoded it, or raise
+    InvalidInput when it is larger than `limit` bytes."""
+    event = app.current_event
     raw = event.body or ""
-    limit = settings().max_body_bytes
     if event.is_base64_encoded:
         # Base64 inflates by 4/3; checking the encoded size first avoids decoding a huge body.
         if len(raw) > limit * 4 // 3 + 4:
@@ -188,17 +237,7 @@ def parse_object(app: APIGatewayHttpResolver) -> dict[str, Any]:
         data = raw.encode("utf-8", errors="surrogatepass")
     if len(data) > limit:
         raise _too_large(limit)
-    if not data.strip():
-        raise InvalidInput("The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        # UTF-8 only (RFC 8259 §8.1): json.loads would also guess UTF-16 and UTF-32 from bytes.
-        document = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: thousands of nested brackets fit in the size limit.
-        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from exc
-    if not isinstance(document, dict):
-        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
-    return document
+    return data
 
 
 class _DuplicateKeyError(ValueError):

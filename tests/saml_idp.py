@@ -1,10 +1,17 @@
-"""A SAML IdP for tests: an RSA key, a self-signed certificate and Responses signed with xmlsec."""
+"""A SAML IdP for tests: an RSA key, a self-signed certificate and Responses signed with xmlsec,
+and an SSO URL on 127.0.0.1 that answers an AuthnRequest as an IdP's login page does."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
+import threading
+import zlib
 from dataclasses import dataclass
+from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import xmlsec
 from cryptography import x509
@@ -13,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
+from mfa_core.clock import ManualClock
 from mfa_core.sso.saml import NAMESPACES, NS_SAML, NS_SAMLP
 
 NAMEID_EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
@@ -183,3 +191,102 @@ def encode(document: etree._Element | bytes) -> str:
     """Encode a Response as the SAMLResponse form value of the HTTP-POST binding."""
     xml = document if isinstance(document, bytes) else etree.tostring(document)
     return base64.b64encode(xml).decode("ascii")
+
+
+class SamlIdpServer:
+    """`idp` serving its SSO URL on 127.0.0.1, as a browser meets it.
+
+    GET /sso reads the AuthnRequest of the HTTP-Redirect binding and answers with the HTML page
+    of the HTTP-POST binding: a form that posts the signed Response and the RelayState to the
+    request's ACS URL. The Response names `email` and, when set, `acr`, and says the user
+    authenticated `authenticated_ago` seconds before the clock's time.
+    """
+
+    def __init__(self, idp: FakeIdp, clock: ManualClock, *, email: str) -> None:
+        self.idp = idp
+        self.clock = clock
+        self.email = email
+        self.acr: str | None = ACR_MFA
+        self.authenticated_ago = 10
+        self.requests: list[etree._Element] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _sso_handler(self))
+        self.sso_url = f"http://127.0.0.1:{self.server.server_address[1]}/sso"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> SamlIdpServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def login_page(self, query: str) -> str:
+        """Return the auto-posting form that answers the AuthnRequest in `query`."""
+        parameters = {name: values[0] for name, values in parse_qs(query).items()}
+        request = etree.fromstring(
+            zlib.decompress(base64.b64decode(parameters["SAMLRequest"]), -15)
+        )
+        self.requests.append(request)
+        acs_url = request.get("AssertionConsumerServiceURL", "")
+        now = int(self.clock.now())
+        fields = ResponseFields(
+            issuer=self.idp.entity_id,
+            sp_entity_id=request.findtext(f"{{{NS_SAML}}}Issuer") or "",
+            acs_url=acs_url,
+            request_id=request.get("ID", ""),
+            now=now,
+            email=self.email,
+            acr=self.acr,
+            authn_instant=now - self.authenticated_ago,
+        )
+        document = build_response(fields)
+        assertion = document.find(f"{{{NS_SAML}}}Assertion")
+        assert assertion is not None
+        self.idp.sign(assertion)
+        inputs = {"SAMLResponse": encode(document), "RelayState": parameters["RelayState"]}
+        hidden = "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+            for name, value in inputs.items()
+        )
+        return (
+            '<!DOCTYPE html><html><body onload="document.forms[0].submit()">'
+            f'<form method="post" action="{html.escape(acs_url)}">{hidden}'
+            '<noscript><button type="submit">Continue</button></noscript></form></body></html>'
+        )
+
+
+def _sso_handler(server: SamlIdpServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path)
+            if path.path != "/sso":
+                self.send_error(404)
+                return
+            page = server.login_page(path.query).encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    return Handler
+
+
+class FormReader(HTMLParser):
+    """The action and input values of the first form of an HTML page, as a browser reads them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "form" and self.action is None:
+            self.action = attributes.get("action")
+        elif tag == "input" and "name" in attributes:
+            self.fields[attributes["name"]] = attributes.get("value", "")

@@ -1168,3 +1168,87 @@ def test_cli_scan_prints_results(
 
     assert cli.main(["cso", "scan", "--org-id", "missing"]) == cli.EXIT_ERROR
     assert "not_found" in capsys.readouterr().err
+
+
+def test_unusual_hour_found_after_run_failing_past_profiles(  # noqa: PLR0917
+    client: Client,
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    thresholds: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    thresholds(cso_profile_min_logins=3)
+    for _ in range(3):
+        login_from(client, acme, "192.0.2.1")
+        clock.advance(60)
+    run_scan(stack, clock)
+    clock.advance(12 * HOUR)
+    login_from(client, acme, "192.0.2.1")
+    clock.advance(SETTLE)
+    svc = runtime.services()
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise DependencyFailed()
+
+    # The run fails after the rules that keep login-hour profiles, before any finding is
+    # stored.
+    monkeypatch.setattr(svc.scan_store, "get_findings", unavailable)
+    assert scan.scan_all(svc, org_id="acme") == []
+    monkeypatch.undo()
+    [retried] = scan.scan_all(svc, org_id="acme")
+
+    unusual = [
+        name for name in retried.as_json()["new"] if name.startswith(rules.UNUSUAL_LOGIN_HOUR)
+    ]
+    assert len(unusual) == 1
+    assert finding("acme", unusual[0]).details["logins_on_record"] == 3
+    profiles = svc.scan_store.get_profiles("acme", [acme.user_id])
+    assert profiles[acme.user_id].logins == 4
+
+
+def test_cloned_key_suspected_and_removed_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    record(
+        "acme",
+        "webauthn.clone_suspected",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        outcome="denied",
+        details={"stored_sign_count": 7, "reported_sign_count": 3},
+    )
+    clock.advance(1)  # event ids of one millisecond are in random order
+    record(
+        "acme",
+        "factor.remove",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        details={"type": "webauthn"},
+    )
+
+    result = run_scan(stack, clock)
+
+    clone_id = rules.finding_id(rules.CLONED_KEY, f"user:{acme.user_id}", "factor:f-key")
+    assert clone_id in result["new"]
+    assert clone_id in result["resolved"]
+    assert finding("acme", clone_id).status == "resolved"
+
+
+def test_reset_requested_and_cancelled_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    member = add_member("acme", "ops@acme.example")
+    actor = f"user:{acme.user_id}"
+    details = {"reset_id": "r-1", "expires_at": int(clock.now()) + DAY}
+    record("acme", "mfa_reset.request", user_id=member.user_id, actor=actor, details=details)
+    clock.advance(1)
+    record("acme", "mfa_reset.cancel", user_id=member.user_id, actor=actor, details=details)
+
+    result = run_scan(stack, clock)
+
+    reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-1")
+    assert reset_id in result["resolved"]
+    assert finding("acme", reset_id).status == "resolved"

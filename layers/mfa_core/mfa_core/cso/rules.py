@@ -160,51 +160,62 @@ def event_detection(event: Event, **fields: Any) -> Detection:
 
 def detect(events: Iterable[Event]) -> tuple[list[Detection], set[str]]:
     """Apply the single-event rules; return the detections and the ids of findings that the
-    events resolve."""
+    events resolve.
+
+    A finding id is in both when an event resolves it after an event that detects it, as a
+    key suspected cloned and then removed. A detection after a resolution leaves it open.
+    """
     detections: list[Detection] = []
     resolved: set[str] = set()
     for event in events:
-        if event.user_id is None:
-            weakened = enforcement_weakened(event)
-            if weakened is not None:
-                detections.append(weakened)
-            continue
-        subject = user_subject(event.user_id)
-        if event.event_type == "webauthn.clone_suspected":
-            detections.append(
-                event_detection(
-                    event,
-                    rule=CLONED_KEY,
-                    subject=subject,
-                    qualifier=f"factor:{event.factor_id}",
-                    severity="high",
-                    title="A security key's signature counter went back: the key may be cloned",
-                    details={"factor_id": event.factor_id},
-                )
-            )
-        elif event.event_type == "factor.remove" and event.outcome == "success":
-            # A removed key can no longer be used, cloned or not.
-            resolved.add(finding_id(CLONED_KEY, subject, f"factor:{event.factor_id}"))
-        elif event.event_type == "session.refresh_reuse":
-            detections.append(
-                event_detection(
-                    event,
-                    rule=REFRESH_REUSE,
-                    subject=subject,
-                    qualifier=event.hour,
-                    severity="high",
-                    title="A rotated refresh token was presented again; its session was revoked",
-                    details={"hour": event.hour},
-                )
-            )
-        elif event.event_type in RESET_OPENED:
-            detections.append(_reset_detection(event, subject))
-        elif event.event_type in RESET_CLOSED:
-            reset_id = event.details.get("reset_id")
-            resolved.add(finding_id(ADMIN_RESET, subject, f"reset:{reset_id}"))
-        elif event.event_type == "login.anomaly" and event.outcome != "denied":
-            detections.append(_anomaly_detection(event, subject))
+        count = len(detections)
+        _detect_one(event, detections, resolved)
+        for detection in detections[count:]:
+            resolved.discard(detection.finding_id)
     return detections, resolved
+
+
+def _detect_one(event: Event, detections: list[Detection], resolved: set[str]) -> None:
+    if event.user_id is None:
+        weakened = enforcement_weakened(event)
+        if weakened is not None:
+            detections.append(weakened)
+        return
+    subject = user_subject(event.user_id)
+    if event.event_type == "webauthn.clone_suspected":
+        detections.append(
+            event_detection(
+                event,
+                rule=CLONED_KEY,
+                subject=subject,
+                qualifier=f"factor:{event.factor_id}",
+                severity="high",
+                title="A security key's signature counter went back: the key may be cloned",
+                details={"factor_id": event.factor_id},
+            )
+        )
+    elif event.event_type == "factor.remove" and event.outcome == "success":
+        # A removed key can no longer be used, cloned or not.
+        resolved.add(finding_id(CLONED_KEY, subject, f"factor:{event.factor_id}"))
+    elif event.event_type == "session.refresh_reuse":
+        detections.append(
+            event_detection(
+                event,
+                rule=REFRESH_REUSE,
+                subject=subject,
+                qualifier=event.hour,
+                severity="high",
+                title="A rotated refresh token was presented again; its session was revoked",
+                details={"hour": event.hour},
+            )
+        )
+    elif event.event_type in RESET_OPENED:
+        detections.append(_reset_detection(event, subject))
+    elif event.event_type in RESET_CLOSED:
+        reset_id = event.details.get("reset_id")
+        resolved.add(finding_id(ADMIN_RESET, subject, f"reset:{reset_id}"))
+    elif event.event_type == "login.anomaly" and event.outcome != "denied":
+        detections.append(_anomaly_detection(event, subject))
 
 
 def _reset_detection(event: Event, subject: str) -> Detection:

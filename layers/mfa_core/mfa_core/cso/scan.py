@@ -123,10 +123,12 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     detections, resolved = rules.detect(events)
     batch.add(detections)
     batch.resolve(resolved)
+    # A finding that these events open and then resolve is stored, notified and resolved.
+    batch.restored.update(resolved & set(batch.detections))
     window = _Window.of(after, events)
     _count_failed_mfa(svc, org_id, events, batch, window)
     _count_shared_addresses(svc, org_id, events, batch, window)
-    _profile_login_hours(svc, org_id, events, batch)
+    profiles = _profile_login_hours(svc, org_id, events, batch)
     _check_policy_changes(svc, org_id, events, batch)
 
     result.full_member_pass = (
@@ -148,6 +150,9 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     }
 
     _apply(svc, org_id, batch, result, now=now)
+    # Profiles are saved after the findings, because a profile skips the logins it contains:
+    # a run that failed after saving them would leave the next run to miss their findings.
+    svc.scan_store.save_profiles(profiles)
     notify(svc, result.new)
     # Evidence once a day: the first run of each UTC day, and an org's first run.
     if state is None or _day(float(state.last_run_at)) != _day(now):
@@ -364,9 +369,12 @@ def _counter_expiry(hour: str) -> int:
 # -- login hours ---------------------------------------------------------------------------
 
 
-def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
+def _profile_login_hours(
+    svc: Services, org_id: str, events: list[Event], batch: _Batch
+) -> list[LoginProfileModel]:
     """Flag a login in an hour of the day when the user never signed in, within an hour either
-    side, once the profile contains enough logins. Then add the login to the profile."""
+    side, once the profile contains enough logins. Then add the login to the profile, and
+    return the profiles changed, for the caller to save."""
     logins: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         if event.event_type in rules.LOGIN_EVENTS and event.outcome == "success" and event.user_id:
@@ -409,7 +417,7 @@ def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch:
         profile.logins = total
         profile.upto = user_logins[-1].event_id
         changed.append(profile)
-    svc.scan_store.save_profiles(changed)
+    return changed
 
 
 # -- the policy ----------------------------------------------------------------------------

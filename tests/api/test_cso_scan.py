@@ -1252,3 +1252,49 @@ def test_reset_requested_and_cancelled_in_one_run(
     reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-1")
     assert reset_id in result["resolved"]
     assert finding("acme", reset_id).status == "resolved"
+
+
+def test_weakened_twice_in_one_run_and_partly_restored(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    set_policy("acme", enforcement="optional")
+    clock.advance(1)
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="optional")
+
+    result = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    assert weakened in result["new"]
+    assert weakened not in result["resolved"]  # optional is weaker than required
+    found = finding("acme", weakened)
+    assert found.status == "open"
+    assert found.details["before"]["enforcement"] == "required"
+
+
+def test_weakened_twice_across_runs_of_one_hour(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    set_policy("acme", enforcement="optional")
+    assert weakened in run_scan(stack, clock)["new"]
+    set_policy("acme", enforcement="off")
+    assert weakened in run_scan(stack, clock)["new"]  # raised to high
+
+    set_policy("acme", enforcement="optional")
+    partly = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    assert weakened not in partly["resolved"]
+    found = finding("acme", weakened)
+    assert found.status == "open"
+    assert found.details["before"]["enforcement"] == "required"
+    assert found.details["after"]["enforcement"] == "off"

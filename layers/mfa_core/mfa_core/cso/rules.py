@@ -117,7 +117,7 @@ class Detection:
         self.severity = max_severity(self.severity, other.severity)
         self.title = other.title if other.severity == self.severity else self.title
         self.evidence = merge_evidence(self.evidence, other.evidence)
-        self.details.update(other.details)
+        self.details = merge_details(self.rule, self.details, other.details)
         self.deadline = other.deadline if other.deadline is not None else self.deadline
         self.first_at = _earliest(self.first_at, other.first_at)
         self.last_at = _latest(self.last_at, other.last_at)
@@ -145,6 +145,22 @@ def merge_evidence(current: Iterable[str], new: Iterable[str]) -> list[str]:
     return sorted(set(current) | set(new))[-MAX_EVIDENCE:]
 
 
+def merge_details(
+    rule: str, current: Mapping[str, Any], later: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return a finding's details with those of a later detection merged in.
+
+    A weakened policy keeps the policy before its first change and every reason, so that the
+    finding resolves only once a policy is as strict as that one again.
+    """
+    merged = {**current, **later}
+    if rule == ENFORCEMENT_WEAKENED and current.get("before") is not None:
+        merged["before"] = current["before"]
+        reasons = [*(current.get("reasons") or ()), *(later.get("reasons") or ())]
+        merged["reasons"] = list(dict.fromkeys(reasons))
+    return merged
+
+
 def event_detection(event: Event, **fields: Any) -> Detection:
     """Build a detection whose evidence is one event."""
     return Detection(
@@ -167,12 +183,24 @@ def detect(events: Iterable[Event]) -> tuple[list[Detection], set[str]]:
     """
     detections: list[Detection] = []
     resolved: set[str] = set()
-    for event in events:
+    for event in sorted(events, key=_event_order):
         count = len(detections)
         _detect_one(event, detections, resolved)
         for detection in detections[count:]:
             resolved.discard(detection.finding_id)
     return detections, resolved
+
+
+def _event_order(event: Event) -> tuple[str, int, str]:
+    """Order events by id, except that policy changes of one millisecond, whose ids are in
+    random order, go by policy version."""
+    version = 0
+    if event.event_type == "policy.mfa":
+        try:
+            version = int(event.details.get("version") or 0)
+        except (TypeError, ValueError):
+            version = 0
+    return event.event_id.partition("-")[0], version, event.event_id
 
 
 def _detect_one(event: Event, detections: list[Detection], resolved: set[str]) -> None:

@@ -721,7 +721,7 @@ def _merge(
         subject=read.subject,
         title=detection.title,
         evidence=rules.merge_evidence(list(read.evidence or []), detection.evidence),
-        details={**_plain(read.details), **detection.details},
+        details=rules.merge_details(read.rule, _plain(read.details), detection.details),
         first_seen=float(read.first_seen),
         last_seen=max(float(read.last_seen), last_at),
         resolved_at=None,

@@ -1298,3 +1298,23 @@ def test_weakened_twice_across_runs_of_one_hour(
     assert found.status == "open"
     assert found.details["before"]["enforcement"] == "required"
     assert found.details["after"]["enforcement"] == "off"
+
+
+def test_weakened_again_and_partly_restored_in_later_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    set_policy("acme", enforcement="optional")
+    assert weakened in run_scan(stack, clock)["new"]
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="optional")
+
+    partly = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    assert weakened not in partly["resolved"]  # optional is weaker than required
+    assert finding("acme", weakened).status == "open"

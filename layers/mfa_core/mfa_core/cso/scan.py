@@ -434,14 +434,17 @@ def _check_policy_changes(svc: Services, org_id: str, events: list[Event], batch
     changes.sort(key=lambda event: _as_int(event.details.get("version")))
     current = changes[-1].details.get("after") or {}
     changed_at = changes[-1].created_at
+    stored_before: dict[str, Any] = {}
     for finding in svc.scan_store.open_findings(org_id, rules.ENFORCEMENT_WEAKENED):
         before = _plain(finding.details).get("before") or {}
+        stored_before[finding.finding_id] = before
         if not rules.weakening(before, current, at=changed_at):
             batch.resolve([finding.finding_id])
     for finding_id, detection in batch.detections.items():
         if detection.rule != rules.ENFORCEMENT_WEAKENED:
             continue
-        before = detection.details.get("before") or {}
+        # An open finding of the same hour keeps the policy before an earlier run's change.
+        before = stored_before.get(finding_id) or detection.details.get("before") or {}
         if not rules.weakening(before, current, at=changed_at):
             batch.restored.add(finding_id)
 

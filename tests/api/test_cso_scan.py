@@ -1318,3 +1318,38 @@ def test_weakened_again_and_partly_restored_in_later_run(
     assert rules.hour_of(clock.now()) == hour
     assert weakened not in partly["resolved"]  # optional is weaker than required
     assert finding("acme", weakened).status == "open"
+
+
+def test_finding_stored_before_a_failed_write_is_notified(
+    clock: ManualClock, stack: LocalStack, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(SETTLE)
+    svc = runtime.services()
+    notified: list[str] = []
+    publish = scan.notify
+
+    def recorded(svc: Any, findings: list[FindingModel]) -> None:
+        notified.extend(finding.finding_id for finding in findings)
+        publish(svc, findings)
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise DependencyFailed()
+
+    monkeypatch.setattr(scan, "notify", recorded)
+    # The weakened finding is stored, then resolving it fails.
+    monkeypatch.setattr(svc.scan_store, "resolve_finding", unavailable)
+    assert scan.scan_all(svc, org_id="acme") == []
+    monkeypatch.undo()
+    monkeypatch.setattr(scan, "notify", recorded)
+    [retried] = scan.scan_all(svc, org_id="acme")
+
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", rules.hour_of(clock.now()))
+    assert notified.count(weakened) == 1
+    assert weakened in retried.as_json()["resolved"]

@@ -149,11 +149,15 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
         if not finding_id.startswith(f"{rules.NOT_ENROLLED}#") or finding_id in open_ids
     }
 
-    _apply(svc, org_id, batch, result, now=now)
+    try:
+        _apply(svc, org_id, batch, result, now=now)
+    finally:
+        # The findings stored as new are notified even when a later write fails, because the
+        # run that reads their events again finds them stored and unchanged.
+        notify(svc, result.new)
     # Profiles are saved after the findings, because a profile skips the logins it contains:
     # a run that failed after saving them would leave the next run to miss their findings.
     svc.scan_store.save_profiles(profiles)
-    notify(svc, result.new)
     # Evidence once a day: the first run of each UTC day, and an org's first run.
     if state is None or _day(float(state.last_run_at)) != _day(now):
         try:

@@ -1353,3 +1353,48 @@ def test_finding_stored_before_a_failed_write_is_notified(
     weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", rules.hour_of(clock.now()))
     assert notified.count(weakened) == 1
     assert weakened in retried.as_json()["resolved"]
+
+
+@pytest.mark.parametrize("complete_first", [True, False])
+def test_completed_reset_stays_open_past_expiry(
+    clock: ManualClock, stack: LocalStack, acme: Member, complete_first: bool
+) -> None:
+    member = add_member("acme", "ops@acme.example")
+    svc = runtime.services()
+    actor = f"user:{acme.user_id}"
+    details = {"reset_id": "r-3", "expires_at": int(clock.now()) + DAY}
+    record("acme", "mfa_reset.request", user_id=member.user_id, actor=actor, details=details)
+    clock.advance(HOUR)
+    # The last approval and the completion share one millisecond, as the reset service
+    # records them, so their ids are in either order.
+    now = clock.now()
+    millisecond = audit.new_event_id(now).partition("-")[0]
+    first, last = f"{millisecond}-{'0' * 16}", f"{millisecond}-{'f' * 16}"
+    stages = {
+        "mfa_reset.approve": last if complete_first else first,
+        "mfa_reset.complete": first if complete_first else last,
+    }
+    for event_type, event_id in stages.items():
+        event = audit.event(
+            now=now,
+            event_type=event_type,
+            outcome="success",
+            org_id="acme",
+            user_id=member.user_id,
+            actor=actor,
+            context=CONTEXT,
+            details={**details, "factors_disabled": 1},
+        )
+        svc.store.record(dataclasses.replace(event, event_id=event_id))
+    reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-3")
+    run_scan(stack, clock)
+    assert finding("acme", reset_id).severity == "high"
+
+    clock.advance(DAY)
+    later = run_scan(stack, clock)
+
+    assert reset_id not in later["resolved"]
+    completed = finding("acme", reset_id)
+    assert completed.status == "open"
+    assert completed.details["stage"] == "mfa_reset.complete"
+    assert completed.title == "Admins reset a member's MFA"

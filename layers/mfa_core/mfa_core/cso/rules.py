@@ -51,7 +51,8 @@ FAILED_MFA_EVENTS = frozenset({"login.mfa", "mfa.step_up"})
 LOGIN_EVENTS = frozenset({"login", "login.mfa"})
 # Event types of a step of a login, whatever its outcome, that name the user.
 LOGIN_ATTEMPT_EVENTS = frozenset({"login", "login.password", "login.mfa"})
-RESET_OPENED = frozenset({"mfa_reset.request", "mfa_reset.approve", "mfa_reset.complete"})
+RESET_COMPLETE = "mfa_reset.complete"
+RESET_OPENED = frozenset({"mfa_reset.request", "mfa_reset.approve", RESET_COMPLETE})
 RESET_CLOSED = frozenset({"mfa_reset.cancel", "mfa_reset.expire"})
 ENFORCEMENT_RANK = {"off": 0, "optional": 1, "required": 2}
 
@@ -151,9 +152,12 @@ def merge_details(
     """Return a finding's details with those of a later detection merged in.
 
     A weakened policy keeps the policy before its first change and every reason, so that the
-    finding resolves only once a policy is as strict as that one again.
+    finding resolves only once a policy is as strict as that one again. A completed reset stays
+    completed: its last approval has an event of the same millisecond, in either order.
     """
     merged = {**current, **later}
+    if rule == ADMIN_RESET and current.get("stage") == RESET_COMPLETE:
+        merged["stage"] = RESET_COMPLETE
     if rule == ENFORCEMENT_WEAKENED and current.get("before") is not None:
         merged["before"] = current["before"]
         reasons = [*(current.get("reasons") or ()), *(later.get("reasons") or ())]
@@ -248,7 +252,7 @@ def _detect_one(event: Event, detections: list[Detection], resolved: set[str]) -
 
 def _reset_detection(event: Event, subject: str) -> Detection:
     reset_id = event.details.get("reset_id")
-    completed = event.event_type == "mfa_reset.complete"
+    completed = event.event_type == RESET_COMPLETE
     details: dict[str, Any] = {"reset_id": reset_id, "stage": event.event_type}
     if completed:
         details["factors_disabled"] = event.details.get("factors_disabled")

@@ -651,7 +651,7 @@ def _close_expired_resets(open_resets: list[FindingModel], batch: _Batch, *, now
     for finding in open_resets:
         details = _plain(finding.details)
         expires_at = details.get("expires_at")
-        if details.get("stage") == "mfa_reset.complete" or expires_at is None:
+        if details.get("stage") == rules.RESET_COMPLETE or expires_at is None:
             continue
         if float(expires_at) <= now:
             batch.resolve([finding.finding_id])
@@ -726,7 +726,8 @@ def _merge(
         severity=severity,
         status="open",
         subject=read.subject,
-        title=detection.title,
+        # The title goes with the severity, which a less severe detection does not lower.
+        title=detection.title if severity == detection.severity else read.title,
         evidence=rules.merge_evidence(list(read.evidence or []), detection.evidence),
         details=rules.merge_details(read.rule, _plain(read.details), detection.details),
         first_seen=float(read.first_seen),

@@ -1398,3 +1398,27 @@ def test_completed_reset_stays_open_past_expiry(
     assert completed.status == "open"
     assert completed.details["stage"] == "mfa_reset.complete"
     assert completed.title == "Admins reset a member's MFA"
+
+
+def test_failed_evidence_pack_written_by_next_run(
+    clock: ManualClock, stack: LocalStack, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    clock.advance(DAY - clock.now() % DAY + HOUR)  # the runs below share one UTC day
+    svc = runtime.services()
+
+    def unavailable(*args: object, **kwargs: object) -> str:
+        raise DependencyFailed("Storing the evidence pack failed.")
+
+    monkeypatch.setattr(svc.evidence_store, "put", unavailable)
+    [failed] = scan.scan_all(svc, org_id="acme")
+    monkeypatch.undo()
+    clock.advance(HOUR)
+    [retried] = scan.scan_all(svc, org_id="acme")
+    clock.advance(HOUR)
+    [same_day] = scan.scan_all(svc, org_id="acme")
+
+    assert failed.evidence_key is None
+    assert retried.evidence_key is not None
+    assert same_day.evidence_key is None

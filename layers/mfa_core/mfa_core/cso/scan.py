@@ -159,12 +159,15 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     # a run that failed after saving them would leave the next run to miss their findings.
     svc.scan_store.save_profiles(profiles)
     # Evidence once a day: the first run of each UTC day, and an org's first run.
-    if state is None or _day(float(state.last_run_at)) != _day(now):
+    evidence_at = 0.0 if state is None else float(_coalesce(state.evidence_at, state.last_run_at))
+    if _day(evidence_at) != _day(now):
         try:
             result.evidence_key = write_evidence(svc, org)
+            evidence_at = now
         except SCAN_ERRORS:
-            # The findings are stored and notified already, so the run still moves on. The
-            # operator can write the pack with `mfa-admin cso evidence --new`.
+            # The findings are stored and notified already, so the run still moves on, and
+            # the next run writes the pack. The operator can write it at once with
+            # `mfa-admin cso evidence --new`.
             logger.exception("Writing the evidence pack failed", extra={"org_id": org_id})
     repo.save_state(
         ScanStateModel(
@@ -173,6 +176,7 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
             last_event_id=result.last_event_id,
             last_run_at=now,
             policy_version=org_policy.version,
+            evidence_at=evidence_at,
         )
     )
     logger.info(
@@ -202,6 +206,10 @@ def write_evidence(svc: Services, org: OrgModel) -> str:
     pack = evidence.build_pack(svc, org, open_findings=open_findings)
     stamp = datetime.fromtimestamp(pack.generated_at, UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     return svc.evidence_store.put(org.org_id, stamp, pack.as_json(), pack.markdown())
+
+
+def _coalesce(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _day(moment: float) -> str:

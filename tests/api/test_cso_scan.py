@@ -1422,3 +1422,33 @@ def test_failed_evidence_pack_written_by_next_run(
     assert failed.evidence_key is None
     assert retried.evidence_key is not None
     assert same_day.evidence_key is None
+
+
+def test_overlapping_run_does_not_reopen_a_restored_policy(
+    clock: ManualClock, stack: LocalStack, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+    from mfa_core.store.findings import ScanStore  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(SETTLE)
+    svc = runtime.services()
+    started = svc.scan_store.get_state("acme")
+    [first] = scan.scan_all(svc, org_id="acme")
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", rules.hour_of(clock.now()))
+    assert weakened in first.as_json()["new"]
+    assert weakened in first.as_json()["resolved"]
+
+    # A second run that started with the first: it read the same position, and read the
+    # findings before the first run stored any.
+    monkeypatch.setattr(ScanStore, "get_state", lambda self, org_id: started)
+    monkeypatch.setattr(ScanStore, "get_findings", lambda self, org_id, finding_ids: {})
+    [second] = scan.scan_all(svc, org_id="acme")
+
+    assert second.events_read == first.events_read
+    assert weakened not in second.as_json()["new"]
+    assert finding("acme", weakened).status == "resolved"

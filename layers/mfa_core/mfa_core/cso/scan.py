@@ -724,6 +724,10 @@ def _merge(
         return finding, NEW
 
     reopened = read.status != "open"
+    if reopened and detection.evidence and set(detection.evidence) <= set(read.evidence or []):
+        # The finding held these events before it was resolved: a run that overlapped this
+        # one, or failed after storing, read them already and resolved the finding since.
+        return read, UNCHANGED
     severity = (
         detection.severity if reopened else rules.max_severity(read.severity, detection.severity)
     )

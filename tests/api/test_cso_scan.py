@@ -1443,8 +1443,8 @@ def test_overlapping_run_does_not_reopen_a_restored_policy(
     assert weakened in first.as_json()["new"]
     assert weakened in first.as_json()["resolved"]
 
-    # A second run that started with the first: it read the same position, and read the
-    # findings before the first run stored any.
+    # The second run starts from the same position as the first, and its read of the findings
+    # returns none, as a read made before the first run stored any.
     monkeypatch.setattr(ScanStore, "get_state", lambda self, org_id: started)
     monkeypatch.setattr(ScanStore, "get_findings", lambda self, org_id, finding_ids: {})
     [second] = scan.scan_all(svc, org_id="acme")

@@ -725,7 +725,7 @@ def _merge(
 
     reopened = read.status != "open"
     if reopened and detection.evidence and set(detection.evidence) <= set(read.evidence or []):
-        # The finding held these events before it was resolved: a run that overlapped this
+        # The finding held these events before it was resolved, so a run that overlapped this
         # one, or failed after storing, read them already and resolved the finding since.
         return read, UNCHANGED
     severity = (

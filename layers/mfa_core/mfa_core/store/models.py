@@ -385,8 +385,8 @@ class ScanStateModel(Model):
     last_run_at = NumberAttribute()
     # The org's policy version at the last run: another one means every member is checked again.
     policy_version = NumberAttribute()
-    # When the scan last wrote the org's evidence pack, 0 before it wrote one. A state without
-    # it had its pack written at `last_run_at`.
+    # The time the scan last wrote the org's evidence pack, or 0 before the first one. A state
+    # without it had its pack written at `last_run_at`.
     evidence_at = NumberAttribute(null=True)
 
 

@@ -1452,3 +1452,27 @@ def test_overlapping_run_does_not_reopen_a_restored_policy(
     assert second.events_read == first.events_read
     assert weakened not in second.as_json()["new"]
     assert finding("acme", weakened).status == "resolved"
+
+
+def test_reopened_weakening_keeps_its_own_baseline(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="optional")
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    set_policy("acme", enforcement="off")
+    assert weakened in run_scan(stack, clock)["new"]
+    set_policy("acme", enforcement="required", grace_days=7)
+    assert weakened in run_scan(stack, clock)["resolved"]
+    set_policy("acme", enforcement="optional")
+    assert weakened in run_scan(stack, clock)["new"]  # reopened: required to optional
+
+    set_policy("acme", enforcement="optional", grace_days=5)
+    unrelated = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    assert weakened not in unrelated["resolved"]
+    reopened = finding("acme", weakened)
+    assert reopened.status == "open"
+    assert reopened.details["before"]["enforcement"] == "required"

@@ -731,6 +731,13 @@ def _merge(
     severity = (
         detection.severity if reopened else rules.max_severity(read.severity, detection.severity)
     )
+    # A reopened finding starts again from the detection, and keeps nothing of what its
+    # resolution ended, such as a weakened policy's earlier baseline.
+    details = (
+        {**_plain(read.details), **detection.details}
+        if reopened
+        else rules.merge_details(read.rule, _plain(read.details), detection.details)
+    )
     finding = FindingModel(
         org_id,
         finding_id,
@@ -741,7 +748,7 @@ def _merge(
         # The title goes with the severity, which a less severe detection does not lower.
         title=detection.title if severity == detection.severity else read.title,
         evidence=rules.merge_evidence(list(read.evidence or []), detection.evidence),
-        details=rules.merge_details(read.rule, _plain(read.details), detection.details),
+        details=details,
         first_seen=float(read.first_seen),
         last_seen=max(float(read.last_seen), last_at),
         resolved_at=None,

@@ -1476,3 +1476,26 @@ def test_reopened_weakening_keeps_its_own_baseline(
     reopened = finding("acme", weakened)
     assert reopened.status == "open"
     assert reopened.details["before"]["enforcement"] == "required"
+
+
+def test_weakened_restored_and_weakened_again_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="optional")
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(1)
+    set_policy("acme", enforcement="optional")
+
+    result = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    assert weakened in result["new"]
+    assert weakened not in result["resolved"]  # required to optional is the last change
+    found = finding("acme", weakened)
+    assert found.status == "open"
+    assert found.details["before"]["enforcement"] == "required"

@@ -151,18 +151,31 @@ def merge_details(
 ) -> dict[str, Any]:
     """Return a finding's details with those of a later detection merged in.
 
-    A weakened policy keeps the policy before its first change and every reason, so that the
-    finding resolves only once a policy is as strict as that one again. A completed reset stays
-    completed: its last approval has an event of the same millisecond, in either order.
+    A weakened policy keeps the policy before its first change and every reason while no
+    change in between restored it, so that the finding resolves only once a policy is as strict
+    as that one again. A completed reset stays completed: its last approval has an event of the
+    same millisecond, in either order.
     """
     merged = {**current, **later}
     if rule == ADMIN_RESET and current.get("stage") == RESET_COMPLETE:
         merged["stage"] = RESET_COMPLETE
-    if rule == ENFORCEMENT_WEAKENED and current.get("before") is not None:
-        merged["before"] = current["before"]
-        reasons = [*(current.get("reasons") or ()), *(later.get("reasons") or ())]
-        merged["reasons"] = list(dict.fromkeys(reasons))
+    if rule == ENFORCEMENT_WEAKENED:
+        merged["before"] = baseline(current.get("before"), later.get("before"))
+        if merged["before"] is not later.get("before"):
+            reasons = [*(current.get("reasons") or ()), *(later.get("reasons") or ())]
+            merged["reasons"] = list(dict.fromkeys(reasons))
     return merged
+
+
+def baseline(first: Mapping[str, Any] | None, later: Mapping[str, Any] | None) -> Any:
+    """Return the policy that two weakening changes of one finding are measured against: the
+    one before the first change, unless the later change started from a policy as strict,
+    which means that a change in between restored it."""
+    if first is None:
+        return later
+    if later is None or weakening(first, later):
+        return first
+    return later
 
 
 def event_detection(event: Event, **fields: Any) -> Detection:

@@ -455,8 +455,9 @@ def _check_policy_changes(svc: Services, org_id: str, events: list[Event], batch
     for finding_id, detection in batch.detections.items():
         if detection.rule != rules.ENFORCEMENT_WEAKENED:
             continue
-        # An open finding of the same hour keeps the policy before an earlier run's change.
-        before = stored_before.get(finding_id) or detection.details.get("before") or {}
+        # An open finding of the same hour can keep the policy before an earlier run's change.
+        before = rules.baseline(stored_before.get(finding_id), detection.details.get("before"))
+        before = before or {}
         if not rules.weakening(before, current, at=changed_at):
             batch.restored.add(finding_id)
 

@@ -1168,3 +1168,334 @@ def test_cli_scan_prints_results(
 
     assert cli.main(["cso", "scan", "--org-id", "missing"]) == cli.EXIT_ERROR
     assert "not_found" in capsys.readouterr().err
+
+
+def test_unusual_hour_found_after_run_failing_past_profiles(  # noqa: PLR0917
+    client: Client,
+    clock: ManualClock,
+    stack: LocalStack,
+    acme: Member,
+    thresholds: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    thresholds(cso_profile_min_logins=3)
+    for _ in range(3):
+        login_from(client, acme, "192.0.2.1")
+        clock.advance(60)
+    run_scan(stack, clock)
+    clock.advance(12 * HOUR)
+    login_from(client, acme, "192.0.2.1")
+    clock.advance(SETTLE)
+    svc = runtime.services()
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise DependencyFailed()
+
+    # The run fails after the rules that keep login-hour profiles, before any finding is
+    # stored.
+    monkeypatch.setattr(svc.scan_store, "get_findings", unavailable)
+    assert scan.scan_all(svc, org_id="acme") == []
+    monkeypatch.undo()
+    [retried] = scan.scan_all(svc, org_id="acme")
+
+    unusual = [
+        name for name in retried.as_json()["new"] if name.startswith(rules.UNUSUAL_LOGIN_HOUR)
+    ]
+    assert len(unusual) == 1
+    assert finding("acme", unusual[0]).details["logins_on_record"] == 3
+    profiles = svc.scan_store.get_profiles("acme", [acme.user_id])
+    assert profiles[acme.user_id].logins == 4
+
+
+def test_cloned_key_suspected_and_removed_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    record(
+        "acme",
+        "webauthn.clone_suspected",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        outcome="denied",
+        details={"stored_sign_count": 7, "reported_sign_count": 3},
+    )
+    clock.advance(1)  # event ids of one millisecond are in random order
+    record(
+        "acme",
+        "factor.remove",
+        user_id=acme.user_id,
+        factor_id="f-key",
+        details={"type": "webauthn"},
+    )
+
+    result = run_scan(stack, clock)
+
+    clone_id = rules.finding_id(rules.CLONED_KEY, f"user:{acme.user_id}", "factor:f-key")
+    assert clone_id in result["new"]
+    assert clone_id in result["resolved"]
+    assert finding("acme", clone_id).status == "resolved"
+
+
+def test_reset_requested_and_cancelled_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    member = add_member("acme", "ops@acme.example")
+    actor = f"user:{acme.user_id}"
+    details = {"reset_id": "r-1", "expires_at": int(clock.now()) + DAY}
+    record("acme", "mfa_reset.request", user_id=member.user_id, actor=actor, details=details)
+    clock.advance(1)
+    record("acme", "mfa_reset.cancel", user_id=member.user_id, actor=actor, details=details)
+
+    result = run_scan(stack, clock)
+
+    reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-1")
+    assert reset_id in result["resolved"]
+    assert finding("acme", reset_id).status == "resolved"
+
+
+def test_weakened_twice_in_one_run_and_partly_restored(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    set_policy("acme", enforcement="optional")
+    clock.advance(1)
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="optional")
+
+    result = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    assert weakened in result["new"]
+    assert weakened not in result["resolved"]  # optional is weaker than required
+    found = finding("acme", weakened)
+    assert found.status == "open"
+    assert found.details["before"]["enforcement"] == "required"
+
+
+def test_weakened_twice_across_runs_of_one_hour(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    set_policy("acme", enforcement="optional")
+    assert weakened in run_scan(stack, clock)["new"]
+    set_policy("acme", enforcement="off")
+    assert weakened in run_scan(stack, clock)["new"]  # raised to high
+
+    set_policy("acme", enforcement="optional")
+    partly = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    assert weakened not in partly["resolved"]
+    found = finding("acme", weakened)
+    assert found.status == "open"
+    assert found.details["before"]["enforcement"] == "required"
+    assert found.details["after"]["enforcement"] == "off"
+
+
+def test_weakened_again_and_partly_restored_in_later_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    set_policy("acme", enforcement="optional")
+    assert weakened in run_scan(stack, clock)["new"]
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="optional")
+
+    partly = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    assert weakened not in partly["resolved"]  # optional is weaker than required
+    assert finding("acme", weakened).status == "open"
+
+
+def test_finding_stored_before_a_failed_write_is_notified(
+    clock: ManualClock, stack: LocalStack, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(SETTLE)
+    svc = runtime.services()
+    notified: list[str] = []
+    publish = scan.notify
+
+    def recorded(svc: Any, findings: list[FindingModel]) -> None:
+        notified.extend(finding.finding_id for finding in findings)
+        publish(svc, findings)
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise DependencyFailed()
+
+    monkeypatch.setattr(scan, "notify", recorded)
+    # The weakened finding is stored, then resolving it fails.
+    monkeypatch.setattr(svc.scan_store, "resolve_finding", unavailable)
+    assert scan.scan_all(svc, org_id="acme") == []
+    monkeypatch.undo()
+    monkeypatch.setattr(scan, "notify", recorded)
+    [retried] = scan.scan_all(svc, org_id="acme")
+
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", rules.hour_of(clock.now()))
+    assert notified.count(weakened) == 1
+    assert weakened in retried.as_json()["resolved"]
+
+
+@pytest.mark.parametrize("complete_first", [True, False])
+def test_completed_reset_stays_open_past_expiry(
+    clock: ManualClock, stack: LocalStack, acme: Member, complete_first: bool
+) -> None:
+    member = add_member("acme", "ops@acme.example")
+    svc = runtime.services()
+    actor = f"user:{acme.user_id}"
+    details = {"reset_id": "r-3", "expires_at": int(clock.now()) + DAY}
+    record("acme", "mfa_reset.request", user_id=member.user_id, actor=actor, details=details)
+    clock.advance(HOUR)
+    # The last approval and the completion share one millisecond, as the reset service
+    # records them, so their ids are in either order.
+    now = clock.now()
+    millisecond = audit.new_event_id(now).partition("-")[0]
+    first, last = f"{millisecond}-{'0' * 16}", f"{millisecond}-{'f' * 16}"
+    stages = {
+        "mfa_reset.approve": last if complete_first else first,
+        "mfa_reset.complete": first if complete_first else last,
+    }
+    for event_type, event_id in stages.items():
+        event = audit.event(
+            now=now,
+            event_type=event_type,
+            outcome="success",
+            org_id="acme",
+            user_id=member.user_id,
+            actor=actor,
+            context=CONTEXT,
+            details={**details, "factors_disabled": 1},
+        )
+        svc.store.record(dataclasses.replace(event, event_id=event_id))
+    reset_id = rules.finding_id(rules.ADMIN_RESET, f"user:{member.user_id}", "reset:r-3")
+    run_scan(stack, clock)
+    assert finding("acme", reset_id).severity == "high"
+
+    clock.advance(DAY)
+    later = run_scan(stack, clock)
+
+    assert reset_id not in later["resolved"]
+    completed = finding("acme", reset_id)
+    assert completed.status == "open"
+    assert completed.details["stage"] == "mfa_reset.complete"
+    assert completed.title == "Admins reset a member's MFA"
+
+
+def test_failed_evidence_pack_written_by_next_run(
+    clock: ManualClock, stack: LocalStack, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    clock.advance(DAY - clock.now() % DAY + HOUR)  # the runs below share one UTC day
+    svc = runtime.services()
+
+    def unavailable(*args: object, **kwargs: object) -> str:
+        raise DependencyFailed("Storing the evidence pack failed.")
+
+    monkeypatch.setattr(svc.evidence_store, "put", unavailable)
+    [failed] = scan.scan_all(svc, org_id="acme")
+    monkeypatch.undo()
+    clock.advance(HOUR)
+    [retried] = scan.scan_all(svc, org_id="acme")
+    clock.advance(HOUR)
+    [same_day] = scan.scan_all(svc, org_id="acme")
+
+    assert failed.evidence_key is None
+    assert retried.evidence_key is not None
+    assert same_day.evidence_key is None
+
+
+def test_overlapping_run_does_not_reopen_a_restored_policy(
+    clock: ManualClock, stack: LocalStack, acme: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa_core.cso import scan  # noqa: PLC0415 - see LAZY_IMPORTS
+    from mfa_core.store.findings import ScanStore  # noqa: PLC0415 - see LAZY_IMPORTS
+
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(SETTLE)
+    svc = runtime.services()
+    started = svc.scan_store.get_state("acme")
+    [first] = scan.scan_all(svc, org_id="acme")
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", rules.hour_of(clock.now()))
+    assert weakened in first.as_json()["new"]
+    assert weakened in first.as_json()["resolved"]
+
+    # The second run starts from the same position as the first, and its read of the findings
+    # returns none, as a read made before the first run stored any.
+    monkeypatch.setattr(ScanStore, "get_state", lambda self, org_id: started)
+    monkeypatch.setattr(ScanStore, "get_findings", lambda self, org_id, finding_ids: {})
+    [second] = scan.scan_all(svc, org_id="acme")
+
+    assert second.events_read == first.events_read
+    assert weakened not in second.as_json()["new"]
+    assert finding("acme", weakened).status == "resolved"
+
+
+def test_reopened_weakening_keeps_its_own_baseline(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="optional")
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    set_policy("acme", enforcement="off")
+    assert weakened in run_scan(stack, clock)["new"]
+    set_policy("acme", enforcement="required", grace_days=7)
+    assert weakened in run_scan(stack, clock)["resolved"]
+    set_policy("acme", enforcement="optional")
+    assert weakened in run_scan(stack, clock)["new"]  # reopened: required to optional
+
+    set_policy("acme", enforcement="optional", grace_days=5)
+    unrelated = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    assert weakened not in unrelated["resolved"]
+    reopened = finding("acme", weakened)
+    assert reopened.status == "open"
+    assert reopened.details["before"]["enforcement"] == "required"
+
+
+def test_weakened_restored_and_weakened_again_in_one_run(
+    clock: ManualClock, stack: LocalStack, acme: Member
+) -> None:
+    set_policy("acme", enforcement="optional")
+    run_scan(stack, clock)
+    hour = rules.hour_of(clock.now())
+    set_policy("acme", enforcement="off")
+    clock.advance(1)
+    set_policy("acme", enforcement="required", grace_days=7)
+    clock.advance(1)
+    set_policy("acme", enforcement="optional")
+
+    result = run_scan(stack, clock)
+
+    assert rules.hour_of(clock.now()) == hour
+    weakened = rules.finding_id(rules.ENFORCEMENT_WEAKENED, "org", hour)
+    assert weakened in result["new"]
+    assert weakened not in result["resolved"]  # required to optional is the last change
+    found = finding("acme", weakened)
+    assert found.status == "open"
+    assert found.details["before"]["enforcement"] == "required"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -121,4 +122,64 @@ def test_blocked_login_is_no_finding() -> None:
     detections, resolved = rules.detect([event])
 
     assert detections == []
+    assert resolved == set()
+
+
+def test_changes_of_one_millisecond_merge_by_version() -> None:
+    optional = policy(enforcement="optional")
+    off = policy(enforcement="off")
+    # The second change has the lower id, as random id suffixes can give.
+    changes = [
+        Event(
+            event_id="001800000000000-ff",
+            event_type="policy.mfa",
+            outcome="success",
+            created_at=CHANGED_AT,
+            details={"before": REQUIRED, "after": optional, "version": 2},
+        ),
+        Event(
+            event_id="001800000000000-00",
+            event_type="policy.mfa",
+            outcome="success",
+            created_at=CHANGED_AT,
+            details={"before": optional, "after": off, "version": 3},
+        ),
+    ]
+
+    detections, _ = rules.detect(changes)
+    merged = detections[0]
+    for detection in detections[1:]:
+        merged.merge(detection)
+
+    assert merged.details["before"]["enforcement"] == "required"
+    assert merged.details["after"]["enforcement"] == "off"
+    assert merged.details["reasons"] == ["enforcement_lowered"]
+
+
+def test_key_suspected_then_removed_is_resolved() -> None:
+    suspected = Event(
+        event_id="001800000000000-00",
+        event_type="webauthn.clone_suspected",
+        outcome="denied",
+        created_at=CHANGED_AT,
+        user_id="u_1",
+        factor_id="f_1",
+    )
+    removed = Event(
+        event_id="001800000001000-00",
+        event_type="factor.remove",
+        outcome="success",
+        created_at=CHANGED_AT + 1,
+        user_id="u_1",
+        factor_id="f_1",
+    )
+    clone_id = rules.finding_id(rules.CLONED_KEY, "user:u_1", "factor:f_1")
+
+    detected, resolved = rules.detect([suspected, removed])
+    assert [detection.finding_id for detection in detected] == [clone_id]
+    assert resolved == {clone_id}
+
+    # A detection after the resolution leaves the finding open.
+    later = dataclasses.replace(suspected, event_id="001800000002000-00")
+    _, resolved = rules.detect([suspected, removed, later])
     assert resolved == set()

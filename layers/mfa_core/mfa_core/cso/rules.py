@@ -51,7 +51,8 @@ FAILED_MFA_EVENTS = frozenset({"login.mfa", "mfa.step_up"})
 LOGIN_EVENTS = frozenset({"login", "login.mfa"})
 # Event types of a step of a login, whatever its outcome, that name the user.
 LOGIN_ATTEMPT_EVENTS = frozenset({"login", "login.password", "login.mfa"})
-RESET_OPENED = frozenset({"mfa_reset.request", "mfa_reset.approve", "mfa_reset.complete"})
+RESET_COMPLETE = "mfa_reset.complete"
+RESET_OPENED = frozenset({"mfa_reset.request", "mfa_reset.approve", RESET_COMPLETE})
 RESET_CLOSED = frozenset({"mfa_reset.cancel", "mfa_reset.expire"})
 ENFORCEMENT_RANK = {"off": 0, "optional": 1, "required": 2}
 
@@ -117,7 +118,7 @@ class Detection:
         self.severity = max_severity(self.severity, other.severity)
         self.title = other.title if other.severity == self.severity else self.title
         self.evidence = merge_evidence(self.evidence, other.evidence)
-        self.details.update(other.details)
+        self.details = merge_details(self.rule, self.details, other.details)
         self.deadline = other.deadline if other.deadline is not None else self.deadline
         self.first_at = _earliest(self.first_at, other.first_at)
         self.last_at = _latest(self.last_at, other.last_at)
@@ -145,6 +146,38 @@ def merge_evidence(current: Iterable[str], new: Iterable[str]) -> list[str]:
     return sorted(set(current) | set(new))[-MAX_EVIDENCE:]
 
 
+def merge_details(
+    rule: str, current: Mapping[str, Any], later: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return a finding's details with those of a later detection merged in.
+
+    A weakened policy keeps the policy before its first change and every reason while no
+    change in between restored it, so that the finding resolves only once a policy is as strict
+    as that one again. A completed reset stays completed: its last approval has an event of the
+    same millisecond, in either order.
+    """
+    merged = {**current, **later}
+    if rule == ADMIN_RESET and current.get("stage") == RESET_COMPLETE:
+        merged["stage"] = RESET_COMPLETE
+    if rule == ENFORCEMENT_WEAKENED:
+        merged["before"] = baseline(current.get("before"), later.get("before"))
+        if merged["before"] is not later.get("before"):
+            reasons = [*(current.get("reasons") or ()), *(later.get("reasons") or ())]
+            merged["reasons"] = list(dict.fromkeys(reasons))
+    return merged
+
+
+def baseline(first: Mapping[str, Any] | None, later: Mapping[str, Any] | None) -> Any:
+    """Return the policy that two weakening changes of one finding are measured against: the
+    one before the first change, unless the later change started from a policy as strict,
+    which means that a change in between restored it."""
+    if first is None:
+        return later
+    if later is None or weakening(first, later):
+        return first
+    return later
+
+
 def event_detection(event: Event, **fields: Any) -> Detection:
     """Build a detection whose evidence is one event."""
     return Detection(
@@ -160,56 +193,79 @@ def event_detection(event: Event, **fields: Any) -> Detection:
 
 def detect(events: Iterable[Event]) -> tuple[list[Detection], set[str]]:
     """Apply the single-event rules; return the detections and the ids of findings that the
-    events resolve."""
+    events resolve.
+
+    A finding id is in both when an event resolves it after an event that detects it, as a
+    key suspected cloned and then removed. A detection after a resolution leaves it open.
+    """
     detections: list[Detection] = []
     resolved: set[str] = set()
-    for event in events:
-        if event.user_id is None:
-            weakened = enforcement_weakened(event)
-            if weakened is not None:
-                detections.append(weakened)
-            continue
-        subject = user_subject(event.user_id)
-        if event.event_type == "webauthn.clone_suspected":
-            detections.append(
-                event_detection(
-                    event,
-                    rule=CLONED_KEY,
-                    subject=subject,
-                    qualifier=f"factor:{event.factor_id}",
-                    severity="high",
-                    title="A security key's signature counter went back: the key may be cloned",
-                    details={"factor_id": event.factor_id},
-                )
-            )
-        elif event.event_type == "factor.remove" and event.outcome == "success":
-            # A removed key can no longer be used, cloned or not.
-            resolved.add(finding_id(CLONED_KEY, subject, f"factor:{event.factor_id}"))
-        elif event.event_type == "session.refresh_reuse":
-            detections.append(
-                event_detection(
-                    event,
-                    rule=REFRESH_REUSE,
-                    subject=subject,
-                    qualifier=event.hour,
-                    severity="high",
-                    title="A rotated refresh token was presented again; its session was revoked",
-                    details={"hour": event.hour},
-                )
-            )
-        elif event.event_type in RESET_OPENED:
-            detections.append(_reset_detection(event, subject))
-        elif event.event_type in RESET_CLOSED:
-            reset_id = event.details.get("reset_id")
-            resolved.add(finding_id(ADMIN_RESET, subject, f"reset:{reset_id}"))
-        elif event.event_type == "login.anomaly" and event.outcome != "denied":
-            detections.append(_anomaly_detection(event, subject))
+    for event in sorted(events, key=_event_order):
+        count = len(detections)
+        _detect_one(event, detections, resolved)
+        for detection in detections[count:]:
+            resolved.discard(detection.finding_id)
     return detections, resolved
+
+
+def _event_order(event: Event) -> tuple[str, int, str]:
+    """Order events by id, except that policy changes of one millisecond, whose ids are in
+    random order, go by policy version."""
+    version = 0
+    if event.event_type == "policy.mfa":
+        try:
+            version = int(event.details.get("version") or 0)
+        except (TypeError, ValueError):
+            version = 0
+    return event.event_id.partition("-")[0], version, event.event_id
+
+
+def _detect_one(event: Event, detections: list[Detection], resolved: set[str]) -> None:
+    if event.user_id is None:
+        weakened = enforcement_weakened(event)
+        if weakened is not None:
+            detections.append(weakened)
+        return
+    subject = user_subject(event.user_id)
+    if event.event_type == "webauthn.clone_suspected":
+        detections.append(
+            event_detection(
+                event,
+                rule=CLONED_KEY,
+                subject=subject,
+                qualifier=f"factor:{event.factor_id}",
+                severity="high",
+                title="A security key's signature counter went back: the key may be cloned",
+                details={"factor_id": event.factor_id},
+            )
+        )
+    elif event.event_type == "factor.remove" and event.outcome == "success":
+        # A removed key can no longer be used, cloned or not.
+        resolved.add(finding_id(CLONED_KEY, subject, f"factor:{event.factor_id}"))
+    elif event.event_type == "session.refresh_reuse":
+        detections.append(
+            event_detection(
+                event,
+                rule=REFRESH_REUSE,
+                subject=subject,
+                qualifier=event.hour,
+                severity="high",
+                title="A rotated refresh token was presented again; its session was revoked",
+                details={"hour": event.hour},
+            )
+        )
+    elif event.event_type in RESET_OPENED:
+        detections.append(_reset_detection(event, subject))
+    elif event.event_type in RESET_CLOSED:
+        reset_id = event.details.get("reset_id")
+        resolved.add(finding_id(ADMIN_RESET, subject, f"reset:{reset_id}"))
+    elif event.event_type == "login.anomaly" and event.outcome != "denied":
+        detections.append(_anomaly_detection(event, subject))
 
 
 def _reset_detection(event: Event, subject: str) -> Detection:
     reset_id = event.details.get("reset_id")
-    completed = event.event_type == "mfa_reset.complete"
+    completed = event.event_type == RESET_COMPLETE
     details: dict[str, Any] = {"reset_id": reset_id, "stage": event.event_type}
     if completed:
         details["factors_disabled"] = event.details.get("factors_disabled")

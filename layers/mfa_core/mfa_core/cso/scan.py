@@ -123,10 +123,12 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
     detections, resolved = rules.detect(events)
     batch.add(detections)
     batch.resolve(resolved)
+    # A finding that these events open and then resolve is stored, notified and resolved.
+    batch.restored.update(resolved & set(batch.detections))
     window = _Window.of(after, events)
     _count_failed_mfa(svc, org_id, events, batch, window)
     _count_shared_addresses(svc, org_id, events, batch, window)
-    _profile_login_hours(svc, org_id, events, batch)
+    profiles = _profile_login_hours(svc, org_id, events, batch)
     _check_policy_changes(svc, org_id, events, batch)
 
     result.full_member_pass = (
@@ -147,15 +149,25 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
         if not finding_id.startswith(f"{rules.NOT_ENROLLED}#") or finding_id in open_ids
     }
 
-    _apply(svc, org_id, batch, result, now=now)
-    notify(svc, result.new)
+    try:
+        _apply(svc, org_id, batch, result, now=now)
+    finally:
+        # The findings stored as new are notified even when a later write fails, because the
+        # run that reads their events again finds them stored and unchanged.
+        notify(svc, result.new)
+    # Profiles are saved after the findings, because a profile skips the logins it contains:
+    # a run that failed after saving them would leave the next run to miss their findings.
+    svc.scan_store.save_profiles(profiles)
     # Evidence once a day: the first run of each UTC day, and an org's first run.
-    if state is None or _day(float(state.last_run_at)) != _day(now):
+    evidence_at = 0.0 if state is None else float(_coalesce(state.evidence_at, state.last_run_at))
+    if _day(evidence_at) != _day(now):
         try:
             result.evidence_key = write_evidence(svc, org)
+            evidence_at = now
         except SCAN_ERRORS:
-            # The findings are stored and notified already, so the run still moves on. The
-            # operator can write the pack with `mfa-admin cso evidence --new`.
+            # The findings are stored and notified already, so the run still moves on, and
+            # the next run writes the pack. The operator can write it at once with
+            # `mfa-admin cso evidence --new`.
             logger.exception("Writing the evidence pack failed", extra={"org_id": org_id})
     repo.save_state(
         ScanStateModel(
@@ -164,6 +176,7 @@ def scan_org(svc: Services, org: OrgModel) -> ScanResult:
             last_event_id=result.last_event_id,
             last_run_at=now,
             policy_version=org_policy.version,
+            evidence_at=evidence_at,
         )
     )
     logger.info(
@@ -193,6 +206,10 @@ def write_evidence(svc: Services, org: OrgModel) -> str:
     pack = evidence.build_pack(svc, org, open_findings=open_findings)
     stamp = datetime.fromtimestamp(pack.generated_at, UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     return svc.evidence_store.put(org.org_id, stamp, pack.as_json(), pack.markdown())
+
+
+def _coalesce(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _day(moment: float) -> str:
@@ -364,9 +381,12 @@ def _counter_expiry(hour: str) -> int:
 # -- login hours ---------------------------------------------------------------------------
 
 
-def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch: _Batch) -> None:
+def _profile_login_hours(
+    svc: Services, org_id: str, events: list[Event], batch: _Batch
+) -> list[LoginProfileModel]:
     """Flag a login in an hour of the day when the user never signed in, within an hour either
-    side, once the profile contains enough logins. Then add the login to the profile."""
+    side, once the profile contains enough logins. Then add the login to the profile, and
+    return the profiles changed, for the caller to save."""
     logins: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         if event.event_type in rules.LOGIN_EVENTS and event.outcome == "success" and event.user_id:
@@ -409,7 +429,7 @@ def _profile_login_hours(svc: Services, org_id: str, events: list[Event], batch:
         profile.logins = total
         profile.upto = user_logins[-1].event_id
         changed.append(profile)
-    svc.scan_store.save_profiles(changed)
+    return changed
 
 
 # -- the policy ----------------------------------------------------------------------------
@@ -426,14 +446,18 @@ def _check_policy_changes(svc: Services, org_id: str, events: list[Event], batch
     changes.sort(key=lambda event: _as_int(event.details.get("version")))
     current = changes[-1].details.get("after") or {}
     changed_at = changes[-1].created_at
+    stored_before: dict[str, Any] = {}
     for finding in svc.scan_store.open_findings(org_id, rules.ENFORCEMENT_WEAKENED):
         before = _plain(finding.details).get("before") or {}
+        stored_before[finding.finding_id] = before
         if not rules.weakening(before, current, at=changed_at):
             batch.resolve([finding.finding_id])
     for finding_id, detection in batch.detections.items():
         if detection.rule != rules.ENFORCEMENT_WEAKENED:
             continue
-        before = detection.details.get("before") or {}
+        # An open finding of the same hour can keep the policy before an earlier run's change.
+        before = rules.baseline(stored_before.get(finding_id), detection.details.get("before"))
+        before = before or {}
         if not rules.weakening(before, current, at=changed_at):
             batch.restored.add(finding_id)
 
@@ -636,7 +660,7 @@ def _close_expired_resets(open_resets: list[FindingModel], batch: _Batch, *, now
     for finding in open_resets:
         details = _plain(finding.details)
         expires_at = details.get("expires_at")
-        if details.get("stage") == "mfa_reset.complete" or expires_at is None:
+        if details.get("stage") == rules.RESET_COMPLETE or expires_at is None:
             continue
         if float(expires_at) <= now:
             batch.resolve([finding.finding_id])
@@ -701,8 +725,19 @@ def _merge(
         return finding, NEW
 
     reopened = read.status != "open"
+    if reopened and detection.evidence and set(detection.evidence) <= set(read.evidence or []):
+        # The finding held these events before it was resolved, so a run that overlapped this
+        # one, or failed after storing, read them already and resolved the finding since.
+        return read, UNCHANGED
     severity = (
         detection.severity if reopened else rules.max_severity(read.severity, detection.severity)
+    )
+    # A reopened finding starts again from the detection, and keeps nothing of what its
+    # resolution ended, such as a weakened policy's earlier baseline.
+    details = (
+        {**_plain(read.details), **detection.details}
+        if reopened
+        else rules.merge_details(read.rule, _plain(read.details), detection.details)
     )
     finding = FindingModel(
         org_id,
@@ -711,9 +746,10 @@ def _merge(
         severity=severity,
         status="open",
         subject=read.subject,
-        title=detection.title,
+        # The title goes with the severity, which a less severe detection does not lower.
+        title=detection.title if severity == detection.severity else read.title,
         evidence=rules.merge_evidence(list(read.evidence or []), detection.evidence),
-        details={**_plain(read.details), **detection.details},
+        details=details,
         first_seen=float(read.first_seen),
         last_seen=max(float(read.last_seen), last_at),
         resolved_at=None,

@@ -397,6 +397,9 @@ class ScanStateModel(Model):
     last_run_at = NumberAttribute()
     # The org's policy version at the last run: another one means every member is checked again.
     policy_version = NumberAttribute()
+    # The time the scan last wrote the org's evidence pack, or 0 before the first one. A state
+    # without it had its pack written at `last_run_at`.
+    evidence_at = NumberAttribute(null=True)
 
 
 class ScanCounterModel(Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import urllib.request
 import zlib
 from dataclasses import replace
 from typing import Any
@@ -24,7 +25,15 @@ from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member, Reply
 from tests.api.test_policy import set_policy
 from tests.api.test_sso_oidc import claims_of
-from tests.saml_idp import ACR_MFA, FakeIdp, ResponseFields, build_response, encode
+from tests.saml_idp import (
+    ACR_MFA,
+    FakeIdp,
+    FormReader,
+    ResponseFields,
+    SamlIdpServer,
+    build_response,
+    encode,
+)
 
 SSO_URL = "https://idp.example.com/app/console/sso/saml"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -40,9 +49,8 @@ def connect(org_id: str, idp: FakeIdp, **settings: Any) -> None:
     connection = SsoConnection(
         protocol="saml",
         idp_entity_id=idp.entity_id,
-        sso_url=SSO_URL,
         signing_certificate=idp.certificate_pem,
-        **settings,
+        **{"sso_url": SSO_URL, **settings},
     )
     runtime.services().store.set_sso_connection(org_id, connection.as_item(), [])
 
@@ -198,6 +206,47 @@ def test_unknown_email_rejected(
 
     assert reply.status == 401
     assert failure_reasons() == ["unknown_email"]
+
+
+def follow_login(client: Client, server: SamlIdpServer, org_id: str = "acme") -> Reply:
+    """Sign in as a browser does: start, follow the redirect to the IdP's page on 127.0.0.1,
+    and post its form to the ACS that it names."""
+    url = urlsplit(client.base_url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    connection.request("GET", f"/v1/sso/saml/{org_id}/start")
+    redirect = connection.getresponse()
+    redirect.read()
+    assert redirect.status == 302
+    location = redirect.getheader("Location") or ""
+    assert location.startswith(server.sso_url + "?")
+    # The location is the test IdP's URL on 127.0.0.1, so S310's scheme check is moot.
+    with urllib.request.urlopen(location, timeout=30) as page:  # noqa: S310
+        reader = FormReader()
+        reader.feed(page.read().decode("utf-8"))
+    assert reader.action is not None
+    action = urlsplit(reader.action)
+    assert client.base_url.endswith(str(action.port))
+    body = urlencode(reader.fields).encode("ascii")
+    return client.request("POST", action.path, raw=body, headers=FORM)
+
+
+def test_browser_login_through_idp_page(
+    client: Client, clock: ManualClock, enrolled: Member, idp: FakeIdp
+) -> None:
+    with SamlIdpServer(idp, clock, email=enrolled.email) as server:
+        connect("acme", idp, sso_url=server.sso_url)
+        trust("acme")
+
+        trusted = follow_login(client, server)
+        server.acr = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+        prompted = follow_login(client, server)
+
+    assert trusted.status == 200, trusted.text
+    assert trusted.body["status"] == "authenticated"
+    assert claims_of(trusted.body["access_token"])["acr"] == "aal2"
+    assert prompted.status == 200, prompted.text
+    assert prompted.body["status"] == "mfa_required"
+    assert len(server.requests) == 2
 
 
 # -- rejected Responses ----------------------------------------------------------------------

@@ -92,6 +92,9 @@ def scan_all(svc: Services, *, org_id: str | None = None) -> list[ScanResult]:
         org = svc.store.get_org(org_id)
         orgs: Iterable[OrgModel] = [] if org is None else [org]
     else:
+        # NOTE: orgs are scanned in the Scan's order, so when one run over every org needs
+        # longer than the function's timeout (300 s), the orgs late in that order wait until
+        # runs get shorter. A failed page of the Scan fails the run, and the next run starts over.
         orgs = svc.store.all_orgs()
     results = []
     for org in orgs:

@@ -253,6 +253,21 @@ def _without(name: str) -> dict[str, Any]:
             ),
             "sso.accepted_amr",
         ),
+        # A password-only login at the provider must not count as MFA.
+        *[
+            (
+                document(
+                    sso={
+                        "trust_idp_mfa": True,
+                        "accepted_amr": ["mfa", single],
+                        "accepted_acr": [],
+                        "max_auth_age_minutes": 60,
+                    }
+                ),
+                "sso.accepted_amr",
+            )
+            for single in ("pwd", "pin", "kba")
+        ],
     ],
 )
 def test_invalid_policy_is_refused_naming_the_field(

@@ -516,7 +516,20 @@ def _parse_sso(document: Mapping[str, Any]) -> SsoTrust:
         max_auth_age_minutes=reader.integer("max_auth_age_minutes", 1, 24 * 60),
     )
     reader.reject_unknown()
+    single = [value for value in trust.accepted_amr if value in SINGLE_FACTOR_AMR]
+    if single:
+        raise InvalidInput(
+            f"Remove {', '.join(single)} from the accepted amr values: a login with only that "
+            "method is not MFA. Accept the amr values of a second factor, such as mfa or hwk.",
+            field="sso.accepted_amr",
+        )
     return trust
+
+
+# RFC 8176 amr values that prove no second factor on their own: a password, a PIN, knowledge
+# questions, a location, a risk score, Windows integrated sign-in and user presence. A
+# provider that sends one of them alone did no MFA, so an org cannot accept them as MFA.
+SINGLE_FACTOR_AMR = frozenset({"pwd", "pin", "kba", "geo", "rba", "wia", "user"})
 
 
 class _Reader:

@@ -1088,6 +1088,7 @@ def test_overlapping_runs_notify_a_new_finding_once(  # noqa: PLR0917
 
 
 def test_scan_of_every_org_in_new_process(stack: LocalStack, acme: Member) -> None:
+    set_policy("acme", enforcement="required")  # the admin has no factor: a finding
     # A new process is what a cold Lambda container and `mfa-admin cso scan` start from. The
     # stack's variables are in os.environ, so the child reaches the same moto server.
     command = "from mfa_core.cli import main; raise SystemExit(main(['cso', 'scan']))"
@@ -1104,6 +1105,11 @@ def test_scan_of_every_org_in_new_process(stack: LocalStack, acme: Member) -> No
     assert completed.returncode == 0, completed.stderr[-2000:]
     scanned = [org["org_id"] for org in json.loads(completed.stdout)["orgs"]]
     assert "acme" in scanned
+    # Each new finding is logged as a JSON record that names it, not as a bare message.
+    records = [json.loads(line) for line in completed.stderr.splitlines() if line.startswith("{")]
+    logged = [record for record in records if record["message"] == "Security finding"]
+    assert logged, completed.stderr[-2000:]
+    assert all(record["org_id"] and record["finding_id"] for record in logged)
 
 
 def test_weakened_and_restored_in_one_run(

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from aws_lambda_powertools import Logger
 
 from mfa_core import audit, audit_trail, members, policy
 from mfa_core.errors import InvalidInput, MfaError, NotFound
@@ -186,6 +189,9 @@ def _password(prompt: bool) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The service's logger: the modules' child loggers write their JSON records through it to
+    # stderr, where they would otherwise print only their message. stdout carries the results.
+    Logger(logger_handler=logging.StreamHandler(sys.stderr))
     svc = services()
     try:
         if args.command == "signing-key":

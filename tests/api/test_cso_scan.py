@@ -28,6 +28,7 @@ from mfa_core.audit import RequestContext
 from mfa_core.clock import ManualClock
 from mfa_core.cso import rules
 from mfa_core.errors import DependencyFailed
+from mfa_core.policy import SsoTrust
 from mfa_core.store.models import AuditModel, FindingModel, UserModel
 from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
 from tests.api.harness import Client, Flow, Member, wrong_code
@@ -529,6 +530,25 @@ def test_enforcement_switched_off_then_restored(
     restored = run_scan(stack, clock)
 
     assert weakened[0] in restored["resolved"]
+
+
+def test_trusting_idp_mfa_then_not(clock: ManualClock, stack: LocalStack, acme: Member) -> None:
+    set_policy("acme", enforcement="required", grace_days=7)
+    run_scan(stack, clock)
+    trusted = SsoTrust(trust_idp_mfa=True, accepted_amr=("mfa",), max_auth_age_minutes=60)
+    set_policy("acme", enforcement="required", grace_days=7, sso=trusted)
+    result = run_scan(stack, clock)
+    [weakened] = [name for name in result["new"] if name.startswith(rules.ENFORCEMENT_WEAKENED)]
+    found = finding("acme", weakened)
+    assert found.severity == "medium"
+    assert found.details["reasons"] == ["idp_mfa_trusted"]
+    assert found.details["after"]["sso"]["accepted_amr"] == ["mfa"]
+
+    clock.advance(HOUR)
+    set_policy("acme", enforcement="required", grace_days=7)
+    restored = run_scan(stack, clock)
+
+    assert weakened in restored["resolved"]
 
 
 def test_scope_narrowed_is_medium(clock: ManualClock, stack: LocalStack, acme: Member) -> None:

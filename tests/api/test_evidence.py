@@ -11,6 +11,8 @@ from pynamodb.exceptions import PynamoDBException
 from mfa_core import audit_trail, cli, evidence, runtime
 from mfa_core.clock import ManualClock
 from mfa_core.errors import DependencyFailed
+from mfa_core.policy import SsoTrust
+from mfa_core.sso.connection import SsoConnection
 from mfa_core.store.models import AuditModel, UserModel
 from tests.api.conftest import START, add_member
 from tests.api.harness import Flow, Member
@@ -71,6 +73,38 @@ def test_pack_figures_match_the_data(flow: Flow, acme: Member, clock: ManualCloc
         "by_severity": {"critical": 0, "high": 1, "medium": 0, "low": 2},
     }
     assert {control["control"] for control in pack["controls"]} == set(evidence.CONTROLS)
+
+
+def test_pack_states_trust_in_idp_mfa(flow: Flow, acme: Member, clock: ManualClock) -> None:
+    svc = runtime.services()
+    before = svc.store.get_org("acme")
+    assert before is not None
+    without = evidence.build_pack(svc, before, open_findings=[]).as_json()["facts"]["sso"]
+    connection = SsoConnection(
+        protocol="oidc", issuer="https://idp.example.com", client_id="console"
+    )
+    svc.store.set_sso_connection("acme", connection.as_item(), [])
+    set_policy(
+        "acme",
+        enforcement="required",
+        sso=SsoTrust(trust_idp_mfa=True, accepted_amr=("mfa",), max_auth_age_minutes=30),
+    )
+    after = svc.store.get_org("acme")
+    assert after is not None
+
+    pack = evidence.build_pack(svc, after, open_findings=[]).as_json()
+
+    assert without["protocol"] is None
+    assert without["trust_idp_mfa"] is False
+    assert pack["facts"]["sso"] == {
+        "protocol": "oidc",
+        "trust_idp_mfa": True,
+        "accepted_amr": ["mfa"],
+        "accepted_acr": [],
+        "max_auth_age_minutes": 30,
+    }
+    [aal2] = [c for c in pack["controls"] if c["control"] == "NIST800-63B-AAL2"]
+    assert "sso" in aal2["facts"]
 
 
 def test_pack_leaves_out_blocked_keys(flow: Flow, acme: Member, clock: ManualClock) -> None:

@@ -9,9 +9,16 @@ import pytest
 
 from mfa_core.cso import rules
 from mfa_core.cso.rules import Event
-from mfa_core.policy import MfaPolicy
+from mfa_core.policy import MfaPolicy, SsoTrust
 
 REQUIRED = MfaPolicy(enforcement="required").as_json()
+
+
+def trust(**changes: Any) -> SsoTrust:
+    return dataclasses.replace(TRUST_MFA, **changes)
+
+
+TRUST_MFA = SsoTrust(trust_idp_mfa=True, accepted_amr=("mfa",), max_auth_age_minutes=60)
 
 
 def policy(**changes: Any) -> dict[str, Any]:
@@ -37,6 +44,25 @@ def policy(**changes: Any) -> dict[str, Any]:
         (policy(scope="roles", scope_roles=("admin",)), REQUIRED, []),
         (REQUIRED, policy(grace_days=5), []),
         (REQUIRED, REQUIRED, []),
+        # The identity provider's MFA standing in for ours in more logins.
+        (REQUIRED, policy(sso=TRUST_MFA), ["idp_mfa_trusted"]),
+        (
+            policy(sso=TRUST_MFA),
+            policy(sso=trust(accepted_amr=("mfa", "otp"))),
+            ["idp_mfa_trusted"],
+        ),
+        (policy(sso=TRUST_MFA), policy(sso=trust(accepted_acr=("phr",))), ["idp_mfa_trusted"]),
+        (policy(sso=TRUST_MFA), policy(sso=trust(max_auth_age_minutes=120)), ["idp_mfa_trusted"]),
+        (
+            policy(sso=TRUST_MFA),
+            policy(enforcement="optional", sso=trust(max_auth_age_minutes=120)),
+            ["enforcement_lowered", "idp_mfa_trusted"],
+        ),
+        # Trusting it in fewer logins, or no longer, is no weakening.
+        (policy(sso=TRUST_MFA), policy(sso=trust(max_auth_age_minutes=30)), []),
+        (policy(sso=trust(accepted_amr=("mfa", "hwk"))), policy(sso=TRUST_MFA), []),
+        (policy(sso=TRUST_MFA), REQUIRED, []),
+        (policy(sso=TRUST_MFA), policy(sso=TRUST_MFA), []),
     ],
 )
 def test_weakening_table(before: dict[str, Any], after: dict[str, Any], reasons: list[str]) -> None:

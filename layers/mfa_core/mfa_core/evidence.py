@@ -17,6 +17,7 @@ from typing import Any
 
 from mfa_core import audit_trail, dashboard, policy
 from mfa_core.runtime import Services
+from mfa_core.sso.connection import sso_connection
 from mfa_core.store.models import OrgModel
 
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ CONTROLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "SOC2-CC6.1": (
         "SOC 2",
         "CC6.1 Logical access security: MFA protects access to the console",
-        ("enforcement", "enrollment", "methods", "audit_integrity"),
+        ("enforcement", "enrollment", "methods", "sso", "audit_integrity"),
     ),
     "SOC2-CC6.2": (
         "SOC 2",
@@ -44,7 +45,7 @@ CONTROLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "NIST800-63B-AAL2": (
         "NIST SP 800-63B",
         "AAL2: two distinct authentication factors",
-        ("enrollment", "methods"),
+        ("enrollment", "methods", "sso"),
     ),
     "NIST800-63B-AAL3": (
         "NIST SP 800-63B",
@@ -92,6 +93,7 @@ def build_pack(
     """Measure the org's MFA facts now; `open_findings` are the scan's open findings."""
     now = svc.clock.now()
     org_policy = policy.mfa_policy(org)
+    connection = sso_connection(org)
     summary = dashboard.summarize(svc, org.org_id, org_policy, now)
     members = summary["members"]
     with_key = summary["by_method"].get("webauthn", 0)
@@ -130,6 +132,15 @@ def build_pack(
             "phishing_resistant_share": round(with_key / members, 4) if members else None,
         },
         "security_key_roles": list(org_policy.security_key_roles),
+        # When the identity provider's MFA stands in for ours, enrollment here can be low
+        # while every login still has MFA, so the pack states the trust next to enrollment.
+        "sso": {
+            "protocol": connection.protocol if connection is not None else None,
+            "trust_idp_mfa": org_policy.sso.trust_idp_mfa,
+            "accepted_amr": list(org_policy.sso.accepted_amr),
+            "accepted_acr": list(org_policy.sso.accepted_acr),
+            "max_auth_age_minutes": org_policy.sso.max_auth_age_minutes,
+        },
         "lockout": {
             "failed_attempts": svc.settings.lockout_threshold,
             "lockout_minutes": svc.settings.lockout_seconds // 60,

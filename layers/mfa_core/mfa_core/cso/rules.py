@@ -328,7 +328,25 @@ def weakening(
             reasons.append("scope_narrowed")
         if _postponed(before, after, at=at):
             reasons.append("enforcement_postponed")
+    if _idp_trust_widened(before.get("sso"), after.get("sso")):
+        reasons.append("idp_mfa_trusted")
     return reasons
+
+
+def _idp_trust_widened(before: Any, after: Any) -> bool:
+    """Tell whether the identity provider's MFA stands in for ours in more logins after the
+    change: trusted where it was not, for more amr or acr values, or for older logins."""
+    before, after = dict(before or {}), dict(after or {})
+    if not after.get("trust_idp_mfa"):
+        return False
+    if not before.get("trust_idp_mfa"):
+        return True
+    for name in ("accepted_amr", "accepted_acr"):
+        if not set(after.get(name) or ()) <= set(before.get(name) or ()):
+            return True
+    return int(after.get("max_auth_age_minutes") or 0) > int(
+        before.get("max_auth_age_minutes") or 0
+    )
 
 
 def _narrower_scope(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
@@ -358,13 +376,19 @@ def enforcement_weakened(event: Event) -> Detection | None:
     if not reasons:
         return None
     turned_off = after.get("enforcement") == "off"
+    if turned_off:
+        title = "MFA enforcement was switched off"
+    elif reasons == ["idp_mfa_trusted"]:
+        title = "The identity provider's MFA now stands in for ours in more logins"
+    else:
+        title = "MFA enforcement was narrowed"
     return event_detection(
         event,
         rule=ENFORCEMENT_WEAKENED,
         subject="org",
         qualifier=event.hour,
         severity="high" if turned_off else "medium",
-        title="MFA enforcement was switched off" if turned_off else "MFA enforcement was narrowed",
+        title=title,
         details={
             "reasons": reasons,
             "before": _enforcement_fields(before),
@@ -379,6 +403,17 @@ def _enforcement_fields(policy: Mapping[str, Any]) -> dict[str, Any]:
         "scope": policy.get("scope"),
         "scope_roles": list(policy.get("scope_roles") or ()),
         "enforce_after": policy.get("enforce_after"),
+        "sso": _trust_fields(policy.get("sso")),
+    }
+
+
+def _trust_fields(sso: Any) -> dict[str, Any]:
+    sso = dict(sso or {})
+    return {
+        "trust_idp_mfa": bool(sso.get("trust_idp_mfa")),
+        "accepted_amr": list(sso.get("accepted_amr") or ()),
+        "accepted_acr": list(sso.get("accepted_acr") or ()),
+        "max_auth_age_minutes": sso.get("max_auth_age_minutes"),
     }
 
 

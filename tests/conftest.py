@@ -21,6 +21,10 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
+        # The template's service name, set before any test module imports mfa_core: Powertools
+        # names a module's child logger after the service at import time, and a child of
+        # another service would log outside the service's JSON handler.
+        "POWERTOOLS_SERVICE_NAME": "mfa",
     }
 )
 os.environ.pop("AWS_PROFILE", None)

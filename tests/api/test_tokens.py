@@ -20,6 +20,11 @@ PUBLIC_ROUTES = {
     "POST /v1/auth/login",
     "POST /v1/auth/refresh",
     "GET /.well-known/jwks.json",
+    # SSO logins: the browser arrives from the identity provider without a token.
+    "GET /v1/sso/oidc/{org_id}/start",
+    "GET /v1/sso/oidc/{org_id}/callback",
+    "GET /v1/sso/saml/{org_id}/start",
+    "POST /v1/sso/saml/{org_id}/acs",
 }
 BODIES: dict[str, Any] = {
     "POST /v1/me/factors/totp": {},
@@ -112,6 +117,8 @@ def test_protected_routes_are_listed() -> None:
         "PATCH /v1/orgs/{org_id}/users/{user_id}",
         "GET /v1/orgs/{org_id}/mfa-status",
         "GET /v1/orgs/{org_id}/findings",
+        "GET /v1/orgs/{org_id}/sso",
+        "PUT /v1/orgs/{org_id}/sso",
     }
 
 

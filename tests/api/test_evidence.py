@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from pynamodb.exceptions import PynamoDBException
 
-from mfa_core import audit_trail, cli, evidence, runtime
+from mfa_core import audit_trail, cli, evidence, policy, runtime
 from mfa_core.clock import ManualClock
 from mfa_core.errors import DependencyFailed
 from mfa_core.policy import SsoTrust
@@ -105,6 +106,25 @@ def test_pack_states_trust_in_idp_mfa(flow: Flow, acme: Member, clock: ManualClo
     }
     [aal2] = [c for c in pack["controls"] if c["control"] == "NIST800-63B-AAL2"]
     assert "sso" in aal2["facts"]
+
+
+def test_pack_dates_sms_and_key_rule_changes(acme: Member, clock: ManualClock) -> None:
+    svc = runtime.services()
+    clock.advance(3600)
+    policy.set_sms_policy(svc, org_id="acme", daily_cap=5)
+    sms_changed = clock.now()
+    clock.advance(3600)
+    policy.set_webauthn_policy(svc, org_id="acme", user_verification="required")
+    key_rule_changed = clock.now()
+    org = svc.store.get_org("acme")
+    assert org is not None
+
+    facts = evidence.build_pack(svc, org, open_findings=[]).as_json()["facts"]
+
+    assert key_rule_changed > sms_changed
+    changed_at = datetime.fromtimestamp(key_rule_changed, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert facts["enforcement"]["policy_changed_at"] == changed_at
+    assert facts["enforcement"]["policy_version"] == 2
 
 
 def test_pack_leaves_out_blocked_keys(flow: Flow, acme: Member, clock: ManualClock) -> None:

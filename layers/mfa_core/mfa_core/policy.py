@@ -139,7 +139,7 @@ def set_sms_policy(
         context=context,
         details={"before": before.as_item(), "after": after.as_item()},
     )
-    svc.store.set_org_sms(org_id, after.as_item(), [event])
+    svc.store.set_org_sms(org_id, after.as_item(), changed_at=event.created_at, events=[event])
     return after
 
 
@@ -250,7 +250,9 @@ def set_webauthn_policy(
         context=context,
         details={"before": _audited(before), "after": _audited(policy)},
     )
-    svc.store.set_org_webauthn(org_id, policy.as_item(), [event])
+    svc.store.set_org_webauthn(
+        org_id, policy.as_item(), changed_at=event.created_at, events=[event]
+    )
     return policy
 
 

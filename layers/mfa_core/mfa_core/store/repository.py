@@ -515,7 +515,7 @@ class Store:
         self._retention[org_id] = (monotonic(), audit_retention_days(policy))
 
     def set_org_webauthn(
-        self, org_id: str, settings: dict[str, Any], events: list[AuditEvent]
+        self, org_id: str, settings: dict[str, Any], *, changed_at: float, events: list[AuditEvent]
     ) -> None:
         with self._transaction({"org": _no_such_org}) as tx:
             tx.update(
@@ -523,18 +523,28 @@ class Store:
                 OrgModel(org_id),
                 # Remember-device tokens carry the policy version: a stricter key rule voids
                 # them, as any change of the policy document does.
-                actions=[OrgModel.webauthn.set(settings), OrgModel.policy_version.add(1)],
+                actions=[
+                    OrgModel.webauthn.set(settings),
+                    OrgModel.policy_version.add(1),
+                    OrgModel.policy_changed_at.set(changed_at),
+                ],
                 condition=OrgModel.org_id.exists(),
             )
             self._audit(tx, events)
 
-    def set_org_sms(self, org_id: str, settings: dict[str, Any], events: list[AuditEvent]) -> None:
+    def set_org_sms(
+        self, org_id: str, settings: dict[str, Any], *, changed_at: float, events: list[AuditEvent]
+    ) -> None:
         with self._transaction({"org": _no_such_org}) as tx:
             tx.update(
                 "org",
                 OrgModel(org_id),
                 # The policy document shows SMS's fallback rule, so its version moves too.
-                actions=[OrgModel.sms.set(settings), OrgModel.policy_version.add(1)],
+                actions=[
+                    OrgModel.sms.set(settings),
+                    OrgModel.policy_version.add(1),
+                    OrgModel.policy_changed_at.set(changed_at),
+                ],
                 condition=OrgModel.org_id.exists(),
             )
             self._audit(tx, events)

@@ -4,16 +4,22 @@ MFA must not let in."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from mfa_core import runtime
 from mfa_core.clock import ManualClock
 from mfa_core.sso.connection import is_allowed_url, loopback_allowed
 from mfa_core.sso.oidc import ProviderError, parse_metadata
-from mfa_core.store.models import UserModel
+from mfa_core.store.models import AuditModel, UserModel
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_policy import fresh_mfa_token
@@ -355,3 +361,75 @@ def test_saml_relay_state_rejected_at_oidc_callback(
     assert reply.status == 401, reply.text
     assert failure_reasons("acme") == ["state_of_another_org"]
     assert idp.token_requests == []
+
+
+# -- SAML signing certificate --------------------------------------------------------------------
+
+
+def _saml_document(certificate: str) -> dict[str, Any]:
+    return {
+        "protocol": "saml",
+        "idp_entity_id": "https://idp.example.com/entity",
+        "sso_url": "https://idp.example.com/sso",
+        "signing_certificate": certificate,
+    }
+
+
+def _certificate(key: rsa.RSAPrivateKey) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Weak IdP")])
+    start_time = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start_time)
+        .not_valid_after(start_time + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize("key_first", [True, False])
+def test_private_key_beside_certificate_rejected(
+    client: Client, flow: Flow, enrolled: Member, key_first: bool
+) -> None:
+    saml_idp = FakeIdp.create()
+    key = saml_idp.private_key_pem.decode()
+    pasted = key + saml_idp.certificate_pem if key_first else saml_idp.certificate_pem + key
+    token = fresh_mfa_token(flow, enrolled)
+    reply = put(client, token, _saml_document(pasted))
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "signing_certificate"
+    stored = json.dumps([item.serialize() for item in AuditModel.query("acme")])
+    assert "PRIVATE KEY" not in stored
+    assert "PRIVATE KEY" not in client.get("/v1/orgs/acme/sso", token=token).text
+
+
+def test_text_around_certificate_not_stored(client: Client, flow: Flow, enrolled: Member) -> None:
+    saml_idp = FakeIdp.create()
+    pasted = "Subject: CN=Test IdP\nnote: see the vault\n" + saml_idp.certificate_pem
+    token = fresh_mfa_token(flow, enrolled)
+    reply = put(client, token, _saml_document(pasted))
+    assert reply.status == 200, reply.text
+    assert reply.body["sso"]["signing_certificate"] == saml_idp.certificate_pem
+    stored = json.dumps([item.serialize() for item in AuditModel.query("acme")])
+    assert "see the vault" not in stored
+
+
+def test_weak_rsa_certificate_rejected(client: Client, flow: Flow, enrolled: Member) -> None:
+    # The point of the test is a key too weak to accept.
+    weak = _certificate(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505
+    token = fresh_mfa_token(flow, enrolled)
+    reply = put(client, token, _saml_document(weak))
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "signing_certificate"
+
+
+def test_two_certificates_rejected(client: Client, flow: Flow, enrolled: Member) -> None:
+    pasted = FakeIdp.create().certificate_pem + FakeIdp.create().certificate_pem
+    token = fresh_mfa_token(flow, enrolled)
+    reply = put(client, token, _saml_document(pasted))
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == "signing_certificate"

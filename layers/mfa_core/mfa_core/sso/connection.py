@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mfa_core import audit, members, policy, stepup
 from mfa_core.audit import RequestContext
@@ -35,6 +37,8 @@ CHANGE_SSO_ROUTE = "PUT /v1/orgs/{org_id}/sso"
 MAX_URL = 512
 MAX_SCOPES = 20
 MAX_CERTIFICATE = 16 * 1024
+# NIST SP 800-131A disallows RSA keys shorter than 2048 bits for signatures.
+MIN_RSA_BITS = 2048
 MAX_SECRET = 1024
 # RFC 6749 §3.3 scope-token: printable ASCII except space, double quote and backslash.
 SCOPE_PATTERN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}\Z")
@@ -289,26 +293,55 @@ def _parse_saml(
             field="idp_entity_id",
         )
     sso_url = _url(document, "sso_url", allow_loopback=allow_loopback)
-    pem = document.get("signing_certificate")
-    if not isinstance(pem, str) or not 0 < len(pem) <= MAX_CERTIFICATE:
-        raise InvalidInput(
-            "Use the identity provider's signing certificate in PEM.", field="signing_certificate"
-        )
-    try:
-        x509.load_pem_x509_certificate(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise InvalidInput(
-            "The signing certificate is not a PEM X.509 certificate; paste the whole "
-            "-----BEGIN CERTIFICATE----- block.",
-            field="signing_certificate",
-        ) from exc
+    certificate = _signing_certificate(document.get("signing_certificate"))
     return SsoConnection(
         protocol="saml",
         idp_entity_id=entity_id,
         sso_url=sso_url,
-        signing_certificate=pem.strip() + "\n",
+        signing_certificate=certificate,
         **common,
     )
+
+
+def _signing_certificate(pem: Any) -> str:
+    """Check the pasted signing certificate and return it as PEM, without any other text.
+
+    The value is shown by GET and written to the audit trail, so a private key pasted with the
+    certificate is rejected, not stored. The key must be RSA of at least MIN_RSA_BITS or EC,
+    the key types of the signature algorithms that SAML verification accepts.
+    """
+    field_name = "signing_certificate"
+    if not isinstance(pem, str) or not 0 < len(pem) <= MAX_CERTIFICATE:
+        raise InvalidInput(
+            "Use the identity provider's signing certificate in PEM.", field=field_name
+        )
+    if "PRIVATE KEY" in pem:
+        raise InvalidInput(
+            "The signing certificate field contains a private key. Remove it, rotate the key at "
+            "the identity provider, and paste only the -----BEGIN CERTIFICATE----- block.",
+            field=field_name,
+        )
+    if pem.count("-----BEGIN ") != 1:
+        raise InvalidInput(
+            "Paste exactly one PEM block: the identity provider's signing certificate.",
+            field=field_name,
+        )
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise InvalidInput(
+            "The signing certificate is not a PEM X.509 certificate; paste the whole "
+            "-----BEGIN CERTIFICATE----- block.",
+            field=field_name,
+        ) from exc
+    public_key = certificate.public_key()
+    strong_rsa = isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= MIN_RSA_BITS
+    if not (strong_rsa or isinstance(public_key, ec.EllipticCurvePublicKey)):
+        raise InvalidInput(
+            f"The signing certificate's key must be RSA of at least {MIN_RSA_BITS} bits, or EC.",
+            field=field_name,
+        )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 def _url(document: Mapping[str, Any], name: str, *, allow_loopback: bool) -> str:

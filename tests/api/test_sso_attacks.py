@@ -22,7 +22,7 @@ from mfa_core.sso.oidc import ProviderError, parse_metadata
 from mfa_core.store.models import AuditModel, UserModel
 from tests.api.conftest import add_member, add_org
 from tests.api.harness import Client, Flow, Member
-from tests.api.test_policy import fresh_mfa_token
+from tests.api.test_policy import document, fresh_mfa_token
 from tests.api.test_sso_oidc import (
     FakeProvider,
     callback,
@@ -433,3 +433,50 @@ def test_two_certificates_rejected(client: Client, flow: Flow, enrolled: Member)
     reply = put(client, token, _saml_document(pasted))
     assert reply.status == 400, reply.text
     assert reply.body["field"] == "signing_certificate"
+
+
+# -- Trust settings ------------------------------------------------------------------------------
+
+PASSWORD_CLASS = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+
+
+@pytest.mark.parametrize(
+    ("amr", "acr", "field_name"),
+    [
+        (["pwd"], [], "sso.accepted_amr"),
+        (["mfa", "fed"], [], "sso.accepted_amr"),
+        (["kba"], [], "sso.accepted_amr"),
+        ([], [PASSWORD_CLASS], "sso.accepted_acr"),
+        ([], ["urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified"], "sso.accepted_acr"),
+    ],
+)
+def test_single_factor_evidence_not_trusted(  # noqa: PLR0917 - fixtures and one table row
+    client: Client,
+    flow: Flow,
+    enrolled: Member,
+    amr: list[str],
+    acr: list[str],
+    field_name: str,
+) -> None:
+    token = fresh_mfa_token(flow, enrolled)
+    body = document(
+        sso={
+            "trust_idp_mfa": True,
+            "accepted_amr": amr,
+            "accepted_acr": acr,
+            "max_auth_age_minutes": 60,
+        }
+    )
+    reply = client.request("PUT", "/v1/orgs/acme/mfa-policy", json_body=body, token=token)
+    assert reply.status == 400, reply.text
+    assert reply.body["field"] == field_name
+
+
+def test_password_at_idp_not_taken_for_mfa(
+    client: Client, enrolled: Member, idp: FakeProvider
+) -> None:
+    connect("acme", idp)
+    trust("acme")
+    reply = sso_login(client, idp, amr=["pwd"], acr=None)
+    assert reply.status == 200, reply.text
+    assert reply.body["status"] == "mfa_required"

@@ -281,6 +281,25 @@ MAX_AUDIT_RETENTION_DAYS = 3650
 # RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
 CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
 MAX_CLAIM_VALUES = 20
+# Values that never show an MFA at the identity provider, so the trust settings reject them:
+# the RFC 8176 amr values of a knowledge factor alone (password, PIN, knowledge-based), and
+# "fed", which shows only that another provider took part.
+SINGLE_FACTOR_AMR = frozenset({"pwd", "pin", "kba", "fed"})
+# The SAML 2.0 authentication context classes of a password alone, an IP address or an earlier
+# session, "unspecified", and the OIDC acr "0", which OpenID Connect Core 1.0 defines as below
+# ISO/IEC 29115 level 1.
+_SAML_CLASSES = "urn:oasis:names:tc:SAML:2.0:ac:classes:"
+SINGLE_FACTOR_ACR = frozenset(
+    {
+        "0",
+        _SAML_CLASSES + "Password",
+        _SAML_CLASSES + "PasswordProtectedTransport",
+        _SAML_CLASSES + "InternetProtocol",
+        _SAML_CLASSES + "InternetProtocolPassword",
+        _SAML_CLASSES + "PreviousSession",
+        _SAML_CLASSES + "unspecified",
+    }
+)
 EARLIEST_TIME = 946_684_800  # 2000-01-01T00:00:00Z
 LATEST_TIME = 253_370_678_400  # 9998-12-31T00:00:00Z
 
@@ -504,6 +523,18 @@ def _check_consistency(policy: MfaPolicy) -> None:
         raise InvalidInput(
             "Trusting the identity provider's MFA needs at least one accepted amr or acr value.",
             field="sso.accepted_amr",
+        )
+    if SINGLE_FACTOR_AMR.intersection(policy.sso.accepted_amr):
+        raise InvalidInput(
+            "accepted_amr lists a value that names one factor (pwd, pin, kba or fed), which is "
+            "no evidence of MFA; list values such as mfa.",
+            field="sso.accepted_amr",
+        )
+    if SINGLE_FACTOR_ACR.intersection(policy.sso.accepted_acr):
+        raise InvalidInput(
+            "accepted_acr lists a password, IP address, earlier session, unspecified or level 0 "
+            "context, which is no evidence of MFA; list the provider's MFA context class.",
+            field="sso.accepted_acr",
         )
 
 

@@ -480,3 +480,21 @@ def test_password_at_idp_not_taken_for_mfa(
     reply = sso_login(client, idp, amr=["pwd"], acr=None)
     assert reply.status == 200, reply.text
     assert reply.body["status"] == "mfa_required"
+
+
+# -- ACS form bodies -----------------------------------------------------------------------------
+
+
+def test_non_ascii_form_body_rejected(client: Client, acme: Member) -> None:
+    saml_connect("acme", FakeIdp.create())
+    body = "SAMLResponse=PHg+&RelayState=caf\u00e9".encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    reply = client.request("POST", "/v1/sso/saml/acme/acs", raw=body, headers=headers)
+    assert reply.status == 400, reply.text
+
+
+def test_percent_encoded_utf8_relay_state_unknown(client: Client, acme: Member) -> None:
+    saml_connect("acme", FakeIdp.create())
+    reply = post_acs(client, {"SAMLResponse": "PHg+", "RelayState": "caf\u00e9\u0000"})
+    assert reply.status == 401, reply.text
+    assert failure_reasons("acme") == ["relay_state_unknown"]

@@ -28,6 +28,14 @@ def normalize_email(email: str, *, field: str = "email") -> str:
     candidate = email.strip().lower()
     if len(candidate) > 254 or not EMAIL_PATTERN.match(candidate):
         raise InvalidInput("Use an email address such as name@example.com.", field=field)
+    # A few non-ASCII letters lowercase to ASCII ones (U+212A KELVIN SIGN becomes "k"), so such
+    # an address would match another member's ASCII address.
+    if any(not char.isascii() and char.lower().isascii() for char in email):
+        raise InvalidInput(
+            "The email address contains a character that lowercases to an ASCII letter, such "
+            "as the Kelvin sign; use the ASCII letter.",
+            field=field,
+        )
     return candidate
 
 

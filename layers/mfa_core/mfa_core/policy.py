@@ -283,6 +283,26 @@ MAX_AUDIT_RETENTION_DAYS = 3650
 # RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
 CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
 MAX_CLAIM_VALUES = 20
+# Values that never show an MFA at the identity provider, so the trust settings reject them:
+# the RFC 8176 amr values of a knowledge factor alone (password, PIN, knowledge-based), of no
+# factor at all (location, risk score, Windows integrated sign-in, user presence), and "fed",
+# which shows only that another provider took part.
+SINGLE_FACTOR_AMR = frozenset({"pwd", "pin", "kba", "geo", "rba", "wia", "user", "fed"})
+# The SAML 2.0 authentication context classes of a password alone, an IP address or an earlier
+# session, "unspecified", and the OIDC acr "0", which OpenID Connect Core 1.0 defines as below
+# ISO/IEC 29115 level 1.
+_SAML_CLASSES = "urn:oasis:names:tc:SAML:2.0:ac:classes:"
+SINGLE_FACTOR_ACR = frozenset(
+    {
+        "0",
+        _SAML_CLASSES + "Password",
+        _SAML_CLASSES + "PasswordProtectedTransport",
+        _SAML_CLASSES + "InternetProtocol",
+        _SAML_CLASSES + "InternetProtocolPassword",
+        _SAML_CLASSES + "PreviousSession",
+        _SAML_CLASSES + "unspecified",
+    }
+)
 EARLIEST_TIME = 946_684_800  # 2000-01-01T00:00:00Z
 LATEST_TIME = 253_370_678_400  # 9998-12-31T00:00:00Z
 
@@ -507,6 +527,18 @@ def _check_consistency(policy: MfaPolicy) -> None:
             "Trusting the identity provider's MFA needs at least one accepted amr or acr value.",
             field="sso.accepted_amr",
         )
+    if SINGLE_FACTOR_AMR.intersection(policy.sso.accepted_amr):
+        raise InvalidInput(
+            "accepted_amr lists a value of one factor or none (pwd, pin, kba, geo, rba, wia, "
+            "user or fed), which is no evidence of MFA; list values such as mfa.",
+            field="sso.accepted_amr",
+        )
+    if SINGLE_FACTOR_ACR.intersection(policy.sso.accepted_acr):
+        raise InvalidInput(
+            "accepted_acr lists a password, IP address, earlier session, unspecified or level 0 "
+            "context, which is no evidence of MFA; list the provider's MFA context class.",
+            field="sso.accepted_acr",
+        )
 
 
 def _parse_sso(document: Mapping[str, Any]) -> SsoTrust:
@@ -518,20 +550,7 @@ def _parse_sso(document: Mapping[str, Any]) -> SsoTrust:
         max_auth_age_minutes=reader.integer("max_auth_age_minutes", 1, 24 * 60),
     )
     reader.reject_unknown()
-    single = [value for value in trust.accepted_amr if value in SINGLE_FACTOR_AMR]
-    if single:
-        raise InvalidInput(
-            f"Remove {', '.join(single)} from the accepted amr values: a login with only that "
-            "method is not MFA. Accept the amr values of a second factor, such as mfa or hwk.",
-            field="sso.accepted_amr",
-        )
     return trust
-
-
-# RFC 8176 amr values that prove no second factor on their own: a password, a PIN, knowledge
-# questions, a location, a risk score, Windows integrated sign-in and user presence. A
-# provider that sends one of them alone did no MFA, so an org cannot accept them as MFA.
-SINGLE_FACTOR_AMR = frozenset({"pwd", "pin", "kba", "geo", "rba", "wia", "user"})
 
 
 class _Reader:

@@ -84,9 +84,13 @@ class Services:
     @cached_property
     def sso_metadata(self) -> ProviderCache:
         """The OIDC providers' discovery documents and signing keys, cached for the process."""
-        from mfa_core.sso.oidc import ProviderCache  # noqa: PLC0415 - only SSO routes fetch
+        # Imported here because only the SSO routes fetch from providers.
+        from mfa_core.sso.connection import loopback_allowed  # noqa: PLC0415
+        from mfa_core.sso.oidc import ProviderCache  # noqa: PLC0415
 
-        return ProviderCache(now=self.clock.now)
+        return ProviderCache(
+            now=self.clock.now, allow_loopback=loopback_allowed(self.settings.public_base_url)
+        )
 
     @cached_property
     def cipher(self) -> EnvelopeCipher:

@@ -7,7 +7,9 @@ that it is set. When the IdP's MFA replaces ours is part of the MFA policy (`pol
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +17,8 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mfa_core import audit, members, policy, stepup
 from mfa_core.audit import RequestContext
@@ -33,12 +37,13 @@ CHANGE_SSO_ROUTE = "PUT /v1/orgs/{org_id}/sso"
 MAX_URL = 512
 MAX_SCOPES = 20
 MAX_CERTIFICATE = 16 * 1024
+# NIST SP 800-131A disallows RSA keys shorter than 2048 bits for signatures.
+MIN_RSA_BITS = 2048
 MAX_SECRET = 1024
 # RFC 6749 §3.3 scope-token: printable ASCII except space, double quote and backslash.
 SCOPE_PATTERN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}\Z")
 # Client ids, entity ids and claim names: printable ASCII without spaces.
 TOKEN_PATTERN = re.compile(r"[\x21-\x7e]{1,255}\Z")
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 OIDC_FIELDS = ("issuer", "client_id", "client_secret", "scopes")
 SAML_FIELDS = ("idp_entity_id", "sso_url", "signing_certificate")
@@ -118,28 +123,71 @@ def sso_connection(org: OrgModel | None) -> SsoConnection | None:
     )
 
 
-def is_allowed_url(value: str) -> bool:
-    """Tell whether an identity provider URL may be used: https, or http on a loopback host.
+def loopback_allowed(public_base_url: str | None) -> bool:
+    """Tell whether identity provider URLs may name loopback hosts: only when this service is
+    itself reached on loopback, as the local stack and its tests are."""
+    if public_base_url is None:
+        return False
+    return _is_loopback_host(urlsplit(public_base_url).hostname or "")
 
-    Loopback http exists for the local stack's tests, whose provider runs on 127.0.0.1.
+
+def is_allowed_url(value: str, *, allow_loopback: bool) -> bool:
+    """Tell whether an identity provider URL may be used: https to a public host, or, with
+    `allow_loopback`, http or https to a loopback host.
+
+    The service fetches OIDC provider URLs itself, so an IP address must be global. This
+    rejects private, shared, link-local (cloud metadata), loopback, multicast and reserved
+    addresses, in every spelling that getaddrinfo accepts, such as 2852039166 or 0xa9fea9fe.
     """
     try:
         parts = urlsplit(value)
+        host = parts.hostname or ""
     except ValueError:
         return False
-    host = parts.hostname or ""
     if parts.username or parts.password or not host:
         return False
-    return parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS)
+    if _is_loopback_host(host):
+        return allow_loopback and parts.scheme in {"http", "https"}
+    address = _ip_address(host)
+    if address is not None and (not address.is_global or address.is_multicast):
+        return False
+    # NOTE: a host name is not resolved here, so a name whose DNS record points at a private
+    # address still passes this check.
+    return parts.scheme == "https"
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse `host` as an IP address as the resolver would; None for a host name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            # inet_aton reads the legacy forms (a.b.c.d with fewer parts, decimal, octal and
+            # hexadecimal) that getaddrinfo also resolves without DNS.
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_loopback_host(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address = _ip_address(host)
+    return address is not None and address.is_loopback
 
 
 def parse_connection(
-    document: Mapping[str, Any], current: SsoConnection | None
+    document: Mapping[str, Any], current: SsoConnection | None, *, allow_loopback: bool
 ) -> tuple[SsoConnection, str | None]:
     """Validate a whole connection document, as sent to PUT /v1/orgs/{org}/sso.
 
-    Returns the settings and the new client secret (None keeps the stored one). Raises
-    InvalidInput naming the first field at fault, never echoing a value.
+    Returns the settings and the new client secret (None keeps the stored one). Provider URLs
+    must pass `is_allowed_url` with `allow_loopback`. Raises InvalidInput naming the first
+    field at fault, never echoing a value.
     """
     protocol = document.get("protocol")
     if protocol not in PROTOCOLS:
@@ -168,14 +216,18 @@ def parse_connection(
         "provision_role": str(provision_role),
     }
     if protocol == "saml":
-        return _parse_saml(document, common), None
-    return _parse_oidc(document, common, current)
+        return _parse_saml(document, common, allow_loopback=allow_loopback), None
+    return _parse_oidc(document, common, current, allow_loopback=allow_loopback)
 
 
 def _parse_oidc(
-    document: Mapping[str, Any], common: dict[str, Any], current: SsoConnection | None
+    document: Mapping[str, Any],
+    common: dict[str, Any],
+    current: SsoConnection | None,
+    *,
+    allow_loopback: bool,
 ) -> tuple[SsoConnection, str | None]:
-    issuer = _url(document, "issuer")
+    issuer = _url(document, "issuer", allow_loopback=allow_loopback)
     parts = urlsplit(issuer)
     if parts.query or parts.fragment:
         raise InvalidInput("Use an issuer URL without a query or fragment.", field="issuer")
@@ -227,7 +279,9 @@ def _parse_oidc(
     return connection, secret
 
 
-def _parse_saml(document: Mapping[str, Any], common: dict[str, Any]) -> SsoConnection:
+def _parse_saml(
+    document: Mapping[str, Any], common: dict[str, Any], *, allow_loopback: bool
+) -> SsoConnection:
     entity_id = document.get("idp_entity_id")
     if (
         not isinstance(entity_id, str)
@@ -238,33 +292,70 @@ def _parse_saml(document: Mapping[str, Any], common: dict[str, Any]) -> SsoConne
             "Use the identity provider's entity id, 1 to 1024 printable characters.",
             field="idp_entity_id",
         )
-    sso_url = _url(document, "sso_url")
-    pem = document.get("signing_certificate")
-    if not isinstance(pem, str) or not 0 < len(pem) <= MAX_CERTIFICATE:
-        raise InvalidInput(
-            "Use the identity provider's signing certificate in PEM.", field="signing_certificate"
-        )
-    try:
-        x509.load_pem_x509_certificate(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise InvalidInput(
-            "The signing certificate is not a PEM X.509 certificate; paste the whole "
-            "-----BEGIN CERTIFICATE----- block.",
-            field="signing_certificate",
-        ) from exc
+    sso_url = _url(document, "sso_url", allow_loopback=allow_loopback)
+    certificate = _signing_certificate(document.get("signing_certificate"))
     return SsoConnection(
         protocol="saml",
         idp_entity_id=entity_id,
         sso_url=sso_url,
-        signing_certificate=pem.strip() + "\n",
+        signing_certificate=certificate,
         **common,
     )
 
 
-def _url(document: Mapping[str, Any], name: str) -> str:
+def _signing_certificate(pem: Any) -> str:
+    """Check the pasted signing certificate and return it as PEM, without any other text.
+
+    The value is shown by GET and written to the audit trail, so a private key pasted with the
+    certificate is rejected, not stored. The key must be RSA of at least MIN_RSA_BITS or EC,
+    the key types of the signature algorithms that SAML verification accepts.
+    """
+    field_name = "signing_certificate"
+    if not isinstance(pem, str) or not 0 < len(pem) <= MAX_CERTIFICATE:
+        raise InvalidInput(
+            "Use the identity provider's signing certificate in PEM.", field=field_name
+        )
+    if "PRIVATE KEY" in pem:
+        raise InvalidInput(
+            "The signing certificate field contains a private key. Remove it, rotate the key at "
+            "the identity provider, and paste only the -----BEGIN CERTIFICATE----- block.",
+            field=field_name,
+        )
+    if pem.count("-----BEGIN ") != 1:
+        raise InvalidInput(
+            "Paste exactly one PEM block: the identity provider's signing certificate.",
+            field=field_name,
+        )
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise InvalidInput(
+            "The signing certificate is not a PEM X.509 certificate; paste the whole "
+            "-----BEGIN CERTIFICATE----- block.",
+            field=field_name,
+        ) from exc
+    public_key = certificate.public_key()
+    strong_rsa = isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= MIN_RSA_BITS
+    if not (strong_rsa or isinstance(public_key, ec.EllipticCurvePublicKey)):
+        raise InvalidInput(
+            f"The signing certificate's key must be RSA of at least {MIN_RSA_BITS} bits, or EC.",
+            field=field_name,
+        )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _url(document: Mapping[str, Any], name: str, *, allow_loopback: bool) -> str:
     value = document.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_URL or not is_allowed_url(value):
-        raise InvalidInput(f"Use an https URL of at most {MAX_URL} characters.", field=name)
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_URL
+        or not is_allowed_url(value, allow_loopback=allow_loopback)
+    ):
+        raise InvalidInput(
+            f"Use an https URL of at most {MAX_URL} characters whose host is a public name or "
+            "address.",
+            field=name,
+        )
     return value.rstrip("/") if name == "issuer" else value
 
 
@@ -306,7 +397,9 @@ def replace_connection(
         max_age_cap=policy.step_up_cap(org),
     )
     before = sso_connection(org)
-    after, secret = parse_connection(document, before)
+    after, secret = parse_connection(
+        document, before, allow_loopback=loopback_allowed(svc.settings.public_base_url)
+    )
     if secret is not None:
         # NOTE: if the settings write below fails, the new secret is already the current
         # version; a retry of the same request completes the change.

@@ -103,7 +103,9 @@ def complete_login(
         event_type="sso.login",
         details=details,
         idp_mfa=(
-            (list(idp_mfa.amr), idp_mfa.acr, float(assertion.auth_time or now))
+            # An auth_time ahead of our clock (within the allowed skew) must not make the
+            # session's MFA look younger than it is to the step-up checks.
+            (list(idp_mfa.amr), idp_mfa.acr, min(float(assertion.auth_time or now), now))
             if idp_mfa.accepted and idp_mfa.acr is not None
             else None
         ),

@@ -77,15 +77,19 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 
 
 def fetch_json(
-    url: str, *, data: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
+    url: str,
+    *,
+    allow_loopback: bool,
+    data: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """GET `url`, or POST `data` form-encoded, and return the JSON object in the response.
 
-    Only https URLs (http on loopback) are fetched, redirects are not followed, and the
-    response must arrive within FETCH_TIMEOUT_SECONDS and fit in MAX_DOCUMENT_BYTES.
-    Raises ProviderError.
+    Only URLs that `is_allowed_url` accepts with `allow_loopback` are fetched, redirects are
+    not followed, and the response must arrive within FETCH_TIMEOUT_SECONDS and fit in
+    MAX_DOCUMENT_BYTES. Raises ProviderError.
     """
-    if not is_allowed_url(url):
+    if not is_allowed_url(url, allow_loopback=allow_loopback):
         raise ProviderError("url_not_https")
     body = urlencode(data).encode("ascii") if data is not None else None
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
@@ -127,15 +131,22 @@ class ProviderMetadata:
     token_auth_methods: tuple[str, ...]
 
 
-def parse_metadata(issuer: str, document: Mapping[str, Any]) -> ProviderMetadata:
-    """Check a discovery document (OpenID Connect Discovery 1.0 §3 and §4.3)."""
+def parse_metadata(
+    issuer: str, document: Mapping[str, Any], *, allow_loopback: bool
+) -> ProviderMetadata:
+    """Check a discovery document (OpenID Connect Discovery 1.0 §3 and §4.3). Its endpoints
+    must pass `is_allowed_url` with `allow_loopback`."""
     # §4.3: the issuer in the document must equal the one it was fetched for.
     if document.get("issuer") != issuer:
         raise ProviderError("issuer_mismatch")
     endpoints = {}
     for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         value = document.get(name)
-        if not isinstance(value, str) or len(value) > MAX_PARAMETER or not is_allowed_url(value):
+        if (
+            not isinstance(value, str)
+            or len(value) > MAX_PARAMETER
+            or not is_allowed_url(value, allow_loopback=allow_loopback)
+        ):
             raise ProviderError(f"{name}_invalid")
         endpoints[name] = value
     # RS256 is the default that every provider must support (Discovery §3).
@@ -157,15 +168,18 @@ class ProviderCache:
 
     A token signed by a key that the cached set lacks makes one new fetch of the set, at most
     every JWKS_REFETCH_SECONDS per provider, so forged key ids cannot make it fetch in a loop.
+    `allow_loopback` is passed to `is_allowed_url` for every URL fetched.
     """
 
     def __init__(
         self,
         *,
         now: Callable[[], float],
+        allow_loopback: bool,
         fetch: Callable[..., dict[str, Any]] = fetch_json,
     ) -> None:
         self._now = now
+        self.allow_loopback = allow_loopback
         self._fetch = fetch
         self._lock = threading.Lock()
         self._metadata: dict[str, tuple[float, ProviderMetadata]] = {}
@@ -177,8 +191,10 @@ class ProviderCache:
             cached = self._metadata.get(issuer)
         if cached is not None and now - cached[0] < DISCOVERY_CACHE_SECONDS:
             return cached[1]
-        document = self._fetch(issuer + "/.well-known/openid-configuration")
-        metadata = parse_metadata(issuer, document)
+        document = self._fetch(
+            issuer + "/.well-known/openid-configuration", allow_loopback=self.allow_loopback
+        )
+        metadata = parse_metadata(issuer, document, allow_loopback=self.allow_loopback)
         with self._lock:
             self._metadata[issuer] = (now, metadata)
         return metadata
@@ -196,7 +212,7 @@ class ProviderCache:
         return key
 
     def _refresh(self, jwks_uri: str, now: float) -> tuple[float, list[dict[str, Any]]]:
-        keys = self._fetch(jwks_uri).get("keys")
+        keys = self._fetch(jwks_uri, allow_loopback=self.allow_loopback).get("keys")
         if not isinstance(keys, list):
             raise ProviderError("jwks_invalid")
         entry = (now, [key for key in keys if isinstance(key, dict)])
@@ -344,6 +360,7 @@ def callback(
             code=code,
             code_verifier=request.code_verifier,
             redirect_uri=redirect_uri(svc, org_id),
+            allow_loopback=svc.sso_metadata.allow_loopback,
         )
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
@@ -407,6 +424,7 @@ def _exchange(
     code: str,
     code_verifier: str,
     redirect_uri: str,
+    allow_loopback: bool,
 ) -> dict[str, Any]:
     """Redeem the authorization code at the token endpoint (OIDC Core §3.1.3)."""
     assert connection.client_id is not None
@@ -427,7 +445,9 @@ def _exchange(
     else:
         raise ProviderError("no_supported_client_authentication")
     try:
-        return fetch_json(metadata.token_endpoint, data=form, headers=headers)
+        return fetch_json(
+            metadata.token_endpoint, allow_loopback=allow_loopback, data=form, headers=headers
+        )
     except ProviderError as exc:
         raise ProviderError(f"token_request_failed_{exc.reason}") from exc
 
@@ -541,6 +561,10 @@ def _check_claims(
         raise IdTokenRejected("auth_time_invalid")
 
 
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 def _is_time(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -551,7 +575,11 @@ def assertion_from_claims(
     """Turn verified ID token claims into the protocol-neutral assertion."""
     email = claims.get(connection.email_attribute)
     # An email the provider marks unverified could be anyone's: it must not match a member.
-    if claims.get("email_verified") is False:
+    # Some providers send the claim as the string "true" or "false", so any value other than
+    # true, in either form, counts as unverified.
+    # NOTE: a token without email_verified is accepted, because some providers (Microsoft
+    # Entra ID among them) never send it. Their email claim is then trusted as it is.
+    if "email_verified" in claims and not _is_true(claims["email_verified"]):
         failure.reject("email_not_verified", sub=claims.get("sub"))
     amr = claims.get("amr")
     amr_values = tuple(v for v in amr if isinstance(v, str))[:20] if isinstance(amr, list) else ()

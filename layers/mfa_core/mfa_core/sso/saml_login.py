@@ -3,7 +3,10 @@
 Only SP-initiated logins exist. `start` stores the AuthnRequest's ID in a Challenges item keyed
 by the SHA-256 of a random RelayState, which goes to the IdP with the request and comes back
 with the Response. The ACS consumes that item once, before it verifies the Response, so a
-Response is accepted at most once and only for the org and browser flow that asked for it.
+Response is accepted at most once and only for the org and the AuthnRequest that asked for it.
+
+NOTE: no cookie binds the RelayState to the browser that started the login, so whoever posts
+the Response with its RelayState gets the login's result. The OIDC state is not bound either.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from mfa_core.clock import ManualClock
 from mfa_core.policy import SsoTrust
 from mfa_core.sso.connection import SsoConnection
 from mfa_core.store.models import AuditModel, UserModel
-from tests.api.conftest import add_member, add_org
+from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
 from tests.api.harness import Client, Flow, Member
 from tests.api.test_audit_and_logs import captured_logs
 from tests.api.test_policy import fresh_mfa_token, set_policy
@@ -337,6 +337,30 @@ def test_accepted_acr_alone_counts(client: Client, enrolled: Member, idp: FakePr
     reply = sso_login(client, idp, amr=None, acr="phr")
     assert reply.status == 200, reply.text
     assert claims_of(reply.body["access_token"])["acr"] == "aal3"
+
+
+def test_unusual_place_needs_our_mfa_after_idp_mfa(
+    client: Client, clock: ManualClock, enrolled: Member, idp: FakeProvider
+) -> None:
+    connect("acme", idp)
+    trust("acme", geo_anomaly_action="step_up")
+
+    def login_from(address: str) -> Any:
+        _, request = start(client)
+        code = idp.grant(request)
+        query = urlencode({"code": code, "state": request["state"]})
+        path = f"/v1/sso/oidc/acme/callback?{query}"
+        return client.get(path, headers={SOURCE_IP_HEADER: address})
+
+    usual = login_from("94.23.0.1")  # France
+    clock.advance(2 * 3600)
+    unusual = login_from("203.2.218.214")  # Australia, too far away in two hours
+
+    assert usual.status == 200, usual.text
+    assert usual.body["status"] == "authenticated"
+    assert unusual.status == 200, unusual.text
+    assert unusual.body["status"] == "mfa_required"
+    assert unusual.body["reason"] == "unusual_sign_in"
 
 
 def test_amr_without_mfa_prompts_our_mfa(

@@ -147,7 +147,7 @@ def decide_login(
 
     The rules are those of `login`. An identity provider's MFA (`first_factor.idp_mfa`) opens
     a session at once, unless the user's role must use a security key and the IdP's MFA was
-    not phishing-resistant (aal3).
+    not phishing-resistant (aal3), or the policy steps up a login from an unusual place.
     """
     lockout.reject_if_locked(
         svc, user, now=now, event_type=first_factor.event_type, context=context
@@ -168,7 +168,13 @@ def decide_login(
         svc.store.record(login.event("denied", reason="recovery_code_required"))
         raise RecoveryCodeRequired()
     idp_mfa = first_factor.idp_mfa
-    if idp_mfa is not None and (not rule.security_key or idp_mfa[1] == "aal3"):
+    # A login from an unusual place that the policy steps up gets our own MFA, even after the
+    # provider's: the policy asks for a proof that this service checked.
+    if (
+        idp_mfa is not None
+        and not anomaly.step_up
+        and (not rule.security_key or idp_mfa[1] == "aal3")
+    ):
         return login.open_session(idp_mfa=idp_mfa)
     held = user.factor_summaries()
     factors = allowed_factors(user, rule.methods)

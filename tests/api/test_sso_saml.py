@@ -165,6 +165,14 @@ def test_trusted_acr_gives_session_without_prompt(
     claims = claims_of(reply.body["access_token"])
     assert claims["amr"] == ["fed", "mfa"]
     assert claims["acr"] == "aal2"
+    [decision] = [
+        item
+        for item in AuditModel.query("acme")
+        if item.event_type == "sso.login" and item.outcome == "success"
+    ]
+    assert decision.details["sub"] == "00u1abcd"  # the NameID
+    assert decision.details["acr"] == ACR_MFA
+    assert decision.details["idp_mfa"] == "idp_mfa_accepted"
 
 
 def test_other_acr_prompts_our_mfa(

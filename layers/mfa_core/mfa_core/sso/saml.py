@@ -44,6 +44,9 @@ NAMEID_FORMAT_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 # estimate with a wide margin: a signed Response with a few dozen attributes takes a few KiB.
 MAX_RESPONSE_BYTES = 256 * 1024
 
+# The longest acr and NameID kept, as for OIDC claims.
+MAX_CLAIM_LENGTH = 256
+
 # How far the IdP's clock may be from ours, in seconds, applied to every NotBefore,
 # NotOnOrAfter and SessionNotOnOrAfter.
 CLOCK_SKEW_SECONDS = 120
@@ -148,8 +151,11 @@ def verify_saml_response(
     if email is None and name_id_format == NAMEID_FORMAT_EMAIL:
         email = subject
 
+    # The audit record keeps at most MAX_CLAIM_LENGTH characters of each value from the IdP.
+    acr = acr[:MAX_CLAIM_LENGTH] if acr is not None else None
     claims: dict[str, Any] = {
         "issuer": idp_entity_id,
+        "sub": subject[:MAX_CLAIM_LENGTH],
         "name_id_format": name_id_format,
         "acr": acr,
         "authn_instant": authn_statement.get("AuthnInstant"),

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mfa_core import account, auth, authorizer, http, sessions, telemetry, tokens
 from mfa_core.runtime import services
 from mfa_core.sso import oidc, saml_login
+from mfa_core.sso.binding import Redirect
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -65,10 +66,13 @@ def login() -> Response[str]:
 
 @app.get("/v1/sso/oidc/<org_id>/start")
 def start_oidc(org_id: str) -> Response[str]:
-    location = oidc.start(services(), org_id=org_id, context=http.request_context(app))
-    return Response(
-        status_code=302, body="", headers={"Location": location, "Cache-Control": "no-store"}
+    redirect = oidc.start(
+        services(),
+        org_id=org_id,
+        cookies=app.current_event.cookies or [],
+        context=http.request_context(app),
     )
+    return _redirect(redirect)
 
 
 # NOTE: the callback returns the login result as JSON to the browser that follows the
@@ -79,6 +83,7 @@ def oidc_callback(org_id: str) -> Response[str]:
         services(),
         org_id=org_id,
         parameters=app.current_event.query_string_parameters or {},
+        cookies=app.current_event.cookies or [],
         context=http.request_context(app),
     )
     return http.json_response(result.as_json())
@@ -86,10 +91,13 @@ def oidc_callback(org_id: str) -> Response[str]:
 
 @app.get("/v1/sso/saml/<org_id>/start")
 def start_saml(org_id: str) -> Response[str]:
-    location = saml_login.start(services(), org_id=org_id, context=http.request_context(app))
-    return Response(
-        status_code=302, body="", headers={"Location": location, "Cache-Control": "no-store"}
+    redirect = saml_login.start(
+        services(),
+        org_id=org_id,
+        cookies=app.current_event.cookies or [],
+        context=http.request_context(app),
     )
+    return _redirect(redirect)
 
 
 # The IdP's page posts the Response here from the browser (SAML HTTP-POST binding). Like the
@@ -99,8 +107,24 @@ def saml_acs(org_id: str) -> Response[str]:
     form = http.parse_form(
         app, fields=("SAMLResponse", "RelayState"), limit=saml_login.MAX_FORM_BYTES
     )
-    result = saml_login.acs(services(), org_id=org_id, form=form, context=http.request_context(app))
+    result = saml_login.acs(
+        services(),
+        org_id=org_id,
+        form=form,
+        cookies=app.current_event.cookies or [],
+        context=http.request_context(app),
+    )
     return http.json_response(result.as_json())
+
+
+def _redirect(redirect: Redirect) -> Response[str]:
+    """Send the browser to the identity provider with the cookie that binds the login to it."""
+    return Response(
+        status_code=302,
+        body="",
+        headers={"Location": redirect.location, "Cache-Control": "no-store"},
+        cookies=[redirect.cookie],
+    )
 
 
 @app.post("/v1/auth/refresh")

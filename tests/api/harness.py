@@ -30,10 +30,15 @@ class Reply:
 
 
 class Client:
-    """Plain urllib, so that each call is independent and safe to use from many threads."""
+    """Plain urllib, so that each call is independent and safe to use from many threads.
+
+    `cookies` (name to value) go with every request, as a browser sends the cookies it holds;
+    tests that need one, such as an SSO login's, put it there.
+    """
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
+        self.cookies: dict[str, str] = {}
 
     def request(
         self,
@@ -53,6 +58,7 @@ class Client:
             all_headers.setdefault("Content-Type", "application/json")
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
+        all_headers = {**cookie_header(self), **all_headers}
         # The base URL is always the local gateway on loopback, so S310's scheme check is moot.
         url = self.base_url + path
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310
@@ -70,6 +76,20 @@ class Client:
 
     def delete(self, path: str, **kwargs: Any) -> Reply:
         return self.request("DELETE", path, **kwargs)
+
+
+def cookie_header(client: Client) -> dict[str, str]:
+    """Return the Cookie header of `client`'s cookies, for a request made without it."""
+    if not client.cookies:
+        return {}
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in client.cookies.items())}
+
+
+def keep_cookie(client: Client, set_cookie: str | None) -> None:
+    """Store the cookie of a Set-Cookie header in `client`, as a browser would."""
+    if set_cookie:
+        name, _, value = set_cookie.split(";", 1)[0].partition("=")
+        client.cookies[name.strip()] = value.strip()
 
 
 def _reply(status: int, headers: Any, content: bytes) -> Reply:

@@ -31,7 +31,7 @@ from mfa_core.policy import SsoTrust
 from mfa_core.sso.connection import SsoConnection
 from mfa_core.store.models import AuditModel, UserModel
 from tests.api.conftest import SOURCE_IP_HEADER, add_member, add_org
-from tests.api.harness import Client, Flow, Member
+from tests.api.harness import Client, Flow, Member, cookie_header, keep_cookie
 from tests.api.test_audit_and_logs import captured_logs
 from tests.api.test_policy import fresh_mfa_token, set_policy
 
@@ -240,9 +240,10 @@ def start(client: Client, org_id: str = "acme") -> tuple[http.client.HTTPRespons
     parameters as the provider receives them."""
     url = urlsplit(client.base_url)
     connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    connection.request("GET", f"/v1/sso/oidc/{org_id}/start")
+    connection.request("GET", f"/v1/sso/oidc/{org_id}/start", headers=cookie_header(client))
     response = connection.getresponse()
     response.read()
+    keep_cookie(client, response.getheader("Set-Cookie"))
     location = response.getheader("Location") or ""
     return response, {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
@@ -529,6 +530,47 @@ def test_expired_state_rejected(
     reply = callback(client, code=code, state=request["state"])
     assert reply.status == 401, reply.text
     assert failure_reasons() == ["state_expired"]
+
+
+def test_state_from_another_browser_rejected(
+    client: Client, enrolled: Member, idp: FakeProvider, stack: LocalStack
+) -> None:
+    connect("acme", idp)
+    trust("acme")
+    response, request = start(client)
+    cookie = response.getheader("Set-Cookie") or ""
+    code = idp.grant(request)
+    # The victim's browser, which never started this login, is made to follow its callback.
+    victim = Client(stack.api_url)
+
+    forced = callback(victim, code=code, state=request["state"])
+    own = callback(client, code=code, state=request["state"])
+
+    assert cookie.startswith("__Host-mfa-sso=")
+    for attribute in ("Path=/", "Secure", "HttpOnly", "SameSite=None", "Max-Age=600"):
+        assert attribute in cookie
+    assert forced.status == 401
+    assert failure_reasons() == ["browser_mismatch"]
+    # The state was not spent, so the browser that started the login still finishes it.
+    assert own.status == 200, own.text
+    assert own.body["status"] == "authenticated"
+
+
+def test_two_logins_in_one_browser_both_finish(
+    client: Client, enrolled: Member, idp: FakeProvider
+) -> None:
+    connect("acme", idp)
+    trust("acme")
+    first_response, first = start(client)
+    second_response, second = start(client)
+
+    first_reply = callback(client, code=idp.grant(first), state=first["state"])
+    second_reply = callback(client, code=idp.grant(second), state=second["state"])
+
+    # The second start kept the browser's cookie value instead of replacing it.
+    assert first_response.getheader("Set-Cookie") == second_response.getheader("Set-Cookie")
+    assert first_reply.status == 200, first_reply.text
+    assert second_reply.status == 200, second_reply.text
 
 
 def test_state_of_another_org_rejected(client: Client, acme: Member, idp: FakeProvider) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from lxml import etree
 
+from local.stack import LocalStack
 from mfa_core import runtime
 from mfa_core.clock import ManualClock
 from mfa_core.policy import SsoTrust
@@ -22,7 +23,7 @@ from mfa_core.sso.connection import SsoConnection
 from mfa_core.sso.saml import NS_SAML
 from mfa_core.store.models import AuditModel
 from tests.api.conftest import add_member, add_org
-from tests.api.harness import Client, Flow, Member, Reply
+from tests.api.harness import Client, Flow, Member, Reply, cookie_header, keep_cookie
 from tests.api.test_policy import set_policy
 from tests.api.test_sso_oidc import claims_of
 from tests.saml_idp import (
@@ -68,9 +69,10 @@ def start(client: Client, org_id: str = "acme") -> tuple[int, str, str, etree._E
     target without its query, the RelayState and the decoded AuthnRequest."""
     url = urlsplit(client.base_url)
     connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    connection.request("GET", f"/v1/sso/saml/{org_id}/start")
+    connection.request("GET", f"/v1/sso/saml/{org_id}/start", headers=cookie_header(client))
     response = connection.getresponse()
     response.read()
+    keep_cookie(client, response.getheader("Set-Cookie"))
     location = urlsplit(response.getheader("Location") or "")
     query = {name: values[0] for name, values in parse_qs(location.query).items()}
     # HTTP-Redirect binding: raw DEFLATE, then base64.
@@ -221,9 +223,10 @@ def follow_login(client: Client, server: SamlIdpServer, org_id: str = "acme") ->
     and post its form to the ACS that it names."""
     url = urlsplit(client.base_url)
     connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    connection.request("GET", f"/v1/sso/saml/{org_id}/start")
+    connection.request("GET", f"/v1/sso/saml/{org_id}/start", headers=cookie_header(client))
     redirect = connection.getresponse()
     redirect.read()
+    keep_cookie(client, redirect.getheader("Set-Cookie"))
     assert redirect.status == 302
     location = redirect.getheader("Location") or ""
     assert location.startswith(server.sso_url + "?")
@@ -367,6 +370,24 @@ def test_relay_state_of_another_org_rejected(
     assert failure_reasons() == ["relay_state_of_another_org"]
     # The request was not spent, so the login it belongs to can still finish.
     assert failure_reasons("globex") == []
+
+
+def test_response_from_another_browser_rejected(
+    client: Client, clock: ManualClock, enrolled: Member, idp: FakeIdp, stack: LocalStack
+) -> None:
+    connect("acme", idp)
+    trust("acme")
+    _, _, relay_state, request = start(client)
+    fields = response_fields(clock, idp, request.get("ID", ""), email=enrolled.email)
+    form = {"SAMLResponse": encode(signed_response(idp, fields)), "RelayState": relay_state}
+
+    forced = post_acs(Client(stack.api_url), form)
+    own = post_acs(client, form)
+
+    assert forced.status == 401
+    assert failure_reasons() == ["browser_mismatch"]
+    assert own.status == 200, own.text
+    assert own.body["status"] == "authenticated"
 
 
 def test_expired_request_rejected(

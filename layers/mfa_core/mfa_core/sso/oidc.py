@@ -18,7 +18,7 @@ import secrets
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import quote, urlencode, urlsplit
@@ -34,6 +34,7 @@ from mfa_core.errors import ConfigurationError, NotFound, SsoLoginFailed
 from mfa_core.identity import normalize_org_id
 from mfa_core.runtime import Services
 from mfa_core.sso.assertion import IdpAssertion
+from mfa_core.sso.binding import Redirect, bind, matches, set_cookie
 from mfa_core.sso.connection import SsoConnection, is_allowed_url, sso_connection
 from mfa_core.sso.decision import complete_login, record_failure
 from mfa_core.store.models import NO_USER, ChallengeModel, OrgModel
@@ -260,7 +261,9 @@ def _oidc_connection(org: OrgModel | None) -> SsoConnection:
     return connection
 
 
-def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
+def start(
+    svc: Services, *, org_id: str, cookies: Sequence[str], context: RequestContext
+) -> Redirect:
     """Store a new login request and return the provider's authorization URL to redirect to.
 
     When the org trusts the provider's MFA, the request carries max_age, so that the provider
@@ -278,6 +281,7 @@ def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
 
     now = svc.clock.now()
     state = secrets.token_urlsafe(32)
+    browser, bound_to = bind(cookies)
     nonce = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(48)
     request = ChallengeModel(
@@ -289,6 +293,7 @@ def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
         expires_at=int(now) + REQUEST_SECONDS,
         nonce=nonce,
         code_verifier=verifier,
+        bound_to=bound_to,
     )
     started = audit.event(
         now=now,
@@ -314,15 +319,23 @@ def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
     if trust.trust_idp_mfa:
         parameters["max_age"] = str(trust.max_auth_age_minutes * 60)
     separator = "&" if urlsplit(metadata.authorization_endpoint).query else "?"
-    return metadata.authorization_endpoint + separator + urlencode(parameters)
+    location = metadata.authorization_endpoint + separator + urlencode(parameters)
+    return Redirect(location, set_cookie(browser, max_age=REQUEST_SECONDS))
 
 
 def callback(
-    svc: Services, *, org_id: str, parameters: Mapping[str, str], context: RequestContext
+    svc: Services,
+    *,
+    org_id: str,
+    parameters: Mapping[str, str],
+    cookies: Sequence[str],
+    context: RequestContext,
 ) -> LoginResult:
     """Finish a login from the provider's redirect (`code` and `state`) and decide the next step.
 
-    Every failure raises SsoLoginFailed with one generic detail, audited with its reason.
+    `cookies` are the request's cookies ("name=value"), which must include the one that
+    `start` set in this browser. Every failure raises SsoLoginFailed with one generic detail,
+    audited with its reason.
     """
     org_id = normalize_org_id(org_id, field="org")
     org = svc.store.get_org(org_id)
@@ -336,7 +349,7 @@ def callback(
     state = parameters.get("state") or ""
     if not state or len(state) > MAX_PARAMETER:
         failure.reject("state_missing")
-    request = _consume(svc, failure, state=state, org_id=org_id)
+    request = _consume(svc, failure, state=state, org_id=org_id, cookies=cookies)
     if "error" in parameters:
         # RFC 6749 §4.1.2.1 error codes; anything else is not copied into the audit trail.
         error = parameters["error"]
@@ -386,7 +399,9 @@ def callback(
     )
 
 
-def _consume(svc: Services, failure: _Failure, *, state: str, org_id: str) -> ChallengeModel:
+def _consume(
+    svc: Services, failure: _Failure, *, state: str, org_id: str, cookies: Sequence[str]
+) -> ChallengeModel:
     now = svc.clock.now()
     request = svc.store.get_challenge(_state_key(state))
     if request is None or not request.kind.startswith("sso."):
@@ -397,6 +412,9 @@ def _consume(svc: Services, failure: _Failure, *, state: str, org_id: str) -> Ch
         failure.reject("state_replayed")
     if request.expires_at <= now:
         failure.reject("state_expired")
+    if not matches(cookies, request.bound_to):
+        # Left unspent, so that the browser that started the login can still finish it.
+        failure.reject("browser_mismatch")
     accepted = audit.event(
         now=now,
         event_type="sso.callback",

@@ -3,17 +3,15 @@
 Only SP-initiated logins exist. `start` stores the AuthnRequest's ID in a Challenges item keyed
 by the SHA-256 of a random RelayState, which goes to the IdP with the request and comes back
 with the Response. The ACS consumes that item once, before it verifies the Response, so a
-Response is accepted at most once and only for the org and the AuthnRequest that asked for it.
-
-NOTE: no cookie binds the RelayState to the browser that started the login, so whoever posts
-the Response with its RelayState gets the login's result. The OIDC state is not bound either.
+Response is accepted at most once, only for the org and the AuthnRequest that asked for it,
+and only from the browser that started the login (see mfa_core.sso.binding).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 from urllib.parse import quote
 
@@ -25,6 +23,7 @@ from mfa_core.auth import LoginResult
 from mfa_core.errors import ConfigurationError, NotFound, SsoLoginFailed
 from mfa_core.identity import normalize_org_id
 from mfa_core.runtime import Services
+from mfa_core.sso.binding import Redirect, bind, matches, set_cookie
 from mfa_core.sso.connection import SsoConnection, sso_connection
 from mfa_core.sso.decision import complete_login, record_failure
 from mfa_core.sso.saml import (
@@ -60,7 +59,9 @@ def service_urls(svc: Services, org_id: str) -> tuple[str, str]:
     return entity_id, f"{entity_id}/acs"
 
 
-def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
+def start(
+    svc: Services, *, org_id: str, cookies: Sequence[str], context: RequestContext
+) -> Redirect:
     """Store a new AuthnRequest and return the IdP URL to redirect the browser to."""
     org_id = normalize_org_id(org_id, field="org")
     connection = sso_connection(svc.store.get_org(org_id))
@@ -71,6 +72,7 @@ def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
     now = svc.clock.now()
     entity_id, acs_url = service_urls(svc, org_id)
     relay_state = secrets.token_urlsafe(32)
+    browser, bound_to = bind(cookies)
     request = build_authn_request(
         sp_entity_id=entity_id,
         acs_url=acs_url,
@@ -86,6 +88,7 @@ def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
         created_at=now,
         expires_at=int(now) + REQUEST_SECONDS,
         challenge=request.request_id,
+        bound_to=bound_to,
     )
     started = audit.event(
         now=now,
@@ -96,11 +99,16 @@ def start(svc: Services, *, org_id: str, context: RequestContext) -> str:
         details={"protocol": "saml", "idp": connection.idp_entity_id},
     )
     svc.store.save_challenge(stored, [started])
-    return request.redirect_url
+    return Redirect(request.redirect_url, set_cookie(browser, max_age=REQUEST_SECONDS))
 
 
 def acs(
-    svc: Services, *, org_id: str, form: Mapping[str, str], context: RequestContext
+    svc: Services,
+    *,
+    org_id: str,
+    form: Mapping[str, str],
+    cookies: Sequence[str],
+    context: RequestContext,
 ) -> LoginResult:
     """Verify the Response posted to the ACS (`SAMLResponse` and `RelayState`) and decide the
     login's next step.
@@ -131,7 +139,9 @@ def acs(
     saml_response = form.get("SAMLResponse") or ""
     if not saml_response:
         reject("response_missing")
-    request = _consume(svc, org, connection, relay_state, context=context, reject=reject)
+    request = _consume(
+        svc, org, connection, relay_state, cookies=cookies, context=context, reject=reject
+    )
     assert request.challenge is not None
 
     entity_id, acs_url = service_urls(svc, org_id)
@@ -157,6 +167,7 @@ def _consume(
     connection: SsoConnection,
     relay_state: str,
     *,
+    cookies: Sequence[str],
     context: RequestContext,
     reject: Callable[[str], NoReturn],
 ) -> ChallengeModel:
@@ -171,6 +182,9 @@ def _consume(
         reject("relay_state_replayed")
     if request.expires_at <= now:
         reject("relay_state_expired")
+    if not matches(cookies, request.bound_to):
+        # Left unspent, so that the browser that started the login can still finish it.
+        reject("browser_mismatch")
     accepted = audit.event(
         now=now,
         event_type="sso.callback",

@@ -264,7 +264,8 @@ def _oidc_connection(org: OrgModel | None) -> SsoConnection:
 def start(
     svc: Services, *, org_id: str, cookies: Sequence[str], context: RequestContext
 ) -> Redirect:
-    """Store a new login request and return the provider's authorization URL to redirect to.
+    """Store a new login request and return the redirect to the provider's authorization URL,
+    with the cookie that binds the request to this browser (`cookies` are the browser's own).
 
     When the org trusts the provider's MFA, the request carries max_age, so that the provider
     reports auth_time and re-authenticates a user whose login is older.

@@ -62,7 +62,8 @@ def service_urls(svc: Services, org_id: str) -> tuple[str, str]:
 def start(
     svc: Services, *, org_id: str, cookies: Sequence[str], context: RequestContext
 ) -> Redirect:
-    """Store a new AuthnRequest and return the IdP URL to redirect the browser to."""
+    """Store a new AuthnRequest and return the redirect to the IdP, with the cookie that binds
+    the request to this browser (`cookies` are the browser's own)."""
     org_id = normalize_org_id(org_id, field="org")
     connection = sso_connection(svc.store.get_org(org_id))
     if connection is None or connection.protocol != "saml":

@@ -20,7 +20,7 @@ from local.stack import LocalStack
 from mfa_core.clock import ManualClock
 from mfa_core.sso.binding import COOKIE_NAME
 from tests.api.conftest import add_org
-from tests.api.test_sso_oidc import FakeProvider, connect, trust
+from tests.api.test_sso_oidc import FakeProvider, connect, failure_reasons, trust
 from tests.api.test_sso_saml import connect as connect_saml
 from tests.api.test_sso_saml import trust as trust_saml
 from tests.browser.conftest import STEP_TIMEOUT_MS
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.browser
 class RedirectingProvider(FakeProvider):
     """A FakeProvider whose /authorize grants a code and redirects back to redirect_uri.
 
-    With `redirect` False, /authorize returns the callback URL as JSON instead, as an attacker
-    who stops at the callback sees it.
+    With `redirect` False, /authorize returns the callback URL as JSON instead, so that a test
+    can stop before the callback, as an attacker would.
     """
 
     def __init__(self, clock: ManualClock) -> None:
@@ -131,8 +131,8 @@ def test_saml_cross_site_post_finishes(page: Page, stack: LocalStack, clock: Man
     saml_idp = FakeIdp.create()
     base = stack.page_url.rstrip("/")
 
-    # The IdP's page is on 127.0.0.1 and the ACS on localhost, which are two sites. The cookie reaches
-    # the ACS with the page's cross-site POST only because it is SameSite=None.
+    # The IdP's page is on 127.0.0.1 and the ACS on localhost, which are two sites. The cookie
+    # reaches the ACS with the page's cross-site POST only because it is SameSite=None.
     with SamlIdpServer(saml_idp, clock, email=member.email) as server:
         connect_saml("acme", saml_idp, sso_url=server.sso_url)
         trust_saml("acme")
@@ -144,3 +144,20 @@ def test_saml_cross_site_post_finishes(page: Page, stack: LocalStack, clock: Man
     assert reply.status == 200, reply.text()
     assert reply.json()["status"] == "authenticated"
     assert COOKIE_NAME in (reply.request.header_value("cookie") or "")
+
+
+def test_start_on_other_host_fails_closed(
+    page: Page, stack: LocalStack, idp: RedirectingProvider
+) -> None:
+    add_org("acme")
+    connect("acme", idp)
+    trust("acme")
+
+    # The gateway also serves 127.0.0.1, but PublicBaseUrl, and so the callback, is on
+    # localhost. The cookie set for 127.0.0.1 does not go to localhost.
+    response = page.goto(f"{stack.api_url.rstrip('/')}/v1/sso/oidc/acme/start")
+
+    assert response is not None
+    assert response.url.startswith(f"{stack.page_url.rstrip('/')}/v1/sso/oidc/acme/callback?")
+    assert response.status == 401
+    assert failure_reasons() == ["browser_mismatch"]

@@ -13,14 +13,17 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from mfa_core.clock import ManualClock
 from mfa_core.sso.binding import COOKIE_NAME, VALUE_PATTERN
 from mfa_core.store.models import AuditModel
 from tests.api.harness import Client, Member, Reply
 from tests.api.test_audit_and_logs import captured_logs
 from tests.api.test_sso_oidc import FakeProvider, connect, failure_reasons, idp, trust
-from tests.api.test_sso_saml import FORM
+from tests.api.test_sso_saml import FORM, post_acs, response_fields, signed_response
 from tests.api.test_sso_saml import connect as connect_saml
-from tests.saml_idp import FakeIdp
+from tests.api.test_sso_saml import start as start_saml
+from tests.api.test_sso_saml import trust as trust_saml
+from tests.saml_idp import FakeIdp, encode
 
 __all__ = ["idp"]  # the fake OIDC provider's fixture
 
@@ -267,3 +270,36 @@ def test_acs_form_with_charset_parsed(client: Client, saml: None) -> None:
 
     assert reply.status == 401, reply.text
     assert reply.body["code"] == "sso_failed"
+
+
+def test_saml_login_leaves_no_secret_behind(
+    client: Client, clock: ManualClock, enrolled: Member
+) -> None:
+    saml_idp = FakeIdp.create()
+    connect_saml("acme", saml_idp)
+    trust_saml("acme")
+    with captured_logs() as logs:
+        _, _, relay_state, request = start_saml(client)
+        fields = response_fields(clock, saml_idp, request.get("ID", ""), email=enrolled.email)
+        form = {
+            "SAMLResponse": encode(signed_response(saml_idp, fields)),
+            "RelayState": relay_state,
+        }
+        body = urlencode(form).encode("ascii")
+        forced, _, _ = send(
+            client,
+            "POST",
+            "/v1/sso/saml/acme/acs",
+            cookie=f"{COOKIE_NAME}={OTHER}",
+            body=body,
+            headers=FORM,
+        )
+        own = post_acs(client, form)
+    stored = json.dumps([item.serialize() for item in AuditModel.query("acme")])
+    value = client.cookies[COOKIE_NAME]
+
+    assert forced.status == 401
+    assert own.status == 200, own.text
+    for secret in (value, OTHER, relay_state, form["SAMLResponse"][:64]):
+        assert secret not in logs.getvalue()
+        assert secret not in stored

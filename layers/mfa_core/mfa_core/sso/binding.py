@@ -1,4 +1,5 @@
-"""The cookie that ties an SSO login to the browser that started it.
+"""The cookie that ties an SSO login to the browser that started it, and the single use of the
+stored login request.
 
 Without it, an attacker could start a login with their own account at the identity provider
 and have a victim's browser finish it, signing the victim in as the attacker (login CSRF, RFC
@@ -13,10 +14,17 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
+
+from mfa_core import audit
+from mfa_core.audit import RequestContext
+from mfa_core.runtime import Services
+from mfa_core.store.models import ChallengeModel
+from mfa_core.store.repository import ConditionFailed
 
 COOKIE_NAME = "__Host-mfa-sso"
 PREFIX = "browser:"
@@ -81,3 +89,53 @@ def _presented(cookies: Iterable[str]) -> str | None:
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def spend_request(
+    svc: Services,
+    *,
+    key: str,
+    kind: str,
+    org_id: str,
+    cookies: Sequence[str],
+    name: str,
+    context: RequestContext,
+    details: dict[str, Any],
+    reject: Callable[[str], NoReturn],
+) -> ChallengeModel:
+    """Spend the stored SSO login request `key` once, with its audit event in the same write.
+
+    `name` is what carries the request's key in the protocol ("state" or "relay_state"), and it
+    starts the reasons passed to `reject`: unknown, of another org, replayed or expired. A
+    request from another browser is rejected as "browser_mismatch" and left unspent, so that
+    the browser that started the login can still finish it.
+    """
+    now = svc.clock.now()
+    request = svc.store.get_challenge(key)
+    if request is None or not request.kind.startswith("sso."):
+        reject(f"{name}_unknown")
+    if request.kind != kind or request.org_id != org_id:
+        reject(f"{name}_of_another_org")
+    if request.consumed_at is not None:
+        reject(f"{name}_replayed")
+    if request.expires_at <= now:
+        reject(f"{name}_expired")
+    if not matches(cookies, request.bound_to):
+        reject("browser_mismatch")
+    accepted = audit.event(
+        now=now,
+        event_type="sso.callback",
+        outcome="success",
+        org_id=org_id,
+        context=context,
+        reason=f"{name}_accepted",
+        details=details,
+    )
+    try:
+        svc.store.consume_sso_request(
+            request.challenge_id, kind=kind, org_id=org_id, now=now, events=[accepted]
+        )
+    except ConditionFailed:
+        # A concurrent callback with the same request won.
+        reject(f"{name}_replayed")
+    return request

@@ -34,11 +34,10 @@ from mfa_core.errors import ConfigurationError, NotFound, SsoLoginFailed
 from mfa_core.identity import normalize_org_id
 from mfa_core.runtime import Services
 from mfa_core.sso.assertion import IdpAssertion
-from mfa_core.sso.binding import Redirect, bind, matches, set_cookie
+from mfa_core.sso.binding import Redirect, bind, set_cookie, spend_request
 from mfa_core.sso.connection import SsoConnection, is_allowed_url, sso_connection
 from mfa_core.sso.decision import complete_login, record_failure
 from mfa_core.store.models import NO_USER, ChallengeModel, OrgModel
-from mfa_core.store.repository import ConditionFailed
 
 logger = Logger(child=True)
 
@@ -350,7 +349,17 @@ def callback(
     state = parameters.get("state") or ""
     if not state or len(state) > MAX_PARAMETER:
         failure.reject("state_missing")
-    request = _consume(svc, failure, state=state, org_id=org_id, cookies=cookies)
+    request = spend_request(
+        svc,
+        key=_state_key(state),
+        kind=KIND,
+        org_id=org_id,
+        cookies=cookies,
+        name="state",
+        context=context,
+        details={"protocol": "oidc"},
+        reject=failure.reject,
+    )
     if "error" in parameters:
         # RFC 6749 §4.1.2.1 error codes; anything else is not copied into the audit trail.
         error = parameters["error"]
@@ -398,41 +407,6 @@ def callback(
         assertion=assertion_from_claims(claims, connection, failure),
         context=context,
     )
-
-
-def _consume(
-    svc: Services, failure: _Failure, *, state: str, org_id: str, cookies: Sequence[str]
-) -> ChallengeModel:
-    now = svc.clock.now()
-    request = svc.store.get_challenge(_state_key(state))
-    if request is None or not request.kind.startswith("sso."):
-        failure.reject("state_unknown")
-    if request.kind != KIND or request.org_id != org_id:
-        failure.reject("state_of_another_org")
-    if request.consumed_at is not None:
-        failure.reject("state_replayed")
-    if request.expires_at <= now:
-        failure.reject("state_expired")
-    if not matches(cookies, request.bound_to):
-        # Left unspent, so that the browser that started the login can still finish it.
-        failure.reject("browser_mismatch")
-    accepted = audit.event(
-        now=now,
-        event_type="sso.callback",
-        outcome="success",
-        org_id=org_id,
-        context=failure.context,
-        reason="state_accepted",
-        details={"protocol": "oidc"},
-    )
-    try:
-        svc.store.consume_sso_request(
-            request.challenge_id, kind=KIND, org_id=org_id, now=now, events=[accepted]
-        )
-    except ConditionFailed:
-        # A concurrent callback with the same state won.
-        failure.reject("state_replayed")
-    return request
 
 
 def _exchange(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 from urllib.parse import quote
 
@@ -23,8 +23,8 @@ from mfa_core.auth import LoginResult
 from mfa_core.errors import ConfigurationError, NotFound, SsoLoginFailed
 from mfa_core.identity import normalize_org_id
 from mfa_core.runtime import Services
-from mfa_core.sso.binding import Redirect, bind, matches, set_cookie
-from mfa_core.sso.connection import SsoConnection, sso_connection
+from mfa_core.sso.binding import Redirect, bind, set_cookie, spend_request
+from mfa_core.sso.connection import sso_connection
 from mfa_core.sso.decision import complete_login, record_failure
 from mfa_core.sso.saml import (
     MAX_RESPONSE_BYTES,
@@ -32,8 +32,7 @@ from mfa_core.sso.saml import (
     build_authn_request,
     verify_saml_response,
 )
-from mfa_core.store.models import NO_USER, ChallengeModel, OrgModel
-from mfa_core.store.repository import ConditionFailed
+from mfa_core.store.models import NO_USER, ChallengeModel
 
 logger = Logger(child=True)
 
@@ -140,8 +139,16 @@ def acs(
     saml_response = form.get("SAMLResponse") or ""
     if not saml_response:
         reject("response_missing")
-    request = _consume(
-        svc, org, connection, relay_state, cookies=cookies, context=context, reject=reject
+    request = spend_request(
+        svc,
+        key=_relay_key(relay_state),
+        kind=KIND,
+        org_id=org_id,
+        cookies=cookies,
+        name="relay_state",
+        context=context,
+        details={"protocol": "saml", "idp": connection.idp_entity_id},
+        reject=reject,
     )
     assert request.challenge is not None
 
@@ -160,49 +167,6 @@ def acs(
     except SamlResponseRejected as exc:
         reject(exc.reason)
     return complete_login(svc, org=org, connection=connection, assertion=assertion, context=context)
-
-
-def _consume(
-    svc: Services,
-    org: OrgModel,
-    connection: SsoConnection,
-    relay_state: str,
-    *,
-    cookies: Sequence[str],
-    context: RequestContext,
-    reject: Callable[[str], NoReturn],
-) -> ChallengeModel:
-    """Spend the stored request that `relay_state` names, or reject the Response."""
-    now = svc.clock.now()
-    request = svc.store.get_challenge(_relay_key(relay_state))
-    if request is None or not request.kind.startswith("sso."):
-        reject("relay_state_unknown")
-    if request.kind != KIND or request.org_id != org.org_id:
-        reject("relay_state_of_another_org")
-    if request.consumed_at is not None:
-        reject("relay_state_replayed")
-    if request.expires_at <= now:
-        reject("relay_state_expired")
-    if not matches(cookies, request.bound_to):
-        # Left unspent, so that the browser that started the login can still finish it.
-        reject("browser_mismatch")
-    accepted = audit.event(
-        now=now,
-        event_type="sso.callback",
-        outcome="success",
-        org_id=org.org_id,
-        context=context,
-        reason="relay_state_accepted",
-        details={"protocol": "saml", "idp": connection.idp_entity_id},
-    )
-    try:
-        svc.store.consume_sso_request(
-            request.challenge_id, kind=KIND, org_id=org.org_id, now=now, events=[accepted]
-        )
-    except ConditionFailed:
-        # A concurrent post of the same Response won.
-        reject("relay_state_replayed")
-    return request
 
 
 def _relay_key(relay_state: str) -> str:

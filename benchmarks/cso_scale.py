@@ -16,9 +16,10 @@ request counts carry over to DynamoDB; moto's times do not.
 Run it as `python -m benchmarks.cso_scale [--write]`. It takes several minutes, so
 `benchmarks.run` leaves it out; `--write` replaces its own section of RESULTS.md.
 
-Moto answers a query in time that grows with the partition (see benchmarks/audit_scale.py):
-over these 100,000 events one page can take longer than the clients' 5-second read timeout,
-so the benchmark raises that timeout. DynamoDB answers from an index and needs no such change.
+Moto's time per query grows with the partition (see benchmarks/audit_scale.py). Over these
+100,000 events one page can take longer than the clients' 5-second read timeout, so the
+benchmark raises that timeout. DynamoDB reads the key range from its index and needs no such
+change.
 """
 
 from __future__ import annotations

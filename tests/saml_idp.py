@@ -1,5 +1,5 @@
 """A SAML IdP for tests: an RSA key, a self-signed certificate and Responses signed with xmlsec,
-and an SSO URL on 127.0.0.1 that answers an AuthnRequest as an IdP's login page does."""
+and an SSO URL on 127.0.0.1 that responds to an AuthnRequest as an IdP's login page does."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def encode(document: etree._Element | bytes) -> str:
 class SamlIdpServer:
     """`idp` serving its SSO URL on 127.0.0.1, as a browser meets it.
 
-    GET /sso reads the AuthnRequest of the HTTP-Redirect binding and answers with the HTML page
+    GET /sso reads the AuthnRequest of the HTTP-Redirect binding and returns the HTML page
     of the HTTP-POST binding: a form that posts the signed Response and the RelayState to the
     request's ACS URL. The Response names `email` and, when set, `acr`, and says the user
     authenticated `authenticated_ago` seconds before the clock's time.
@@ -222,12 +222,13 @@ class SamlIdpServer:
         self.server.server_close()
 
     def login_page(self, query: str) -> str:
-        """Return the auto-posting form that answers the AuthnRequest in `query`."""
+        """Return the auto-posting form that responds to the AuthnRequest in `query`."""
         parameters = {name: values[0] for name, values in parse_qs(query).items()}
         request = etree.fromstring(
             zlib.decompress(base64.b64decode(parameters["SAMLRequest"]), -15)
         )
         self.requests.append(request)
+
         acs_url = request.get("AssertionConsumerServiceURL", "")
         now = int(self.clock.now())
         fields = ResponseFields(
@@ -244,6 +245,7 @@ class SamlIdpServer:
         assertion = document.find(f"{{{NS_SAML}}}Assertion")
         assert assertion is not None
         self.idp.sign(assertion)
+
         inputs = {"SAMLResponse": encode(document), "RelayState": parameters["RelayState"]}
         hidden = "".join(
             f'<input type="hidden" name="{name}" value="{html.escape(value)}">'

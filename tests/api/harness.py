@@ -32,8 +32,8 @@ class Reply:
 class Client:
     """Plain urllib, so that each call is independent and safe to use from many threads.
 
-    `cookies` (name to value) go with every request, as a browser sends the cookies it holds;
-    tests that need one, such as an SSO login's, put it there.
+    `cookies` (name to value) go with every request, as a browser sends the cookies it has.
+    Tests that need one, such as an SSO login's, put it there.
     """
 
     def __init__(self, base_url: str) -> None:

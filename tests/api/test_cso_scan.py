@@ -948,7 +948,7 @@ def counter_writes(calls: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> l
     ]
 
 
-def test_run_failing_before_its_position_is_saved_counts_nothing_twice(  # noqa: PLR0917
+def test_failed_run_counts_nothing_twice(  # noqa: PLR0917
     flow: Flow,
     clock: ManualClock,
     stack: LocalStack,
@@ -1023,7 +1023,7 @@ def test_hours_read_whole_need_no_counter(
     assert finding("acme", spike).details["failures"] == 6
 
 
-def test_counts_go_on_across_runs_that_split_an_hour(
+def test_counts_span_split_hour(
     clock: ManualClock,
     stack: LocalStack,
     enrolled: Member,
@@ -1150,7 +1150,7 @@ def test_weakened_and_restored_in_one_run(
     assert finding("acme", weakened).status == "resolved"
 
 
-def test_failed_run_counts_failures_once_per_user_address_and_org(
+def test_failed_run_counts_each_counter_once(
     flow: Flow,
     clock: ManualClock,
     enrolled: Member,

@@ -171,8 +171,9 @@ def export(
     *,
     context: RequestContext,
 ) -> ExportPage:
-    """Return one page of the org's audit events, oldest first, for one of its admins; the
-    query parameters are read once the caller is known to be one.
+    """Return one page of the org's audit events, oldest first, for one of its admins.
+
+    The query parameters are read only after the caller is known to be an admin.
 
     Each page is audited as `audit.export` with its filters, before it is returned.
     """

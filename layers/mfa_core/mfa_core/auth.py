@@ -169,7 +169,7 @@ def decide_login(
         raise RecoveryCodeRequired()
     idp_mfa = first_factor.idp_mfa
     # A login from an unusual place that the policy steps up gets our own MFA, even after the
-    # provider's: the policy asks for a proof that this service checked.
+    # provider's, because the policy requires a proof that this service checked.
     if (
         idp_mfa is not None
         and not anomaly.step_up

@@ -73,8 +73,8 @@ class RecoveryCodeRequired(AuthenticationFailed):
 class SsoLoginFailed(AuthenticationFailed):
     """An SSO login failed: the IdP's response did not verify, or it names no usable member.
 
-    Every cause gets the same detail, so the response tells no account apart; `reason` names
-    the cause for the audit trail and the logs.
+    Every cause gets the same detail, so the response does not reveal whether an account
+    exists. `reason` names the cause for the audit trail and the logs.
     """
 
     code = "sso_failed"

@@ -132,8 +132,8 @@ def build_pack(
             "phishing_resistant_share": round(with_key / members, 4) if members else None,
         },
         "security_key_roles": list(org_policy.security_key_roles),
-        # When the identity provider's MFA stands in for ours, enrollment here can be low
-        # while every login still has MFA, so the pack states the trust next to enrollment.
+        # When the identity provider's MFA replaces ours, enrollment here can be low while
+        # every login still has MFA, so the pack states the trust next to enrollment.
         "sso": {
             "protocol": connection.protocol if connection is not None else None,
             "trust_idp_mfa": org_policy.sso.trust_idp_mfa,

@@ -283,10 +283,10 @@ MAX_AUDIT_RETENTION_DAYS = 3650
 # RFC 8176 values and IdP-specific ones alike: short tokens or URIs.
 CLAIM_VALUE_PATTERN = re.compile(r"[\x21-\x7e]{1,256}\Z")
 MAX_CLAIM_VALUES = 20
-# Values that never show an MFA at the identity provider, so the trust settings reject them:
-# the RFC 8176 amr values of a knowledge factor alone (password, PIN, knowledge-based), of no
-# factor at all (location, risk score, Windows integrated sign-in, user presence), and "fed",
-# which shows only that another provider took part.
+# Values that never show an MFA at the identity provider, so the trust settings reject them.
+# They are the RFC 8176 amr values of a knowledge factor alone (password, PIN, knowledge-based)
+# and of no factor at all (location, risk score, Windows integrated sign-in, user presence).
+# "fed" is rejected too, because it shows only that another provider took part.
 SINGLE_FACTOR_AMR = frozenset({"pwd", "pin", "kba", "geo", "rba", "wia", "user", "fed"})
 # The SAML 2.0 authentication context classes of a password alone, an IP address or an earlier
 # session, "unspecified", and the OIDC acr "0", which OpenID Connect Core 1.0 defines as below

@@ -334,8 +334,8 @@ def weakening(
 
 
 def _idp_trust_widened(before: Any, after: Any) -> bool:
-    """Tell whether the identity provider's MFA stands in for ours in more logins after the
-    change: trusted where it was not, for more amr or acr values, or for older logins."""
+    """Tell whether the identity provider's MFA replaces ours in more logins after the change:
+    trusted where it was not, for more amr or acr values, or for older logins."""
     before, after = dict(before or {}), dict(after or {})
     if not after.get("trust_idp_mfa"):
         return False

@@ -47,9 +47,9 @@ MAX_LISTED_USERS = 20
 # first run can open a finding for every member not enrolled. Findings past this count go into
 # one summary message, and the event bus gets every finding.
 MAX_TOPIC_MESSAGES = 20
-# What fails one org's run, or its evidence pack, and leaves the other orgs to run.
+# Errors that fail one org's run, or its evidence pack, while the other orgs still run.
 SCAN_ERRORS = (MfaError, PynamoDBException, BotoCoreError, ClientError)
-# What storing a detection did to its finding.
+# Outcomes of storing a detection in its finding.
 NEW, UPDATED, UNCHANGED = "new", "updated", "unchanged"
 
 
@@ -272,7 +272,7 @@ class _Window:
 
 
 def _event_time(event_id: str) -> float | None:
-    """The time in an event id (epoch milliseconds before the dash), or None."""
+    """Return the time in an event id (epoch milliseconds before the dash), or None."""
     milliseconds = event_id.partition("-")[0]
     return int(milliseconds) / 1000 if milliseconds.isdigit() else None
 

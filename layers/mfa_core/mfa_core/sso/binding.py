@@ -43,8 +43,8 @@ class Redirect:
 def bind(cookies: Iterable[str]) -> tuple[str, str]:
     """Return the cookie value for a new login and what its request stores in `bound_to`.
 
-    A browser that already has the cookie keeps its value, so that two logins started in two
-    tabs can both finish; otherwise the value is new.
+    A browser that already has a well-formed cookie keeps its value, so that two logins started
+    in two tabs can both finish. Otherwise the value is new.
     """
     value = _presented(cookies)
     if value is None or not VALUE_PATTERN.match(value):

@@ -44,7 +44,7 @@ NAMEID_FORMAT_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 # estimate with a wide margin: a signed Response with a few dozen attributes takes a few KiB.
 MAX_RESPONSE_BYTES = 256 * 1024
 
-# The longest acr and NameID kept, as for OIDC claims.
+# The maximum length of the acr and NameID kept, as for OIDC claims.
 MAX_CLAIM_LENGTH = 256
 
 # How far the IdP's clock may be from ours, in seconds, applied to every NotBefore,

@@ -2,9 +2,9 @@
 
 Only SP-initiated logins exist. `start` stores the AuthnRequest's ID in a Challenges item keyed
 by the SHA-256 of a random RelayState, which goes to the IdP with the request and comes back
-with the Response. The ACS consumes that item once, before it verifies the Response, so a
-Response is accepted at most once, only for the org and the AuthnRequest that asked for it,
-and only from the browser that started the login (see mfa_core.sso.binding).
+with the Response. The ACS consumes that item once, before it verifies the Response. A
+Response is therefore accepted at most once, only for the org and the AuthnRequest that
+requested it, and only from the browser that started the login (see mfa_core.sso.binding).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 counters and login-hour profiles, and the findings it writes.
 
 A finding is read, changed and written back whole, on the condition that its revision is still
-the one read, so of two runs that change one finding at once the second reads it again and only
-one of them reports it as new. Resolution is a conditional update, so it never touches a finding
-that a concurrent run already resolved.
+the one read. Of two runs that change one finding at once, the second therefore reads it again,
+and only one of them reports it as new. Resolution is a conditional update, so it never touches
+a finding that a concurrent run already resolved.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ScanStore:
     def add_events(self, org_id: str, key: str, *, event_ids: list[str], expires_at: int) -> int:
         """Add events (ids oldest first) to a counter and return its total.
 
-        Each addition is one UpdateItem on the condition that the counter holds no event from
+        Each addition is one UpdateItem on the condition that the counter contains no event from
         `event_ids` yet. When it does, because a run failed after counting, the counter is read
         and only the newer events are added.
         """
@@ -140,9 +140,11 @@ class ScanStore:
             return {item.state_key.removeprefix(PROFILE_PREFIX): item for item in found}
 
     def save_profiles(self, profiles: Iterable[LoginProfileModel]) -> None:
-        """Write profiles with BatchWriteItem. NOTE: the last writer wins, so two runs of one
-        org at the same moment can each lose the other's logins from a profile; the schedule
-        runs one at a time."""
+        """Write profiles with BatchWriteItem.
+
+        NOTE: the last writer wins, so two runs of one org at the same moment (the schedule and
+        a manual run) can each lose the other's logins from a profile.
+        """
         with _dynamodb_errors(), LoginProfileModel.batch_write() as batch:
             for profile in profiles:
                 batch.save(profile)

@@ -46,6 +46,8 @@ def stack(clock: ManualClock) -> Iterator[LocalStack]:
 def client(stack: LocalStack, clock: ManualClock) -> Client:
     stack.reset_data()
     runtime.services().store.forget_orgs()
+    # Test providers on 127.0.0.1 reuse ports, and with them issuer URLs, with new keys.
+    runtime.services().sso_metadata.clear()
     clock.set(START)
     return Client(stack.api_url)
 

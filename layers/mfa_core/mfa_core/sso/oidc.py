@@ -185,6 +185,12 @@ class ProviderCache:
         self._metadata: dict[str, tuple[float, ProviderMetadata]] = {}
         self._keys: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
+    def clear(self) -> None:
+        """Forget every cached document and key set, as a new process starts."""
+        with self._lock:
+            self._metadata.clear()
+            self._keys.clear()
+
     def metadata(self, issuer: str) -> ProviderMetadata:
         now = self._now()
         with self._lock:
